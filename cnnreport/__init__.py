@@ -1,0 +1,37 @@
+"""cnnreport: one self-contained HTML report of a PyTorch CNN and what it sees.
+
+>>> from cnnreport import generate_report
+>>> report = generate_report(model, "probes/", output="report.html", title="digits-cnn epoch 12")
+>>> report.to_dict()["model"]["total_params"]
+
+The names below are imported on first use, so ``import cnnreport`` (and ``cnnreport --help``)
+stays fast and does not load torch until a report is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "generate_report": "pipeline",
+    "build_report": "pipeline",
+    "Report": "report",
+    "ReportOptions": "report",
+    "CnnReportError": "errors",
+    "diff_reports": "diff",
+}
+
+__all__ = ["generate_report", "build_report", "Report", "ReportOptions", "CnnReportError", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cnnreport' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

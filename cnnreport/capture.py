@@ -1,0 +1,501 @@
+"""The one forward pass: hooks that reduce every activation to what the page shows, then let it go.
+
+Each hooked call is reduced *inside the hook* to statistics, per-channel means and a few small
+uint8 tiles, so memory does not grow with the depth of the model and an in-place op that runs
+after the hook (``ReLU(inplace=True)``) cannot change what was captured.
+
+:func:`preserved_model_state` puts everything the pass touches back as it was: the train/eval
+flag of *every* submodule (``model.train(flag)`` would unfreeze a frozen BatchNorm),
+``requires_grad`` and ``.grad`` of every parameter, and the torch, numpy and ``random`` RNG state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ForwardError
+
+try:  # the graph recorder is optional: without it the hooks just run their maths directly
+    from .tracing import suspend_recording
+except ImportError:  # pragma: no cover - only while tracing.py does not exist
+    suspend_recording = contextlib.nullcontext  # type: ignore[assignment]
+
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+#: Bounded activations and their limits, for the saturation check.
+BOUNDED_LIMITS: dict[type, Callable[[nn.Module], tuple[float, float]]] = {
+    nn.Sigmoid: lambda m: (0.0, 1.0),
+    nn.Tanh: lambda m: (-1.0, 1.0),
+    nn.Hardsigmoid: lambda m: (0.0, 1.0),
+    nn.ReLU6: lambda m: (0.0, 6.0),
+    nn.Hardtanh: lambda m: (float(m.min_val), float(m.max_val)),
+}
+
+HISTOGRAM_SAMPLES_PER_PROBE = 4096
+
+
+# --------------------------------------------------------------------------------------------
+# Leaving the model exactly as it was
+
+
+@dataclass
+class _SavedState:
+    training: list[tuple[nn.Module, bool]]
+    requires_grad: list[tuple[nn.Parameter, bool]]
+    grads: list[tuple[nn.Parameter, torch.Tensor | None]]
+    torch_rng: torch.Tensor
+    cuda_rng: list[torch.Tensor] | None
+    numpy_rng: Any
+    python_rng: Any
+
+
+@contextlib.contextmanager
+def preserved_model_state(model: nn.Module, *, freeze: bool = True) -> Iterator[None]:
+    """Run a block with the model in eval mode and gradients off, then restore everything.
+
+    Restores, also when the block raises: each submodule's own ``training`` flag, each
+    parameter's ``requires_grad`` and ``.grad``, and the torch (CPU and CUDA), numpy and
+    ``random`` generators. Weights and buffers are not written by an eval-mode forward pass.
+    ``freeze`` turns ``requires_grad`` off for the block, so a backward pass started inside it
+    reaches no parameter.
+    """
+    saved = _SavedState(
+        training=[(m, m.training) for m in model.modules()],
+        requires_grad=[(p, p.requires_grad) for p in model.parameters()],
+        grads=[(p, p.grad) for p in model.parameters()],
+        torch_rng=torch.random.get_rng_state(),
+        cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
+        numpy_rng=np.random.get_state(),
+        python_rng=random.getstate(),
+    )
+    try:
+        model.eval()
+        if freeze:
+            for p, _ in saved.requires_grad:
+                p.requires_grad_(False)
+        yield
+    finally:
+        for m, flag in saved.training:
+            m.training = flag  # set the attribute itself: model.train(flag) would cascade
+        for p, flag in saved.requires_grad:
+            p.requires_grad_(flag)
+        for p, grad in saved.grads:
+            p.grad = grad
+        torch.random.set_rng_state(saved.torch_rng)
+        if saved.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(saved.cuda_rng)
+        np.random.set_state(saved.numpy_rng)
+        random.setstate(saved.python_rng)
+
+
+# --------------------------------------------------------------------------------------------
+# What a hooked call is reduced to
+
+
+@dataclass
+class ProbeTiles:
+    """The most active channels of one probe, downsampled and quantised for one mosaic."""
+
+    channels: list[int]
+    tiles: np.ndarray  # uint8 (k, h, w), 0..254 mapped linearly onto [vmin, vmax]
+    vmin: float
+    vmax: float
+
+
+@dataclass
+class LayerCapture:
+    """Everything kept of one module call over all probes: numbers and small uint8 arrays only."""
+
+    name: str
+    type: str
+    call_index: int
+    order: int  # position in execution order among all recorded calls
+    output_shape: list[int]  # per sample, batch dimension left out
+    detailed: bool  # a section of the page: tiles, channel means and histogram kept
+    # Per probe, in probe order.
+    probe_mean: list[float] = field(default_factory=list)
+    probe_std: list[float] = field(default_factory=list)
+    probe_min: list[float] = field(default_factory=list)
+    probe_max: list[float] = field(default_factory=list)
+    probe_zeros: list[int] = field(default_factory=list)
+    probe_nan: list[int] = field(default_factory=list)
+    probe_inf: list[int] = field(default_factory=list)
+    numel_per_probe: int = 0
+    input_rms: list[float] = field(default_factory=list)
+    output_rms: list[float] = field(default_factory=list)
+    saturated_low: int = 0
+    saturated_high: int = 0
+    limits: tuple[float, float] | None = None
+    # Detailed layers only.
+    channel_means: list[np.ndarray] = field(default_factory=list)  # per probe, (C,)
+    channel_min: np.ndarray | None = None  # (C,) over every probe and position
+    channel_max: np.ndarray | None = None
+    tiles: list[ProbeTiles] = field(default_factory=list)
+    samples: list[np.ndarray] = field(default_factory=list)
+    tile_note: str = ""
+
+    @property
+    def probes(self) -> int:
+        return len(self.probe_mean)
+
+    def overall(self) -> dict[str, float]:
+        """Mean, std, min, max, zero fraction and non-finite counts over every probe."""
+        n = self.numel_per_probe
+        means = np.asarray(self.probe_mean, dtype=np.float64)
+        stds = np.asarray(self.probe_std, dtype=np.float64)
+        finite = np.isfinite(means) & np.isfinite(stds)
+        if finite.any():
+            mean = float(means[finite].mean())
+            # Pooled variance of equal-sized groups: mean of variances plus variance of means.
+            var = float((stds[finite] ** 2).mean() + ((means[finite] - mean) ** 2).mean())
+        else:
+            mean, var = float("nan"), float("nan")
+        mins = [v for v in self.probe_min if math.isfinite(v)]
+        maxs = [v for v in self.probe_max if math.isfinite(v)]
+        total = n * max(self.probes, 1)
+        return {
+            "mean": mean,
+            "std": math.sqrt(var) if var == var else float("nan"),
+            "min": min(mins) if mins else float("nan"),
+            "max": max(maxs) if maxs else float("nan"),
+            "frac_zero": sum(self.probe_zeros) / total if total else 0.0,
+            "nan_count": int(sum(self.probe_nan)),
+            "inf_count": int(sum(self.probe_inf)),
+            "numel": int(total),
+        }
+
+
+@dataclass
+class CaptureResult:
+    """All calls recorded by one or more forward batches, in execution order."""
+
+    layers: list[LayerCapture]
+    gradcam: list[np.ndarray] = field(default_factory=list)  # per probe, float (h, w) in [0, 1]
+    gradcam_layer: str = ""
+    gradcam_targets: list[int] = field(default_factory=list)
+
+    def detailed(self) -> list[LayerCapture]:
+        return [layer for layer in self.layers if layer.detailed]
+
+
+# --------------------------------------------------------------------------------------------
+# Reductions (pure functions of a tensor)
+
+
+def _as_float(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach()
+    return t if t.dtype == torch.float32 else t.float()
+
+
+def _rms(t: torch.Tensor) -> list[float]:
+    flat = _as_float(t).reshape(t.shape[0], -1)
+    if flat.shape[1] == 0:
+        return [0.0] * flat.shape[0]
+    norms = torch.linalg.vector_norm(flat, dim=1)  # no full-size temporary, unlike x**2
+    return (norms / math.sqrt(flat.shape[1])).tolist()
+
+
+def probe_statistics(x: torch.Tensor) -> dict[str, list[Any]]:
+    """Per-probe mean, std, min, max, zero count and NaN/Inf counts of an ``(N, ...)`` tensor."""
+    flat = _as_float(x).reshape(x.shape[0], -1)
+    nan = torch.isnan(flat).sum(1)
+    inf = torch.isinf(flat).sum(1)
+    if int(nan.sum()) or int(inf.sum()):
+        # Statistics over the finite values only; the counts say how many were not.
+        finite = torch.isfinite(flat)
+        clean = torch.where(finite, flat, torch.zeros((), dtype=flat.dtype))
+        count = finite.sum(1).clamp(min=1).to(torch.float64)
+        mean = clean.sum(1, dtype=torch.float64) / count
+        var = ((clean.double() - mean[:, None]) ** 2 * finite).sum(1) / count
+        std = var.sqrt()
+        big = torch.finfo(flat.dtype).max
+        mn = torch.where(finite, flat, torch.full((), big)).amin(1)
+        mx = torch.where(finite, flat, torch.full((), -big)).amax(1)
+        no_finite = finite.sum(1) == 0
+        nan_t = torch.tensor(float("nan"))
+        mean, std = mean.masked_fill(no_finite, float("nan")), std.masked_fill(no_finite, float("nan"))
+        mn, mx = torch.where(no_finite, nan_t, mn), torch.where(no_finite, nan_t, mx)
+    else:
+        std, mean = torch.std_mean(flat, dim=1, correction=0)
+        mn, mx = flat.amin(1), flat.amax(1)
+    zeros = (flat == 0).sum(1)
+    return {
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "min": mn.tolist(),
+        "max": mx.tolist(),
+        "zeros": zeros.tolist(),
+        "nan": nan.tolist(),
+        "inf": inf.tolist(),
+    }
+
+
+def as_image_channels(x: torch.Tensor) -> tuple[torch.Tensor | None, str]:
+    """View an activation as ``(N, C, H, W)`` images, with a note saying how, or None."""
+    if x.dim() == 4:
+        return x, ""
+    if x.dim() == 3:  # (N, C, L): each channel a one-pixel-high strip
+        return x.unsqueeze(2), "1-D activations: each tile is one channel's signal as a strip"
+    if x.dim() == 5:
+        return x.amax(2), "3-D activations: each tile is a maximum projection over depth"
+    return None, ""
+
+
+def top_channel_tiles(images: torch.Tensor, channel_means: torch.Tensor, k: int, tile_size: int) -> list[ProbeTiles]:
+    """For each probe, its ``k`` channels of highest mean activation, area-averaged to at most
+    ``tile_size`` pixels on the longer side and quantised to uint8 on a shared scale per probe."""
+    n, c, h, w = images.shape
+    k = min(k, c)
+    scores = torch.nan_to_num(channel_means, nan=-math.inf)
+    idx = torch.topk(scores, k, dim=1).indices  # (N, k), stable for ties
+    chosen = torch.gather(images, 1, idx[:, :, None, None].expand(n, k, h, w))
+    scale = max(h, w) / tile_size
+    if scale > 1:
+        out_hw = (max(1, round(h / scale)), max(1, round(w / scale)))
+        chosen = torch.nn.functional.adaptive_avg_pool2d(chosen, out_hw)
+    chosen = torch.nan_to_num(_as_float(chosen), nan=0.0, posinf=0.0, neginf=0.0)
+    flat = chosen.reshape(n, -1)
+    lo, hi = flat.amin(1), flat.amax(1)
+    span = (hi - lo).clamp(min=1e-12)
+    q = ((chosen - lo[:, None, None, None]) / span[:, None, None, None] * 254).round().clamp(0, 254)
+    q = q.to(torch.uint8).cpu().numpy()
+    result = []
+    for i in range(n):
+        result.append(ProbeTiles(idx[i].tolist(), q[i], float(lo[i]), float(hi[i])))
+    return result
+
+
+def histogram_sample(x: torch.Tensor, per_probe: int = HISTOGRAM_SAMPLES_PER_PROBE) -> list[np.ndarray]:
+    """A deterministic, evenly strided sample of each probe's values, for the histogram."""
+    flat = x.detach().reshape(x.shape[0], -1)
+    step = max(1, flat.shape[1] // per_probe)
+    sample = _as_float(flat[:, ::step][:, :per_probe]).cpu().numpy()
+    return [row.copy() for row in sample]
+
+
+# --------------------------------------------------------------------------------------------
+# The capture context
+
+
+def _first_tensor(value: Any) -> torch.Tensor | None:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            t = _first_tensor(item)
+            if t is not None:
+                return t
+    if isinstance(value, dict):
+        for item in value.values():
+            t = _first_tensor(item)
+            if t is not None:
+                return t
+    return None
+
+
+class ActivationCapture:
+    """Hooks on every leaf module for the whole forward pass (use as a context manager).
+
+    ``detailed`` names the modules that get a section: their activations also give tiles,
+    per-channel means and histogram samples. Every other leaf gets statistics only, which the
+    health checks use (NaN's first layer, exploding scale, saturation).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        detailed: set[str],
+        *,
+        max_channels: int = 16,
+        tile_size: int = 64,
+        cam_layer: str | None = None,
+    ) -> None:
+        self.model = model
+        self.detailed_names = set(detailed)
+        self.max_channels = max_channels
+        self.tile_size = tile_size
+        self.cam_layer = cam_layer
+        self._handles: list[Any] = []
+        self._layers: dict[tuple[str, int], LayerCapture] = {}
+        self._calls: dict[str, int] = {}
+        self._order = 0
+        self._cam_leaf: torch.Tensor | None = None
+        self._gradcam: list[np.ndarray] = []
+        self._gradcam_targets: list[int] = []
+        self.completed: list[str] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> "ActivationCapture":
+        try:
+            for name, module in self.model.named_modules():
+                is_leaf = not any(True for _ in module.children())
+                if is_leaf or name in self.detailed_names or name == self.cam_layer:
+                    self._handles.append(module.register_forward_hook(self._make_hook(name, module)))
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._remove()
+        self._cam_leaf = None
+
+    def _remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def start_batch(self) -> None:
+        """Call before each forward batch: call counts restart, so call N is the same call."""
+        self._calls.clear()
+        self._cam_leaf = None
+
+    # -- the hook ---------------------------------------------------------------------------
+    def _make_hook(self, name: str, module: nn.Module) -> Callable[..., Any]:
+        detailed = name in self.detailed_names
+        limits_of = next((f for t, f in BOUNDED_LIMITS.items() if type(module) is t), None)
+        type_name = type(module).__name__
+        is_cam = name == self.cam_layer
+
+        def hook(mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+            out = _first_tensor(output)
+            if out is None or out.dim() == 0 or not out.is_floating_point():
+                return None
+            call = self._calls.get(name, 0) + 1
+            self._calls[name] = call
+            with suspend_recording(), torch.no_grad():
+                self._record(name, type_name, call, out, _first_tensor(inputs), detailed, limits_of, mod)
+            self.completed.append(name)
+            if is_cam and call == 1 and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
+                # Grad-CAM shares this pass: the CAM layer's output becomes a leaf, so autograd
+                # records only the ops after it, never the (much larger) early layers.
+                leaf = output.detach().requires_grad_(True)
+                self._cam_leaf = leaf
+                return leaf.clone()  # a non-leaf, so a following in-place ReLU stays legal
+            return None
+
+        return hook
+
+    def _record(
+        self,
+        name: str,
+        type_name: str,
+        call: int,
+        out: torch.Tensor,
+        inp: torch.Tensor | None,
+        detailed: bool,
+        limits_of: Callable[[nn.Module], tuple[float, float]] | None,
+        module: nn.Module,
+    ) -> None:
+        key = (name, call)
+        layer = self._layers.get(key)
+        if layer is None:
+            layer = LayerCapture(
+                name=name,
+                type=type_name,
+                call_index=call,
+                order=self._order,
+                output_shape=list(out.shape[1:]),
+                detailed=detailed,
+                numel_per_probe=int(out[0].numel()) if out.shape[0] else 0,
+            )
+            self._order += 1
+            self._layers[key] = layer
+        stats = probe_statistics(out)
+        layer.probe_mean += stats["mean"]
+        layer.probe_std += stats["std"]
+        layer.probe_min += stats["min"]
+        layer.probe_max += stats["max"]
+        layer.probe_zeros += stats["zeros"]
+        layer.probe_nan += stats["nan"]
+        layer.probe_inf += stats["inf"]
+        layer.output_rms += _rms(out)
+        if inp is not None and inp.is_floating_point() and inp.dim() > 0 and inp.shape[0] == out.shape[0]:
+            layer.input_rms += _rms(inp)
+        if limits_of is not None:
+            lo, hi = limits_of(module)
+            tol = 1e-3 * (hi - lo)
+            x = out.detach()
+            layer.limits = (lo, hi)
+            layer.saturated_low += int((x <= lo + tol).sum())
+            layer.saturated_high += int((x >= hi - tol).sum())
+        if not detailed:
+            return
+        x = _as_float(out)
+        images, note = as_image_channels(x)
+        layer.tile_note = note
+        if x.dim() >= 3:
+            dims = tuple(range(2, x.dim()))
+            cmeans = torch.nan_to_num(x, nan=0.0).mean(dims)
+            cmin, cmax = x.amin(dim=(0, *dims)), x.amax(dim=(0, *dims))
+        else:
+            cmeans = x.reshape(x.shape[0], -1)
+            cmin, cmax = cmeans.amin(0), cmeans.amax(0)
+        layer.channel_means += [row for row in cmeans.cpu().numpy()]
+        cmin_np, cmax_np = cmin.cpu().numpy(), cmax.cpu().numpy()
+        layer.channel_min = cmin_np if layer.channel_min is None else np.minimum(layer.channel_min, cmin_np)
+        layer.channel_max = cmax_np if layer.channel_max is None else np.maximum(layer.channel_max, cmax_np)
+        if images is not None and self.max_channels > 0:
+            layer.tiles += top_channel_tiles(images, cmeans, self.max_channels, self.tile_size)
+        layer.samples += histogram_sample(x)
+
+    # -- Grad-CAM ---------------------------------------------------------------------------
+    def gradcam_backward(self, scores: torch.Tensor, targets: list[int]) -> bool:
+        """After a batch's forward: Grad-CAM maps of the CAM layer for the given class scores.
+
+        ``scores`` is the batch's ``(N, classes)`` output. Returns False (and records nothing)
+        when the CAM layer did not run or the scores do not depend on it.
+        """
+        leaf = self._cam_leaf
+        self._cam_leaf = None
+        if leaf is None or not scores.requires_grad or leaf.dim() < 3:
+            return False
+        picked = scores.gather(1, torch.as_tensor(targets, device=scores.device)[:, None]).sum()
+        (grads,) = torch.autograd.grad(picked, leaf, allow_unused=True)
+        if grads is None:
+            return False
+        with torch.no_grad():
+            act, grads = _as_float(leaf), _as_float(grads)
+            if act.dim() == 3:
+                act, grads = act.unsqueeze(2), grads.unsqueeze(2)
+            elif act.dim() == 5:
+                act, grads = act.mean(2), grads.mean(2)
+            weights = grads.mean(dim=(2, 3), keepdim=True)
+            cam = torch.relu((weights * act).sum(1))
+            peak = cam.flatten(1).amax(1).clamp(min=1e-12)
+            cam = (cam / peak[:, None, None]).cpu().numpy()
+        self._gradcam += [m for m in cam]
+        self._gradcam_targets += list(targets)
+        return True
+
+    # -- result -----------------------------------------------------------------------------
+    def result(self) -> CaptureResult:
+        layers = sorted(self._layers.values(), key=lambda layer: layer.order)
+        return CaptureResult(
+            layers=layers,
+            gradcam=list(self._gradcam),
+            gradcam_layer=self.cam_layer or "",
+            gradcam_targets=list(self._gradcam_targets),
+        )
+
+
+def run_forward(model: nn.Module, inputs: tuple[torch.Tensor, ...], *, where: str = "") -> Any:
+    """Call the model, turning any exception into a :class:`ForwardError` that names it."""
+    try:
+        return model(*inputs)
+    except ForwardError:
+        raise
+    except Exception as exc:  # the user's model may raise anything
+        shapes = ", ".join(str(tuple(t.shape)) for t in inputs if isinstance(t, torch.Tensor))
+        raise ForwardError(
+            f"the model's forward pass failed{where} on input {shapes}: {type(exc).__name__}: "
+            + " ".join(str(exc).split())
+        ) from exc

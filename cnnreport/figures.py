@@ -1,0 +1,259 @@
+"""numpy arrays to PNG bytes: mosaics, filter galleries, histograms, thumbnails, heat maps.
+
+No matplotlib figure is ever made (a figure per layer costs ~100x the whole capture): arrays are
+laid out with numpy and saved by Pillow as palette PNGs, whose palette *is* the colour map, so
+an activation mosaic costs one byte per pixel before compression. Pillow writes no time chunk,
+so the same array always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from .capture import ProbeTiles
+from .report import Figure, Mosaic, Tile
+
+ACTIVATION_CMAP = "viridis"
+WEIGHT_CMAP = "RdBu_r"  # diverging, centred on zero: the sign of a weight stays visible
+HEAT_CMAP = "inferno"
+BACKGROUND_INDEX = 255  # palette entry of the gaps between tiles
+GAP = 1
+MIN_STRIP_HEIGHT = 6
+
+
+@lru_cache(maxsize=None)
+def palette(cmap: str) -> bytes:
+    """A 256-entry palette: 255 colours of the colour map, then the background grey."""
+    from matplotlib import colormaps  # imported lazily: only the colour table is needed
+
+    rgb = (colormaps[cmap](np.linspace(0.0, 1.0, 255))[:, :3] * 255).round().astype(np.uint8)
+    return bytes(np.vstack([rgb, np.array([[128, 128, 128]], dtype=np.uint8)]).ravel())
+
+
+def lut(cmap: str) -> np.ndarray:
+    """The colour map as a (256, 3) uint8 array, for RGB images (heat-map overlays)."""
+    return np.frombuffer(palette(cmap), dtype=np.uint8).reshape(256, 3)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False, compress_level=9)
+    return buffer.getvalue()
+
+
+def indexed_png(indices: np.ndarray, cmap: str) -> bytes:
+    """Save a uint8 index array (0..254 on the colour map, 255 background) as a palette PNG."""
+    data = np.ascontiguousarray(indices, dtype=np.uint8)
+    image = Image.frombytes("P", (data.shape[1], data.shape[0]), data.tobytes())
+    image.putpalette(palette(cmap))
+    return png_bytes(image)
+
+
+def grid_shape(count: int, tile_h: int, tile_w: int) -> tuple[int, int]:
+    """Columns and rows for ``count`` tiles, near-square on screen."""
+    if count <= 0:
+        return 0, 0
+    if tile_h * 4 <= tile_w:  # long strips read best stacked
+        return 1, count
+    cols = math.ceil(math.sqrt(count))
+    return cols, math.ceil(count / cols)
+
+
+def tile_grid(tiles: np.ndarray, columns: int | None = None, gap: int = GAP) -> tuple[np.ndarray, int, int, list[tuple[int, int]]]:
+    """Lay out ``(k, h, w)`` or ``(k, h, w, 3)`` tiles in a grid separated by ``gap`` pixels.
+
+    Returns the canvas, the column and row counts, and each tile's top-left corner.
+    """
+    k, h, w = tiles.shape[:3]
+    cols, rows = grid_shape(k, h, w)
+    if columns:
+        cols, rows = columns, math.ceil(k / columns)
+    height, width = rows * h + (rows + 1) * gap, cols * w + (cols + 1) * gap
+    canvas = np.full((height, width) + tiles.shape[3:], BACKGROUND_INDEX if tiles.ndim == 3 else 128, dtype=np.uint8)
+    corners = []
+    for i in range(k):
+        r, c = divmod(i, cols)
+        y, x = gap + r * (h + gap), gap + c * (w + gap)
+        canvas[y : y + h, x : x + w] = tiles[i]
+        corners.append((x, y))
+    return canvas, cols, rows, corners
+
+
+def _stretch_strips(tiles: np.ndarray) -> np.ndarray:
+    if tiles.shape[1] >= MIN_STRIP_HEIGHT:
+        return tiles
+    return np.repeat(tiles, math.ceil(MIN_STRIP_HEIGHT / tiles.shape[1]), axis=1)
+
+
+def activation_mosaic(probe_tiles: ProbeTiles, *, layer: str, probe: str) -> Mosaic:
+    """One probe's most active channels of one layer as a labelled palette-PNG mosaic."""
+    tiles = _stretch_strips(probe_tiles.tiles)
+    canvas, cols, rows, corners = tile_grid(tiles)
+    h, w = tiles.shape[1:3]
+    labelled = [
+        Tile(label=str(ch), x=x, y=y, width=w, height=h, title=f"channel {ch}")
+        for ch, (x, y) in zip(probe_tiles.channels, corners)
+    ]
+    figure = Figure(
+        png=indexed_png(canvas, ACTIVATION_CMAP),
+        width=canvas.shape[1],
+        height=canvas.shape[0],
+        alt=f"{layer}: the {len(labelled)} most active channels for {probe}",
+    )
+    return Mosaic(
+        figure=figure,
+        columns=cols,
+        rows=rows,
+        tiles=labelled,
+        vmin=probe_tiles.vmin,
+        vmax=probe_tiles.vmax,
+        colormap=ACTIVATION_CMAP,
+        probe=probe,
+    )
+
+
+def _quantise_symmetric(values: np.ndarray, vmax: float) -> np.ndarray:
+    """Map [-vmax, vmax] onto palette indices 0..254 with zero at the centre (127)."""
+    scaled = np.clip(values / max(vmax, 1e-12), -1.0, 1.0)
+    return np.round((scaled + 1.0) * 127.0).astype(np.uint8)
+
+
+def filter_gallery(weight: np.ndarray, *, layer: str, groups: int = 1, max_filters: int = 32, max_inputs: int = 8) -> tuple[Figure, str, int, int, float, str]:
+    """Draw a convolution's weights: RGB filters as colour images, others on a diverging map.
+
+    Returns the figure, a note saying what is shown, the filters shown and in all, the colour
+    scale's ``vmax`` and the colour map name ("rgb" for colour filters).
+    """
+    w = np.nan_to_num(np.asarray(weight, dtype=np.float32))
+    out_ch, in_per_group = w.shape[:2]
+    notes = []
+    if w.ndim == 5:  # (out, in, d, h, w): the middle depth slice
+        w = w[:, :, w.shape[2] // 2]
+        notes.append("3-D kernels: middle depth slice")
+    elif w.ndim == 3:  # (out, in, k): a one-pixel-high strip per kernel
+        w = w[:, :, None, :]
+    elif w.ndim != 4:
+        raise ValueError(f"{layer}: cannot draw a weight of shape {tuple(weight.shape)}")
+    shown = min(out_ch, max_filters)
+    vmax = float(np.abs(w[:shown]).max()) if w.size else 0.0
+    group_note = f", {groups} groups" if groups > 1 else ""
+    if in_per_group == 3 and groups == 1:
+        # First-layer RGB filters: zero maps to mid-grey, so sign stays visible in colour too.
+        rgb = np.clip(0.5 + 0.5 * w[:shown] / max(vmax, 1e-12), 0, 1)
+        tiles = (np.transpose(rgb, (0, 2, 3, 1)) * 255).round().astype(np.uint8)
+        canvas, *_ = tile_grid(tiles)
+        png = png_bytes(Image.fromarray(canvas, mode="RGB"))
+        note = f"{shown} of {out_ch} filters as RGB images (mid-grey is zero, scale ±{vmax:.3g})"
+        cmap = "rgb"
+    elif w.shape[2] == 1 and w.shape[3] == 1 and in_per_group > 1:
+        # 1x1 kernels: single pixels say nothing one by one; the (out x in) matrix does.
+        rows_shown, cols_shown = min(out_ch, 64), min(in_per_group, 64)
+        matrix = w[:rows_shown, :cols_shown, 0, 0]
+        vmax = float(np.abs(matrix).max()) if matrix.size else 0.0
+        canvas = _quantise_symmetric(matrix, vmax)
+        png = indexed_png(canvas, WEIGHT_CMAP)
+        shown = rows_shown
+        note = (
+            f"1x1 kernels as a matrix: rows are output channels 0-{rows_shown - 1} of {out_ch}, "
+            f"columns input channels 0-{cols_shown - 1} of {in_per_group}{group_note}"
+        )
+        cmap = WEIGHT_CMAP
+    else:
+        inputs = min(in_per_group, max_inputs)
+        sub = w[:shown, :inputs]  # (shown, inputs, kh, kw)
+        kh, kw = sub.shape[2:]
+        tiles = _quantise_symmetric(sub.reshape(shown * inputs, kh, kw), vmax)
+        tiles = _stretch_strips(tiles)
+        canvas, *_ = tile_grid(tiles, columns=inputs)
+        png = indexed_png(canvas, WEIGHT_CMAP)
+        what = "depthwise filters" if in_per_group == 1 and groups > 1 else "filters"
+        note = (
+            f"{shown} of {out_ch} {what} (rows) x {inputs} of {in_per_group} input channels "
+            f"(columns){group_note}; diverging colour map centred on zero, ±{vmax:.3g}"
+        )
+        cmap = WEIGHT_CMAP
+    if notes:
+        note += "; " + "; ".join(notes)
+    image_h, image_w = canvas.shape[:2]
+    figure = Figure(png=png, width=image_w, height=image_h, alt=f"{layer}: weights, {note}")
+    return figure, note, shown, out_ch, vmax, cmap
+
+
+def histogram_figure(counts: Sequence[int], *, alt: str, width: int = 160, height: int = 48, log: bool = False) -> Figure:
+    """Bars drawn straight into an array: one column block per bin, no plotting library."""
+    values = np.asarray(counts, dtype=np.float64)
+    if log:
+        values = np.log1p(values)
+    bins = max(len(values), 1)
+    bar_w = max(1, width // bins)
+    width = bar_w * bins
+    peak = values.max() if values.size and values.max() > 0 else 1.0
+    canvas = np.full((height, width), BACKGROUND_INDEX, dtype=np.uint8)
+    for i, v in enumerate(values):
+        bar = int(round(v / peak * (height - 1)))
+        if v > 0:
+            bar = max(bar, 1)
+        canvas[height - bar :, i * bar_w : (i + 1) * bar_w] = 90
+    image = Image.frombytes("P", (width, height), canvas.tobytes())
+    pal = bytearray(palette(ACTIVATION_CMAP))
+    pal[255 * 3 : 256 * 3] = bytes([255, 255, 255])  # white background for bar charts
+    image.putpalette(bytes(pal))
+    image.info["transparency"] = 255
+    return Figure(png=png_bytes(image), width=width, height=height, alt=alt)
+
+
+def channel_strip(means: np.ndarray, *, alt: str, dead: Sequence[int] = ()) -> Figure:
+    """Per-channel mean activation as one row of colour cells (dead channels stay grey)."""
+    values = np.nan_to_num(np.asarray(means, dtype=np.float64))
+    lo, hi = float(values.min()) if values.size else 0.0, float(values.max()) if values.size else 1.0
+    idx = np.round((values - lo) / max(hi - lo, 1e-12) * 254).astype(np.uint8)
+    idx[list(dead)] = BACKGROUND_INDEX
+    cell = max(1, min(8, 512 // max(len(values), 1)))
+    row = np.repeat(idx[None, :], 10, axis=0)
+    row = np.repeat(row, cell, axis=1)
+    return Figure(png=indexed_png(row, ACTIVATION_CMAP), width=row.shape[1], height=row.shape[0], alt=alt)
+
+
+def colour_bar(cmap: str, width: int = 128, height: int = 8) -> Figure:
+    ramp = np.round(np.linspace(0, 254, width)).astype(np.uint8)
+    canvas = np.repeat(ramp[None, :], height, axis=0)
+    return Figure(png=indexed_png(canvas, cmap), width=width, height=height, alt=f"colour scale {cmap}, low to high")
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    return image[:, :, :3]
+
+
+def thumbnail(image: np.ndarray, *, alt: str, max_size: int = 128) -> Figure:
+    """A probe as the user sees it, area-averaged down to ``max_size`` pixels at most."""
+    arr = np.ascontiguousarray(image.astype(np.uint8))
+    pil = Image.fromarray(arr, mode="L" if arr.ndim == 2 else "RGB")
+    if max(pil.size) > max_size:
+        pil.thumbnail((max_size, max_size), Image.Resampling.BOX)
+    return Figure(png=png_bytes(pil), width=pil.size[0], height=pil.size[1], alt=alt)
+
+
+def heat_overlay(image: np.ndarray, heat: np.ndarray, *, alt: str, max_size: int = 128, alpha: float = 0.55) -> Figure:
+    """A [0, 1] heat map, resized to the probe and blended over a grey version of it."""
+    base = to_rgb(np.asarray(image, dtype=np.uint8))
+    pil = Image.fromarray(np.ascontiguousarray(base), mode="RGB")
+    if max(pil.size) > max_size:
+        pil.thumbnail((max_size, max_size), Image.Resampling.BOX)
+    grey = np.asarray(pil.convert("L"), dtype=np.float32)[:, :, None].repeat(3, axis=2)
+    heat_img = Image.fromarray(np.clip(np.nan_to_num(heat) * 255, 0, 255).astype(np.uint8), mode="L")
+    heat_img = heat_img.resize(pil.size, Image.Resampling.BILINEAR)
+    h = np.asarray(heat_img, dtype=np.uint8)
+    colour = lut(HEAT_CMAP)[np.minimum(h, 254)].astype(np.float32)
+    weight = alpha * (h.astype(np.float32) / 255.0)[:, :, None] + 0.15
+    blended = np.clip(grey * (1 - weight) + colour * weight, 0, 255).astype(np.uint8)
+    return Figure(png=png_bytes(Image.fromarray(blended, mode="RGB")), width=pil.size[0], height=pil.size[1], alt=alt)

@@ -1,0 +1,461 @@
+"""``build_report``: the stages in order, from (model, probes, options) to a :class:`Report`.
+
+load probes -> one capture pass over the probe batches (activations, predictions, Grad-CAM and
+the executed graph share it) -> torchinfo table -> sections, figures, alerts -> ``Report``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import platform
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__, figures, stats
+from .architecture import inspect_model
+from .capture import CONV_TYPES, ActivationCapture, CaptureResult, LayerCapture, preserved_model_state, run_forward
+from .errors import CnnReportError, ForwardError, OptionError
+from .probes import ProbeBatch, expected_input_channels, load_probes, synthetic_probes
+from .progress import Progress
+from .report import (
+    Attribution,
+    ChannelFact,
+    FilterGallery,
+    LayerSection,
+    Prediction,
+    ProbeInfo,
+    Provenance,
+    Report,
+    ReportOptions,
+    section_id,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Options and layer selection
+
+
+def make_options(options: ReportOptions | None = None, **overrides: Any) -> ReportOptions:
+    """``options`` with keyword overrides applied; unknown keywords name themselves."""
+    base = options or ReportOptions()
+    known = {f.name for f in dataclasses.fields(ReportOptions)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise OptionError(f"unknown report option(s): {', '.join(unknown)}; known options: {', '.join(sorted(known))}")
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def select_layers(model: nn.Module, options: ReportOptions) -> list[str]:
+    """Module paths that get a section, in definition order.
+
+    Default: every convolution. ``layers`` globs (``layer3.*``) and ``layer_types`` (class
+    names) add to nothing but themselves; ``exclude_layers`` removes. A pattern that matches no
+    module is an error naming a few that exist, since a typo would silently drop sections.
+    """
+    named = [(n, m) for n, m in model.named_modules() if n]
+    names = [n for n, _ in named]
+    for pattern in [*options.layers, *options.exclude_layers]:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            raise OptionError(
+                f"layer pattern {pattern!r} matches no module; modules are named like: "
+                + ", ".join(names[:6])
+                + (" ..." if len(names) > 6 else "")
+            )
+    types = {t.lower() for t in options.layer_types}
+    if types:
+        known_types = {type(m).__name__.lower() for _, m in named}
+        missing = sorted(types - known_types)
+        if missing:
+            raise OptionError(
+                f"layer type(s) {', '.join(missing)} not in the model; its types are: "
+                + ", ".join(sorted({type(m).__name__ for _, m in named})[:12])
+            )
+    chosen = []
+    for name, module in named:
+        if options.layers or types:
+            keep = _matches(name, options.layers) or type(module).__name__.lower() in types
+        else:
+            keep = isinstance(module, CONV_TYPES)
+        if keep and not _matches(name, options.exclude_layers):
+            chosen.append(name)
+    return chosen
+
+
+def default_cam_layer(model: nn.Module, options: ReportOptions) -> str | None:
+    """The layer Grad-CAM explains: ``cam_layer`` if given, else the last 2-D convolution."""
+    names = dict(model.named_modules())
+    if options.cam_layer:
+        if options.cam_layer not in names:
+            raise OptionError(
+                f"--cam-layer {options.cam_layer!r} is not a module of the model; convolutions are: "
+                + ", ".join([n for n, m in names.items() if isinstance(m, CONV_TYPES)][-6:])
+            )
+        return options.cam_layer
+    convs = [n for n, m in names.items() if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Conv3d)) and n]
+    return convs[-1] if convs else None
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs and predictions
+
+
+def classification_scores(output: Any) -> torch.Tensor | None:
+    """The ``(N, classes)`` tensor in a model's output, if there is exactly such a thing."""
+    candidate: Any = output
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):
+        candidate = next((getattr(output, f.name) for f in dataclasses.fields(output) if isinstance(getattr(output, f.name), torch.Tensor)), None)
+    elif isinstance(output, dict):
+        candidate = output.get("logits", output.get("out", next(iter(output.values()), None) if len(output) == 1 else None))
+    elif isinstance(output, (list, tuple)):
+        candidate = output[0] if output else None
+    if isinstance(candidate, torch.Tensor) and candidate.dim() == 2 and candidate.shape[1] >= 2 and candidate.is_floating_point():
+        return candidate
+    return None
+
+
+def probabilities(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax of logits; outputs that already are (log-)probabilities are taken as such."""
+    s = scores.detach().float()
+    if bool(((s >= 0) & (s <= 1)).all()) and bool(torch.allclose(s.sum(1), torch.ones(s.shape[0]), atol=1e-3)):
+        return s
+    if bool((s <= 0).all()) and bool(torch.allclose(s.exp().sum(1), torch.ones(s.shape[0]), atol=1e-3)):
+        return s.exp()
+    return torch.softmax(s, dim=1)
+
+
+def top_predictions(probs: torch.Tensor, k: int, class_names: Sequence[str] | None) -> list[list[Prediction]]:
+    k = min(k, probs.shape[1])
+    values, indices = torch.topk(probs, k, dim=1)
+    result = []
+    for vals, idxs in zip(values.tolist(), indices.tolist()):
+        result.append(
+            [
+                Prediction(
+                    class_index=i,
+                    label=class_names[i] if class_names and i < len(class_names) else str(i),
+                    probability=float(v),
+                )
+                for v, i in zip(vals, idxs)
+            ]
+        )
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# The capture pass
+
+
+@dataclass
+class PassResult:
+    capture: CaptureResult
+    predictions: list[list[Prediction]]
+    graph: Any = None
+    failure: dict[str, Any] | None = None
+    error: ForwardError | None = None
+
+
+def _batches(batch: ProbeBatch, size: int) -> Iterable[tuple[torch.Tensor, ...]]:
+    n = len(batch)
+    for start in range(0, n, max(1, size)):
+        yield tuple(t[start : start + size] for t in batch.inputs)
+
+
+def _to_model(inputs: tuple[torch.Tensor, ...], model: nn.Module) -> tuple[torch.Tensor, ...]:
+    param = next(iter(model.parameters()), None)
+    if param is None:
+        param = next(iter(model.buffers()), None)
+    if param is None:
+        return inputs
+    return tuple(
+        t.to(device=param.device, dtype=param.dtype if t.is_floating_point() and param.is_floating_point() else t.dtype)
+        for t in inputs
+    )
+
+
+def capture_pass(
+    model: nn.Module,
+    batch: ProbeBatch,
+    options: ReportOptions,
+    detailed: list[str],
+    cam_layer: str | None,
+    progress: Progress,
+) -> PassResult:
+    """Forward every probe batch once with the capture hooks (and the graph recorder on the
+    first batch); Grad-CAM backpropagates from the output to the CAM layer only."""
+    want_cam = options.attributions and cam_layer is not None
+    capture = ActivationCapture(
+        model,
+        set(detailed),
+        max_channels=options.max_channels,
+        tile_size=options.tile_size,
+        cam_layer=cam_layer if want_cam else None,
+    )
+    predictions: list[list[Prediction]] = []
+    recorder = None
+    graph = None
+    failure = None
+    error = None
+    with preserved_model_state(model), capture:
+        for index, inputs in enumerate(_batches(batch, options.batch_size)):
+            inputs = _to_model(inputs, model)
+            capture.start_batch()
+            record = options.graph and index == 0
+            try:
+                recorder = _recorder(model) if record else None
+                with (recorder if recorder is not None else _null()), torch.set_grad_enabled(want_cam):
+                    output = run_forward(model, inputs)
+            except ForwardError as exc:
+                failure = recorder.failure_context() if recorder is not None and hasattr(recorder, "failure_context") else None
+                error = exc
+                break
+            if recorder is not None:
+                graph = _graph_of(recorder)
+            scores = classification_scores(output)
+            if scores is not None:
+                predictions += top_predictions(probabilities(scores), options.top_k, options.class_names)
+                if want_cam:
+                    targets = [options.target_class] * scores.shape[0] if options.target_class is not None else scores.detach().argmax(1).tolist()
+                    if options.target_class is not None and not 0 <= options.target_class < scores.shape[1]:
+                        raise OptionError(f"--target-class {options.target_class} is outside the model's {scores.shape[1]} classes")
+                    capture.gradcam_backward(scores, targets)
+            del output, scores
+            progress.advance(inputs[0].shape[0])
+    return PassResult(capture=capture.result(), predictions=predictions, graph=graph, failure=failure, error=error)
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _recorder(model: nn.Module) -> Any:
+    try:
+        from .tracing import CallRecorder
+    except ImportError:
+        return None
+    return CallRecorder(model)
+
+
+def _graph_of(recorder: Any) -> Any:
+    try:
+        return recorder.graph()
+    except Exception:  # a graph we cannot build must not cost the user the whole report
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+
+
+def build_section(
+    layer: LayerCapture,
+    module: nn.Module | None,
+    probe_names: Sequence[str],
+    options: ReportOptions,
+    with_filters: bool,
+) -> LayerSection:
+    """A layer's page section: statistics, mosaics per probe, channel strip, histogram, filters."""
+    sid = section_id(layer.name, layer.call_index)
+    section = LayerSection(
+        id=sid,
+        name=layer.name,
+        type=layer.type,
+        call_index=layer.call_index,
+        output_shape=layer.output_shape,
+        stats=stats.activation_stats(layer),
+        per_probe_stats=stats.per_probe_stats(layer),
+        group=layer.name.rsplit(".", 1)[0] if "." in layer.name else "",
+    )
+    if layer.tile_note:
+        section.notes.append(layer.tile_note)
+    for tiles, probe in zip(layer.tiles[: options.max_probes], probe_names):
+        section.mosaics.append(figures.activation_mosaic(tiles, layer=section.label, probe=probe))
+    means = stats.channel_means(layer)
+    if means.size:
+        dead = stats.dead_channels(layer)
+        section.channels = ChannelFact(
+            means=[float(v) for v in means],
+            dead=dead,
+            figure=figures.channel_strip(means, alt=f"{section.label}: mean activation of each of {means.size} channels", dead=dead),
+        )
+    hist = stats.activation_histogram(layer, options.histogram_bins)
+    if hist is not None and hist.counts:
+        hist.figure = figures.histogram_figure(hist.counts, alt=f"{section.label}: histogram of activation values", log=True)
+        section.histogram = hist
+    weight = stats.conv_weight(module) if module is not None else None
+    if weight is not None:
+        section.weight_stats = stats.weight_stats(weight)
+        wh = stats.weight_histogram(weight, options.histogram_bins)
+        if wh.counts:
+            wh.figure = figures.histogram_figure(wh.counts, alt=f"{section.label}: histogram of weights")
+        section.weight_histogram = wh
+        if with_filters:
+            fig, note, shown, total, vmax, cmap = figures.filter_gallery(
+                weight.detach().float().cpu().numpy(),
+                layer=section.label,
+                groups=int(getattr(module, "groups", 1)),
+                max_filters=options.max_filters,
+                max_inputs=options.max_filter_inputs,
+            )
+            section.filters = FilterGallery(figure=fig, note=note, shown_filters=shown, total_filters=total, vmax=vmax, colormap=cmap)
+    return section
+
+
+# --------------------------------------------------------------------------------------------
+# The public entry points
+
+
+def _resolve_probes(model: nn.Module, probes: Any, options: ReportOptions, input_size: Sequence[int] | None) -> ProbeBatch:
+    if isinstance(probes, ProbeBatch):
+        return probes
+    if probes is None:
+        if not input_size:
+            raise OptionError("no probes given: pass probe images (--probes) or an input size (--input-size C H W)")
+        return synthetic_probes(tuple(input_size))
+    return load_probes(probes, channels=expected_input_channels(model), max_probes=options.max_probes)
+
+
+def build_report(
+    model: nn.Module,
+    probes: Any = None,
+    options: ReportOptions | None = None,
+    *,
+    input_size: Sequence[int] | None = None,
+    provenance: Provenance | None = None,
+    class_names: Sequence[str] | None = None,
+    **overrides: Any,
+) -> Report:
+    """Inspect ``model`` on ``probes`` and return the :class:`Report` the page shows.
+
+    ``probes``: a float tensor ``(N, C, H, W)``, a folder, an image path or a list of them, a
+    :class:`~cnnreport.probes.ProbeBatch`, a tuple of tensors for a model with several inputs,
+    or None with ``input_size`` for a synthetic input. Keyword overrides set
+    :class:`ReportOptions` fields (``title=``, ``layers=[...]``, ``max_channels=`` ...).
+    The model is left exactly as it was: weights, buffers, flags, hooks and RNG state.
+    """
+    if not isinstance(model, nn.Module):
+        raise OptionError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    opts = make_options(options, **overrides)
+    if class_names is not None:
+        opts = dataclasses.replace(opts, class_names=list(class_names))
+    batch = _resolve_probes(model, probes, opts, input_size)
+    detailed = select_layers(model, opts)
+    cam_layer = default_cam_layer(model, opts) if opts.attributions else None
+    progress = Progress(total=len(batch), enabled=opts.progress, label="forward")
+    result = capture_pass(model, batch, opts, detailed, cam_layer, progress)
+    progress.close()
+    if result.error is not None:
+        raise result.error
+    example = tuple(t[:1] for t in _to_model(batch.inputs, model))
+    arch = inspect_model(model, example)
+    modules = dict(model.named_modules())
+    sections: list[LayerSection] = []
+    drawn_filters: set[str] = set()
+    for layer in result.capture.detailed():
+        module = modules.get(layer.name)
+        sections.append(build_section(layer, module, batch.names, opts, with_filters=layer.name not in drawn_filters))
+        drawn_filters.add(layer.name)
+    section_ids = {(s.name, s.call_index): s.id for s in sections}
+    for row in arch.rows:
+        row.section_id = section_ids.get((row.name, row.call_index), "")
+    probes_info = []
+    for i, name in enumerate(batch.names[: opts.max_probes]):
+        thumb = figures.thumbnail(batch.display[i], alt=f"probe {name}") if i < len(batch.display) and batch.display[i].size else None
+        probes_info.append(
+            ProbeInfo(
+                name=name,
+                thumbnail=thumb,
+                predictions=result.predictions[i] if i < len(result.predictions) else [],
+                source=batch.sources[i] if i < len(batch.sources) else "",
+                sha256=batch.sha256[i] if i < len(batch.sha256) else "",
+            )
+        )
+    attributions = gradcam_attributions(result.capture, batch, opts)
+    notes = list(batch.notes) + list(arch.notes)
+    if not detailed:
+        notes.append("The model has no convolution layer: no activation sections (choose layers with --layers or --layer-types).")
+    report = Report(
+        title=opts.title or f"{type(model).__name__} report",
+        model=arch.summary,
+        layers=arch.rows,
+        sections=sections,
+        probes=probes_info,
+        options=opts,
+        provenance=provenance or default_provenance(),
+        attributions=attributions,
+        synthetic_input=batch.synthetic,
+        notes=notes,
+    )
+    return report
+
+
+def gradcam_attributions(capture: CaptureResult, batch: ProbeBatch, options: ReportOptions) -> list[Attribution]:
+    out = []
+    names = options.class_names
+    for i, (cam, target) in enumerate(zip(capture.gradcam, capture.gradcam_targets)):
+        if i >= options.max_probes or i >= len(batch.display) or not batch.display[i].size:
+            break
+        label = names[target] if names and target < len(names) else str(target)
+        peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+        out.append(
+            Attribution(
+                probe=batch.names[i],
+                target_class=int(target),
+                target_label=label,
+                method="Grad-CAM",
+                layer=capture.gradcam_layer,
+                figure=figures.heat_overlay(batch.display[i], cam, alt=f"Grad-CAM of {capture.gradcam_layer} for class {label} on {batch.names[i]}"),
+                peak_xy=(int(peak[-1]), int(peak[-2])) if cam.ndim >= 2 else None,
+            )
+        )
+    return out
+
+
+def default_provenance() -> Provenance:
+    return Provenance(
+        cnnreport_version=__version__,
+        torch_version=torch.__version__,
+        python_version=platform.python_version(),
+        command_line=" ".join(sys.argv) if sys.argv and sys.argv[0].endswith("cnnreport") else "",
+    )
+
+
+def generate_report(
+    model: nn.Module,
+    probes: Any = None,
+    output: str | None = "report.html",
+    *,
+    json: str | None = None,
+    markdown: str | None = None,
+    options: ReportOptions | None = None,
+    **kwargs: Any,
+) -> Report:
+    """Build the report and write it to ``output`` (HTML), and optionally ``json``/``markdown``.
+
+    Files are written atomically: an existing report is replaced only by a complete one.
+    Returns the :class:`Report`, whose ``to_dict()`` and ``write_json()`` give the JSON view.
+    """
+    report = build_report(model, probes, options, **kwargs)
+    if output:
+        report.write_html(output)
+    if json:
+        report.write_json(json)
+    if markdown:
+        report.write_markdown(markdown)
+    return report
+
+
+__all__ = ["build_report", "generate_report", "select_layers", "CnnReportError"]

@@ -1,0 +1,216 @@
+"""The renderers: one autoescaped Jinja2 environment for HTML, plus JSON and Markdown views,
+and atomic writes so a good report is never replaced by half of a new one.
+
+Only this module knows HTML. Templates live in the repository's top-level ``templates/``, which
+the wheel maps to ``cnnreport/templates``; both places are searched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import jinja2
+
+from .errors import OutputError
+from .report import JSON_SCHEMA_VERSION, Figure, Report
+
+
+def template_dir() -> Path:
+    """``cnnreport/templates`` in an installed wheel, ``templates/`` in a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if (candidate / "base.html.j2").is_file():
+            return candidate
+    raise OutputError(f"cnnreport's templates are missing (looked in {here / 'templates'}): reinstall cnnreport")
+
+
+# -- formatting filters --------------------------------------------------------------------
+
+
+def fmt_int(value: Any) -> str:
+    """Thousands separators; blanks for missing values."""
+    if value is None or value == "":
+        return ""
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def fmt_float(value: Any, digits: int = 4) -> str:
+    """Up to ``digits`` significant digits; scientific notation for tiny or huge values."""
+    if value is None:
+        return "–"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "∞" if v > 0 else "−∞"
+    if v == 0:
+        return "0"
+    if abs(v) >= 1e5 or abs(v) < 1e-3:
+        return f"{v:.{digits - 1}e}"
+    return f"{v:.{digits}g}"
+
+
+def fmt_pct(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return ""
+    return f"{float(value):.{digits}f}%"
+
+
+def fmt_bytes(value: Any) -> str:
+    v = float(value or 0)
+    for unit in ("B", "KB", "MB", "GB"):
+        if v < 1024 or unit == "GB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    return f"{v:.1f} GB"
+
+
+def fmt_shape(value: Any) -> str:
+    """``[1, 16, 28, 28]`` as ``1×16×28×28``; nested shapes (several outputs) joined by commas."""
+    if value is None or value == []:
+        return ""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) for v in value):
+        return "×".join(str(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(fmt_shape(v) for v in value)
+    return str(value)
+
+
+def fmt_large(value: Any) -> str:
+    """Mult-adds and similar: 4.1 G, 230.4 M, 12.3 K."""
+    v = float(value or 0)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.2f} {unit}"
+    return f"{int(v):,}"
+
+
+def data_uri(figure: Figure | None) -> str:
+    return figure.data_uri() if figure is not None else ""
+
+
+FILTERS: dict[str, Callable[..., str]] = {
+    "int": fmt_int,
+    "num": fmt_float,
+    "pct": fmt_pct,
+    "bytes": fmt_bytes,
+    "shape": fmt_shape,
+    "large": fmt_large,
+    "data_uri": data_uri,
+}
+
+
+def make_environment(directory: Path | None = None) -> jinja2.Environment:
+    """The one Jinja2 environment: autoescape on for everything, undefined names are errors."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(directory or template_dir())),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(FILTERS)
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": True}
+    return env
+
+
+_ENV: jinja2.Environment | None = None
+
+
+def environment() -> jinja2.Environment:
+    global _ENV
+    if _ENV is None:
+        _ENV = make_environment()
+    return _ENV
+
+
+# -- views ---------------------------------------------------------------------------------
+
+
+def render_html(report: Report) -> str:
+    """The whole self-contained page as a string."""
+    from . import figures
+
+    colour_bars = {name: figures.colour_bar(name) for name in (figures.ACTIVATION_CMAP, figures.WEIGHT_CMAP, figures.HEAT_CMAP)}
+    return environment().get_template("base.html.j2").render(
+        report=report,
+        data=report.to_dict(),
+        colour_bars=colour_bars,
+        json_schema_version=JSON_SCHEMA_VERSION,
+    )
+
+
+def report_json(report: Report) -> str:
+    """The JSON view: everything the page shows but the figures, with a schema version."""
+    payload = {"schema_version": JSON_SCHEMA_VERSION, **report.to_dict()}
+    return json.dumps(payload, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def render_markdown(report: Report) -> str:
+    return environment().get_template("report.md.j2").render(report=report)
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+def atomic_write(path: str | os.PathLike[str], text: str) -> str:
+    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    Nothing is left behind on failure, and an existing file is only ever replaced whole.
+    """
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {target}: folder {folder} does not exist")
+    if target.is_dir():
+        raise OutputError(f"cannot write {target}: it is a folder; give a file name such as {target / 'report.html'}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if target.exists():
+            try:
+                os.chmod(tmp, target.stat().st_mode & 0o777)
+            except OSError:
+                pass
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise
+    return str(target)
+
+
+def write_html(report: Report, path: str) -> str:
+    return atomic_write(path, render_html(report))
+
+
+def write_json(report: Report, path: str) -> str:
+    return atomic_write(path, report_json(report))
+
+
+def write_markdown(report: Report, path: str) -> str:
+    return atomic_write(path, render_markdown(report))

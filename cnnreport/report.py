@@ -1,0 +1,401 @@
+"""The plain data model between the pipeline's stages and its renderers.
+
+Nothing here holds a tensor or a line of markup: stages fill these dataclasses with strings,
+numbers and PNG bytes, and the renderers (HTML, JSON, Markdown) only format them.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import re
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Figure:
+    """An image the page shows: PNG bytes, their pixel size and an alt text.
+
+    The base64 data URI is made at render time, so JSON and Markdown views never carry it.
+    """
+
+    png: bytes
+    width: int
+    height: int
+    alt: str
+    caption: str = ""
+
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+@dataclass
+class Tile:
+    """One labelled tile of a mosaic figure, in the mosaic's own pixel coordinates."""
+
+    label: str
+    x: int
+    y: int
+    width: int
+    height: int
+    title: str = ""
+
+
+@dataclass
+class Mosaic:
+    """A grid figure whose tiles carry labels (channel indices) the page overlays on hover."""
+
+    figure: Figure
+    columns: int
+    rows: int
+    tiles: list[Tile]
+    vmin: float
+    vmax: float
+    colormap: str
+    probe: str = ""
+
+
+@dataclass
+class ActivationStats:
+    """Summary statistics of one activation tensor (or of all probes' activations together)."""
+
+    mean: float
+    std: float
+    min: float
+    max: float
+    frac_zero: float
+    nan_count: int = 0
+    inf_count: int = 0
+    numel: int = 0
+
+
+@dataclass
+class WeightStats:
+    """Statistics of one layer's weight tensor."""
+
+    norm: float
+    mean: float
+    std: float
+    min: float
+    max: float
+    frac_near_zero: float
+    nan_count: int = 0
+    inf_count: int = 0
+
+
+@dataclass
+class Prediction:
+    class_index: int
+    label: str
+    probability: float
+
+
+@dataclass
+class ProbeInfo:
+    """One probe image: its name, a thumbnail as the user sees it, and the model's top classes."""
+
+    name: str
+    thumbnail: Figure | None
+    predictions: list[Prediction] = field(default_factory=list)
+    source: str = ""
+    sha256: str = ""
+
+
+@dataclass
+class LayerRow:
+    """One row of the architecture table, copied from torchinfo's summary."""
+
+    name: str
+    type: str
+    depth: int
+    input_shape: list[Any]
+    output_shape: list[Any]
+    kernel_size: list[int] | None
+    params: int
+    param_percent: float
+    mult_adds: int
+    trainable: str  # "yes", "no", "partial" or "" (no parameters of its own)
+    is_leaf: bool
+    executed: bool = True
+    call_index: int = 1
+    row_id: str = ""
+    section_id: str = ""
+    shared_with: list[str] = field(default_factory=list)
+    receptive_field: int | None = None
+    effective_stride: int | None = None
+    flops: int | None = None
+
+
+@dataclass
+class ModelSummary:
+    """Key numbers about the model as a whole."""
+
+    class_name: str
+    input_shape: list[int]
+    output_shape: list[Any]
+    total_params: int
+    trainable_params: int
+    non_trainable_params: int
+    mult_adds: int
+    param_bytes: int
+    buffer_bytes: int = 0
+    torchinfo_total_params: int | None = None
+    was_training: bool = False
+    device: str = "cpu"
+    dtype: str = "float32"
+    num_conv_layers: int = 0
+
+
+class Severity(str, enum.Enum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        return {"info": 0, "warning": 1, "error": 2}[self.value]
+
+
+class AlertKind(str, enum.Enum):
+    """Every kind of finding the health checks can raise."""
+
+    DEAD_CHANNELS = "dead_channels"  #: channels that never vary over the probes
+    NON_FINITE = "non_finite"  #: NaN or Inf in weights, buffers or activations
+    EXPLODING = "exploding_activations"  #: activation scale grows by orders of magnitude
+    VANISHING = "vanishing_activations"  #: activation scale shrinks by orders of magnitude
+    DEAD_FILTERS = "dead_filters"  #: filters whose weight norm is near zero
+    DUPLICATE_FILTERS = "duplicate_filters"  #: near-identical filters
+    BATCHNORM = "batchnorm"  #: collapsed variance, zero gamma or never-updated running stats
+    SATURATION = "saturation"  #: values pinned at a bounded activation's limit
+    NO_CONVOLUTION = "no_convolution"  #: the model has no convolution layer at all
+    SYNTHETIC_INPUT = "synthetic_input"  #: no probes were given
+
+
+@dataclass
+class Alert:
+    kind: AlertKind
+    severity: Severity
+    layer: str
+    message: str
+    value: float | None = None
+    section_id: str = ""
+
+
+@dataclass
+class Histogram:
+    """Bin edges and counts: the JSON view keeps the numbers, the page shows the figure."""
+
+    edges: list[float]
+    counts: list[int]
+    figure: Figure | None = None
+
+
+@dataclass
+class ChannelFact:
+    """Per-channel mean activation over all probes, for the compact strip and dead-channel checks."""
+
+    means: list[float]
+    dead: list[int] = field(default_factory=list)
+    figure: Figure | None = None
+
+
+@dataclass
+class FilterGallery:
+    figure: Figure
+    note: str
+    shown_filters: int
+    total_filters: int
+    vmax: float
+    colormap: str
+
+
+@dataclass
+class LayerSection:
+    """Everything the page shows about one captured call of one layer."""
+
+    id: str
+    name: str
+    type: str
+    call_index: int
+    output_shape: list[int]
+    stats: ActivationStats
+    per_probe_stats: list[ActivationStats] = field(default_factory=list)
+    mosaics: list[Mosaic] = field(default_factory=list)
+    channels: ChannelFact | None = None
+    histogram: Histogram | None = None
+    filters: FilterGallery | None = None
+    weight_stats: WeightStats | None = None
+    weight_histogram: Histogram | None = None
+    notes: list[str] = field(default_factory=list)
+    group: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.name if self.call_index == 1 else f"{self.name} (call {self.call_index})"
+
+
+@dataclass
+class Attribution:
+    """Grad-CAM and saliency for one probe."""
+
+    probe: str
+    target_class: int
+    target_label: str
+    method: str
+    layer: str
+    figure: Figure
+    peak_xy: tuple[int, int] | None = None
+
+
+@dataclass
+class ForwardFailure:
+    """Where a forward pass broke, for the partial report."""
+
+    message: str
+    exception_type: str
+    failed_at: str
+    failed_type: str
+    last_completed: str
+    input_shapes: list[Any]
+    expected: str = ""
+
+
+@dataclass
+class ReportOptions:
+    """Every choice that shapes a report. Defaults make a complete report of a CNN."""
+
+    title: str = ""
+    layers: list[str] = field(default_factory=list)  # name globs; empty: every convolution
+    exclude_layers: list[str] = field(default_factory=list)
+    layer_types: list[str] = field(default_factory=list)  # class names, e.g. ["Conv2d", "ReLU"]
+    max_channels: int = 16
+    max_probes: int = 16
+    tile_size: int = 64
+    batch_size: int = 32
+    max_html_mb: float | None = None
+    top_k: int = 3
+    class_names: list[str] | None = None
+    max_filters: int = 32
+    max_filter_inputs: int = 8
+    histogram_bins: int = 40
+    attributions: bool = True
+    target_class: int | None = None
+    cam_layer: str | None = None
+    saliency: bool = True
+    graph: bool = True
+    # Health-check thresholds, shown in the report.
+    dead_channel_fraction: float = 0.25
+    explode_ratio: float = 1e3
+    vanish_ratio: float = 1e-3
+    dead_filter_norm: float = 1e-6
+    duplicate_filter_cosine: float = 0.99
+    bn_min_variance: float = 1e-5
+    bn_min_gamma: float = 1e-3
+    saturation_fraction: float = 0.9
+    timestamp: bool = False
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+
+@dataclass
+class Provenance:
+    cnnreport_version: str
+    torch_version: str
+    python_version: str
+    model_fingerprint: str = ""
+    checkpoint_sha256: str = ""
+    checkpoint_path: str = ""
+    command_line: str = ""
+    created: str = ""
+
+
+@dataclass
+class Report:
+    """Everything the page shows. Build it with :func:`cnnreport.build_report`."""
+
+    title: str
+    model: ModelSummary
+    layers: list[LayerRow]
+    sections: list[LayerSection]
+    probes: list[ProbeInfo]
+    options: ReportOptions
+    provenance: Provenance
+    alerts: list[Alert] = field(default_factory=list)
+    attributions: list[Attribution] = field(default_factory=list)
+    synthetic_input: bool = False
+    notes: list[str] = field(default_factory=list)
+    graph_svg: str = ""
+    graph_full_svg: str = ""
+    failure: ForwardFailure | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of everything the page shows, figures excepted."""
+        return _plain(self)
+
+    def to_html(self) -> str:
+        from .render import render_html
+
+        return render_html(self)
+
+    def write_html(self, path: str) -> str:
+        from .render import write_html
+
+        return write_html(self, path)
+
+    def write_json(self, path: str) -> str:
+        from .render import write_json
+
+        return write_json(self, path)
+
+    def write_markdown(self, path: str) -> str:
+        from .render import write_markdown
+
+        return write_markdown(self, path)
+
+
+JSON_SCHEMA_VERSION = 1
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "model"
+
+
+def row_id(name: str) -> str:
+    """The HTML id of a layer's row in the architecture table, derived from its module path."""
+    return "row-" + _slug(name)
+
+
+def section_id(name: str, call_index: int = 1) -> str:
+    """The HTML id of a layer's section; stable across runs because it comes from the path."""
+    sid = "sec-" + _slug(name)
+    return sid if call_index == 1 else f"{sid}-call{call_index}"
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses to dicts, enums to values; figures and SVG markup are left out."""
+    if isinstance(value, Figure):
+        return {"width": value.width, "height": value.height, "alt": value.alt}
+    if is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for f in fields(value):
+            if f.name in ("graph_svg", "graph_full_svg"):
+                continue
+            out[f.name] = _plain(getattr(value, f.name))
+        return out
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        return None
+    if isinstance(value, float) and value != value:  # NaN is not valid JSON
+        return None
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    return value
+
