@@ -1,0 +1,936 @@
+"""Probe images and tensors -> one float32 batch, plus the names and thumbnails the page shows.
+
+:func:`load_probes` reads folders (sorted, optionally recursive), glob patterns, image files
+(PNG, JPEG, BMP, GIF first frame, TIFF, WebP via Pillow, EXIF orientation applied), ``.npy`` and
+``.pt`` tensors, in-memory tensors and numpy arrays, and lists of any of those. Images are
+scaled to ``[0, 1]``, converted to the channel count asked for, resized to one size and then,
+only if asked, normalised with a mean and std. Tensors pass through unchanged unless a
+preprocessing option asks otherwise.
+
+:func:`synthetic_probes` makes a deterministic noise input when there are no probes.
+This module never runs the model; :func:`expected_input_channels` only reads its layers.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import OptionError, ProbeError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MEAN_STD_PRESETS",
+    "ProbeBatch",
+    "SUPPORTED_SUFFIXES",
+    "TENSOR_SUFFIXES",
+    "expected_input_channels",
+    "expected_input_ndim",
+    "load_probes",
+    "synthetic_probes",
+]
+
+IMAGE_SUFFIXES: tuple[str, ...] = (
+    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+)
+TENSOR_SUFFIXES: tuple[str, ...] = (".npy", ".pt", ".pth")
+SUPPORTED_SUFFIXES: tuple[str, ...] = IMAGE_SUFFIXES + TENSOR_SUFFIXES
+
+#: ``--mean`` presets: name -> (mean, std), or ``None`` for no normalisation.
+MEAN_STD_PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "none": None,
+}
+
+# ITU-R 601-2 luma, the weights Pillow's RGB -> "L" conversion uses.
+_LUMA = (0.299, 0.587, 0.114)
+_RESIZE_MODES = ("crop", "stretch")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclass
+class ProbeBatch:
+    """The model's input batch and what the report needs to show it."""
+
+    inputs: tuple[torch.Tensor, ...]  # each (N, ...) float32; several only for multi-input models
+    names: list[str]  # display names (file names, or "probe 0".. for tensors)
+    # per probe: uint8 HxW (grey) or HxWx3 (RGB) before normalisation; (0, 0) when no 2-D view
+    display: list[np.ndarray]
+    sources: list[str] = field(default_factory=list)  # file paths ("" for tensors)
+    sha256: list[str] = field(default_factory=list)  # per-file sha256 ("" for tensors)
+    synthetic: bool = False
+    notes: list[str] = field(default_factory=list)  # what preprocessing did, in words
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The first (usually the only) input tensor."""
+        return self.inputs[0]
+
+    def __len__(self) -> int:
+        return int(self.inputs[0].shape[0]) if self.inputs else 0
+
+
+# --------------------------------------------------------------------------------------------
+# model helpers
+
+
+def expected_input_channels(model: nn.Module) -> int | None:
+    """``in_channels`` of the model's first convolution (``named_modules`` order), else ``None``.
+
+    Works for TorchScript modules too (scripted ones keep ``in_channels``; traced ones only
+    their weight, whose second dimension is ``in_channels / groups``). Lazy convolutions that
+    have not run yet give ``None``.
+    """
+    conv = _first_conv(model)
+    if conv is None:
+        return None
+    module, _ = conv
+    if isinstance(module, nn.modules.conv._ConvNd):
+        if isinstance(module, nn.modules.lazy.LazyModuleMixin) and module.has_uninitialized_params():
+            return None
+        return int(module.in_channels)
+    channels = getattr(module, "in_channels", None)
+    if isinstance(channels, int):
+        return channels
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() >= 3:
+        groups = getattr(module, "groups", 1)
+        return int(weight.shape[1]) * (groups if isinstance(groups, int) else 1)
+    return None
+
+
+def expected_input_ndim(model: nn.Module) -> int | None:
+    """Dimensions of one sample the first convolution takes: 2 (Conv1d), 3 (Conv2d), 4 (Conv3d).
+
+    Pass it as ``load_probes(..., sample_ndim=...)`` so a ``(N, C, L)`` tensor for a Conv1d
+    model is read as a batch, not as one ``(C, H, W)`` image.
+    """
+    conv = _first_conv(model)
+    return None if conv is None else conv[1] + 1
+
+
+def _first_conv(model: nn.Module) -> tuple[nn.Module, int] | None:
+    """The first convolution module and its spatial dimension count (1, 2 or 3)."""
+    for _, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return module, len(module.kernel_size)
+        # TorchScript modules are RecursiveScriptModule; their class name survives here.
+        original = getattr(module, "original_name", "")
+        match = re.fullmatch(r"(?:Lazy)?Conv(?:Transpose)?([123])d", str(original))
+        if match:
+            return module, int(match.group(1))
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# synthetic input
+
+
+def synthetic_probes(input_size: Sequence[int], *, seed: int = 0, count: int = 1) -> ProbeBatch:
+    """A deterministic standard-normal batch of shape ``(count, *input_size)``, marked synthetic.
+
+    Uses its own ``torch.Generator`` so the caller's global RNG state is untouched.
+    """
+    try:
+        size = tuple(int(s) for s in input_size)
+    except (TypeError, ValueError):
+        raise OptionError(
+            f"--input-size {input_size!r} must be whole numbers, e.g. 3 224 224"
+        ) from None
+    if not size or any(s <= 0 for s in size):
+        raise OptionError(f"--input-size {' '.join(map(str, size)) or '()'} must be positive sizes, "
+                          "e.g. 3 224 224")
+    if count <= 0:
+        raise OptionError(f"synthetic probe count must be positive, got {count}")
+    generator = torch.Generator().manual_seed(int(seed))
+    tensor = torch.randn((count, *size), generator=generator, dtype=torch.float32)
+    shape = "(" + ", ".join(map(str, size)) + ")"
+    return ProbeBatch(
+        inputs=(tensor,),
+        names=[f"synthetic {i}" for i in range(count)],
+        display=[_tensor_view(tensor[i]) for i in range(count)],
+        sources=[""] * count,
+        sha256=[""] * count,
+        synthetic=True,
+        notes=[
+            f"no probes given: synthetic standard-normal input of shape {shape} (seed {seed}); "
+            "activations show the response to noise, not to real images"
+        ],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+@dataclass
+class _Piece:
+    """Some probes from one source, in source order, before they are joined into a batch."""
+
+    tensor: torch.Tensor | None  # (n, ...) float32; None for an image not decoded yet
+    names: list[str]
+    sources: list[str]
+    sha256: list[str]
+    image: bool = False  # a file read by Pillow: values in [0, 1], resized and converted here
+    raw_ndarray: bool = False  # came from numpy (channel-last layouts are recognised)
+
+
+def load_probes(
+    source: Any,
+    *,
+    image_size: tuple[int, int] | Sequence[int] | None = None,
+    resize: str = "crop",
+    mean: Sequence[float] | str | None = None,
+    std: Sequence[float] | str | None = None,
+    channels: int | None = None,
+    recursive: bool = False,
+    max_probes: int | None = None,
+    sample_ndim: int | None = None,
+) -> ProbeBatch:
+    """Read *source* into a :class:`ProbeBatch`.
+
+    *source* is a tensor ``(C,H,W)``/``(N,C,H,W)`` (or any ``(N, ...)``), a numpy array, a
+    tuple of tensors (a multi-input model), a folder, a glob pattern, an image file, a
+    ``.npy``/``.pt`` file, or a list of any of those (probes are concatenated in list order;
+    folders and globs are sorted naturally, ``img2`` before ``img10``).
+
+    Images become ``[0, 1]`` floats; RGBA is composited on white; grayscale and RGB are
+    converted to *channels* (or to RGB when they are mixed); all are resized to *image_size*
+    ``(H, W)`` (``resize="crop"``: cover then centre-crop; ``"stretch"``: plain resize), or to
+    the first image's size. *mean*/*std* (sequences, or a preset name of
+    :data:`MEAN_STD_PRESETS`) normalise everything when given. *max_probes* keeps the first N.
+    *sample_ndim* (see :func:`expected_input_ndim`) says how many dimensions one sample has,
+    so a 3-D tensor can be told apart as a batch or as one image.
+
+    Raises :class:`ProbeError` for unreadable or missing probes and :class:`OptionError` for
+    option values that cannot work.
+    """
+    size = _check_size(image_size)
+    if resize not in _RESIZE_MODES:
+        raise OptionError(f"resize mode {resize!r} is not one of {', '.join(_RESIZE_MODES)}")
+    if max_probes is not None and int(max_probes) <= 0:
+        raise OptionError(f"--max-probes must be at least 1, got {max_probes}")
+    if channels is not None and int(channels) <= 0:
+        raise OptionError(f"channels must be at least 1, got {channels}")
+    norm = _mean_std(mean, std)
+    notes: list[str] = []
+
+    if isinstance(source, tuple) and source and all(_is_array(s) for s in source):
+        return _multi_input(source, size, resize, norm, channels, max_probes, sample_ndim, notes)
+
+    pieces: list[_Piece] = []
+    _gather(source, pieces, recursive, notes, top=True)
+    if not pieces:
+        raise ProbeError("no probes given", hint="pass a folder, image files, a glob or a tensor")
+    for piece in pieces:
+        if not piece.image:
+            piece.tensor = _batched(piece.tensor, sample_ndim, piece, notes)  # type: ignore[arg-type]
+    # Cap before decoding, so a folder of 10,000 photos costs only the ones kept.
+    pieces = _cap(pieces, max_probes, notes)
+    _decode_images(pieces, size, resize, channels, notes)
+    _preprocess_tensors([p for p in pieces if not p.image], size, resize, channels, notes)
+
+    batch = _join(pieces)
+    display: list[np.ndarray] = []
+    for piece in pieces:
+        assert piece.tensor is not None
+        for row in piece.tensor:
+            display.append(_image_view(row) if piece.image else _tensor_view(row, notes))
+    if norm is not None:
+        batch = _normalise(batch, norm, notes)
+    names = _unique_names([n for p in pieces for n in p.names], [s for p in pieces for s in p.sources])
+    return ProbeBatch(
+        inputs=(batch,),
+        names=names,
+        display=display,
+        sources=[s for p in pieces for s in p.sources],
+        sha256=[h for p in pieces for h in p.sha256],
+        notes=_dedupe(notes),
+    )
+
+
+def _is_array(obj: Any) -> bool:
+    return isinstance(obj, (torch.Tensor, np.ndarray))
+
+
+def _check_size(image_size: Any) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    try:
+        values = [int(v) for v in image_size]
+    except (TypeError, ValueError):
+        raise OptionError(f"--image-size {image_size!r} must be two whole numbers H W") from None
+    if len(values) == 1:
+        values = values * 2  # one number means a square
+    if len(values) != 2 or min(values) <= 0:
+        raise OptionError(
+            f"--image-size {' '.join(map(str, values))} must be two positive numbers H W"
+        )
+    return values[0], values[1]
+
+
+def _mean_std(
+    mean: Sequence[float] | str | None, std: Sequence[float] | str | None
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """Resolve presets and defaults to ``(mean, std)`` tuples, or ``None`` for no normalisation."""
+    if isinstance(mean, str) or isinstance(std, str):
+        name = mean if isinstance(mean, str) else std
+        other = std if isinstance(mean, str) else mean
+        key = str(name).strip().lower()
+        if key not in MEAN_STD_PRESETS:
+            raise OptionError(
+                f"--mean {name!r} is not a preset ({', '.join(MEAN_STD_PRESETS)}) or numbers"
+            )
+        if other is not None and not (isinstance(other, str) and other.strip().lower() == key):
+            raise OptionError(
+                f"give --std as numbers only with numeric --mean (not with preset {key!r})"
+            )
+        return MEAN_STD_PRESETS[key]
+    if mean is None and std is None:
+        return None
+    try:
+        mean_t = tuple(float(m) for m in (mean if mean is not None else [0.0]))
+        std_t = tuple(float(s) for s in (std if std is not None else [1.0]))
+    except (TypeError, ValueError):
+        raise OptionError(f"--mean {mean!r} / --std {std!r} must be numbers") from None
+    if not mean_t or not std_t:
+        raise OptionError("--mean and --std need at least one value")
+    if any(s == 0 or not np.isfinite(s) for s in std_t) or not all(np.isfinite(mean_t)):
+        raise OptionError(f"--std {' '.join(map(str, std_t))} must be finite and non-zero")
+    return mean_t, std_t
+
+
+# -- gathering sources ------------------------------------------------------------------------
+
+
+def _gather(source: Any, pieces: list[_Piece], recursive: bool, notes: list[str], top: bool) -> None:
+    if isinstance(source, (torch.Tensor, np.ndarray)):
+        pieces.append(_array_piece(source, "", ""))
+        return
+    if isinstance(source, (list, tuple)):
+        if not source and top:
+            raise ProbeError("the list of probes is empty")
+        for item in source:
+            _gather(item, pieces, recursive, notes, top=False)
+        return
+    if isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        path = os.path.expanduser(text)
+        if os.path.isdir(path):
+            files = _folder_files(text, path, recursive, notes)
+        elif os.path.isfile(path):
+            _check_suffix(text)
+            files = [path]
+        elif _GLOB_CHARS.search(text):
+            files = _glob_files(text, path, notes)
+        else:
+            raise ProbeError(f"probe file not found: {text}")
+        for file in files:
+            pieces.append(_file_piece(file))
+        return
+    raise ProbeError(
+        f"probes of type {type(source).__name__} are not understood",
+        hint="pass a tensor, a numpy array, a folder, image files or a glob pattern",
+    )
+
+
+def _supported_text() -> str:
+    return ", ".join(SUPPORTED_SUFFIXES)
+
+
+def _check_suffix(path: str) -> None:
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        shown = f"'{suffix}'" if suffix else "without a suffix"
+        raise ProbeError(
+            f"unsupported probe file type {shown}: {path}", hint=f"supported: {_supported_text()}"
+        )
+
+
+def _natural_key(text: str) -> list[Any]:
+    """Sort key that puts ``img2`` before ``img10``; ties broken by the plain string."""
+    parts = re.split(r"(\d+)", text)
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in parts] + [(2, 0, text)]
+
+
+def _folder_files(shown: str, folder: str, recursive: bool, notes: list[str]) -> list[str]:
+    supported: list[str] = []
+    unsupported: list[str] = []
+    subfolders = 0
+    for root, dirs, files in os.walk(folder):
+        # hidden folders (.git, .ipynb_checkpoints) are never probe data
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        if not recursive:
+            subfolders = len(dirs)
+            dirs[:] = []
+        for name in files:
+            if name.startswith("."):  # .DS_Store and friends
+                continue
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, folder)
+            (supported if Path(name).suffix.lower() in SUPPORTED_SUFFIXES else unsupported).append(rel)
+    if not supported:
+        if unsupported:
+            raise ProbeError(
+                f"probe folder {shown} holds no supported files "
+                f"({len(unsupported)} of other types, e.g. {sorted(unsupported)[0]})",
+                hint=f"supported: {_supported_text()}",
+            )
+        hint = f"pass --recursive to read its {subfolders} subfolder(s)" if subfolders else None
+        raise ProbeError(f"probe folder {shown} holds no images", hint=hint)
+    if unsupported:
+        unsupported.sort(key=_natural_key)
+        notes.append(
+            f"skipped {len(unsupported)} file(s) of unsupported type in {shown} "
+            f"({', '.join(unsupported[:3])}{', ...' if len(unsupported) > 3 else ''})"
+        )
+    supported.sort(key=lambda rel: _natural_key(rel.replace(os.sep, "/")))
+    return [os.path.join(folder, rel) for rel in supported]
+
+
+def _glob_files(shown: str, pattern: str, notes: list[str]) -> list[str]:
+    matches = [m for m in globlib.glob(pattern, recursive=True) if os.path.isfile(m)]
+    if not matches:
+        raise ProbeError(f"probe pattern {shown!r} matches no files")
+    supported = [m for m in matches if Path(m).suffix.lower() in SUPPORTED_SUFFIXES]
+    if not supported:
+        raise ProbeError(
+            f"probe pattern {shown!r} matches only unsupported file types "
+            f"(e.g. {sorted(matches)[0]})",
+            hint=f"supported: {_supported_text()}",
+        )
+    skipped = len(matches) - len(supported)
+    if skipped:
+        notes.append(f"skipped {skipped} file(s) of unsupported type matched by {shown!r}")
+    return sorted(supported, key=_natural_key)
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_piece(path: str) -> _Piece:
+    name = os.path.basename(path)
+    suffix = Path(path).suffix.lower()
+    if os.path.getsize(path) == 0:
+        kind = "image" if suffix in IMAGE_SUFFIXES else "file"
+        raise ProbeError(f"probe {kind} {path} is empty (0 bytes)")
+    sha = _file_sha256(path)
+    if suffix in IMAGE_SUFFIXES:
+        return _Piece(tensor=None, names=[name], sources=[path], sha256=[sha], image=True)
+    if suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            if "pickle" in str(exc).lower():
+                raise ProbeError(
+                    f"probe file {path} holds Python objects, not a numeric array"
+                ) from None
+            raise ProbeError(f"cannot read probe file {path}: {exc}") from exc
+        except (OSError, EOFError) as exc:
+            raise ProbeError(f"cannot read probe file {path}: {exc}") from exc
+        if not isinstance(array, np.ndarray):
+            kind = type(array).__name__
+            raise ProbeError(f"probe file {path} holds a value of type {kind}, not an array")
+        return _array_piece(array, path, sha)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError (bad zip), EOFError, ...
+        # Only a GLOBAL the unpickler refused means objects; garbage bytes fail the same way.
+        if "Weights only load failed" in str(exc) and "GLOBAL " in str(exc):
+            # Probes never need Python objects, so there is no "trust" switch here.
+            raise ProbeError(
+                f"probe file {path} holds Python objects beyond tensors; "
+                "save probes with torch.save(tensor, path)"
+            ) from None
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+        if "WeightsUnpickler error:" in text:
+            text = text.split("WeightsUnpickler error:", 1)[1].strip()
+        line = text.splitlines()[0] if text else ""
+        raise ProbeError(
+            f"cannot read probe file {path}: {type(exc).__name__}: {line[:200]} "
+            "(not a tensor saved with torch.save, or corrupted)"
+        ) from exc
+    if isinstance(obj, np.ndarray):
+        return _array_piece(obj, path, sha)
+    if not isinstance(obj, torch.Tensor):
+        raise ProbeError(
+            f"probe file {path} holds a value of type {type(obj).__name__}, "
+            "not a tensor (C,H,W) or (N,C,H,W)"
+        )
+    return _array_piece(obj, path, sha)
+
+
+def _array_piece(array: Any, path: str, sha: str) -> _Piece:
+    raw = isinstance(array, np.ndarray)
+    if raw:
+        if array.dtype.kind not in "biuf":
+            where = path or "(in memory)"
+            raise ProbeError(f"probe array {where} has dtype {array.dtype}, not numbers")
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    else:
+        tensor = array.detach()
+        if tensor.is_complex():
+            raise ProbeError("probe tensors must be real numbers, not complex")
+    names, sources, hashes = ([os.path.basename(path)], [path], [sha]) if path else ([], [], [])
+    return _Piece(tensor=tensor.cpu(), names=names, sources=sources, sha256=hashes, raw_ndarray=raw)
+
+
+def _batched(
+    tensor: torch.Tensor, sample_ndim: int | None, piece: _Piece, notes: list[str]
+) -> torch.Tensor:
+    """Give *tensor* its batch dimension, make it float32 and name its probes."""
+    label = piece.sources[0] if piece.sources else "probe tensor"
+    if tensor.dim() == 0:
+        raise ProbeError(f"{label} is a scalar, not a probe tensor (C,H,W) or (N,C,H,W)")
+    if piece.raw_ndarray:
+        tensor = _channels_first(tensor, label, notes)
+    if sample_ndim is not None:
+        if tensor.dim() == sample_ndim:
+            tensor = tensor.unsqueeze(0)
+    elif tensor.dim() in (1, 3):
+        # (C,H,W) is one image; (F,) one feature vector; 2-D and 4-D+ carry a batch dimension
+        tensor = tensor.unsqueeze(0)
+    if tensor.dtype == torch.uint8:
+        tensor = tensor.float() / 255.0
+        notes.append(f"scaled uint8 values of {label} to [0, 1]")
+    elif tensor.dtype != torch.float32:
+        tensor = tensor.float()
+    count = int(tensor.shape[0])
+    if count == 0:
+        raise ProbeError(f"{label} holds no probes (its first dimension is 0)")
+    if piece.sources:
+        base = piece.names[0]
+        piece.names = [base] if count == 1 else [f"{base}[{i}]" for i in range(count)]
+        piece.sources = piece.sources * count
+        piece.sha256 = piece.sha256 * count
+    else:
+        piece.names = [""] * count  # numbered after joining, by position in the batch
+        piece.sources = [""] * count
+        piece.sha256 = [""] * count
+    return tensor.contiguous()
+
+
+def _channels_first(tensor: torch.Tensor, label: str, notes: list[str]) -> torch.Tensor:
+    """numpy images are usually H×W×C; move C first when the layout says so unambiguously."""
+    if tensor.dim() in (3, 4):
+        last, first = int(tensor.shape[-1]), int(tensor.shape[-3])
+        if last in (1, 3, 4) and first not in (1, 3, 4):
+            n = tensor.dim()
+            dims = tuple(range(n - 3)) + (n - 1, n - 3, n - 2)
+            notes.append(
+                f"read {label} of shape {tuple(tensor.shape)} as channels-last and moved channels first"
+            )
+            return tensor.permute(*dims).contiguous()
+    return tensor
+
+
+def _cap(pieces: list[_Piece], max_probes: int | None, notes: list[str]) -> list[_Piece]:
+    """Keep the first *max_probes* probes (tensor pieces are already batched)."""
+    counts = [1 if p.image else len(p.names) for p in pieces]
+    total = sum(counts)
+    if max_probes is None or total <= max_probes:
+        return pieces
+    kept: list[_Piece] = []
+    left = int(max_probes)
+    for piece, count in zip(pieces, counts):
+        if left <= 0:
+            break
+        if count > left:
+            assert piece.tensor is not None
+            piece.tensor = piece.tensor[:left]
+            piece.names, piece.sources, piece.sha256 = (
+                piece.names[:left], piece.sources[:left], piece.sha256[:left])
+        kept.append(piece)
+        left -= min(count, left)
+    notes.append(f"kept the first {max_probes} of {total} probes (max_probes={max_probes})")
+    return kept
+
+
+# -- images ----------------------------------------------------------------------------------
+
+
+def _decode_images(
+    pieces: list[_Piece],
+    size: tuple[int, int] | None,
+    resize: str,
+    channels: int | None,
+    notes: list[str],
+) -> None:
+    images = [p for p in pieces if p.image]
+    if not images:
+        return
+    decoded = [_read_image(p.sources[0], notes) for p in images]
+
+    # Channels: what the caller asked for, else RGB when any image is colour, else grayscale.
+    target = channels if channels is not None else (3 if any(c == 3 for c, _ in decoded) else 1)
+    if target not in (1, 3, 4):
+        raise ProbeError(
+            f"the model takes {target} input channels, but images give 1 (grayscale) or 3 (RGB)",
+            hint="pass the probes as .npy or .pt tensors with the right channel count",
+        )
+    grey_to_rgb = rgb_to_grey = alpha_dropped = 0
+    arrays: list[np.ndarray] = []
+    for colour, array in decoded:
+        # array: H×W×(colour + 1 alpha), floats in [0, 1]
+        rgb, alpha = array[..., :colour], array[..., colour:]
+        if target == 4:
+            rgb = np.repeat(rgb, 3, axis=2) if colour == 1 else rgb
+            alpha = alpha if alpha.size else np.ones(rgb.shape[:2] + (1,), np.float32)
+            arrays.append(np.concatenate([rgb, alpha], axis=2))
+            continue
+        if alpha.size:
+            # Composite on white: what a browser or viewer shows for a transparent PNG.
+            rgb = rgb * alpha + (1.0 - alpha)
+            alpha_dropped += 1
+        if target == 3 and colour == 1:
+            rgb = np.repeat(rgb, 3, axis=2)
+            grey_to_rgb += 1
+        elif target == 1 and colour == 3:
+            rgb = (rgb @ np.asarray(_LUMA, np.float32))[..., None]
+            rgb_to_grey += 1
+        arrays.append(rgb)
+    if alpha_dropped:
+        notes.append(f"dropped the alpha channel of {alpha_dropped} image(s) (composited on white)")
+    if grey_to_rgb:
+        why = "" if channels is not None else " to match the colour ones"
+        notes.append(f"converted {grey_to_rgb} grayscale image(s) to 3 channels{why}")
+    if rgb_to_grey:
+        notes.append(f"converted {rgb_to_grey} RGB image(s) to grayscale (luminance)")
+
+    sizes = [a.shape[:2] for a in arrays]
+    goal = size if size is not None else (int(sizes[0][0]), int(sizes[0][1]))
+    changed = 0
+    for piece, array in zip(images, arrays):
+        tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float()
+        if tuple(tensor.shape[1:]) != goal:
+            tensor = _resize(tensor.unsqueeze(0), goal, resize)[0].clamp_(0.0, 1.0)
+            changed += 1
+        piece.tensor = tensor.unsqueeze(0)
+    if changed:
+        height, width = goal
+        if size is None:
+            notes.append(
+                f"probe images have different sizes; resized {changed} to {height}×{width}, "
+                f"the first image's size ({_describe_resize(goal, resize)})"
+            )
+        else:
+            notes.append(f"{_describe_resize(goal, resize)} ({changed} image(s))")
+
+
+def _describe_resize(goal: tuple[int, int], resize: str) -> str:
+    height, width = goal
+    if resize == "stretch":
+        return f"resized to {height}×{width} without keeping the aspect ratio"
+    if height == width:
+        return f"resized shorter side to {height} and centre-cropped to {height}×{width}"
+    return f"resized to cover {height}×{width} and centre-cropped"
+
+
+def _resize(batch: torch.Tensor, goal: tuple[int, int], mode: str) -> torch.Tensor:
+    """Resize an ``(N, C, H, W)`` float batch: ``crop`` covers *goal* then centre-crops."""
+    height, width = goal
+    h, w = int(batch.shape[-2]), int(batch.shape[-1])
+    if mode == "stretch":
+        return _interpolate(batch, (height, width))
+    scale = max(height / h, width / w)
+    new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
+    resized = _interpolate(batch, (new_h, new_w)) if (new_h, new_w) != (h, w) else batch
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return resized[..., top : top + height, left : left + width]
+
+
+def _interpolate(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    # Bilinear with antialias, as torchvision's Resize does: no aliasing when shrinking photos.
+    return F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _read_image(path: str, notes: list[str]) -> tuple[int, np.ndarray]:
+    """Decode *path* to ``(colour_channels, H×W×(colour[+alpha]) float32 in [0, 1])``."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            frames = int(getattr(opened, "n_frames", 1) or 1)
+            opened.seek(0)
+            opened.load()
+            orientation = opened.getexif().get(0x0112, 1)
+            # exif_transpose returns a rotated copy (or the same image) with the tag cleared
+            image = ImageOps.exif_transpose(opened)
+            image.load()
+            colour, array = _to_float(image, path, notes)
+    except UnidentifiedImageError:
+        raise ProbeError(f"cannot read probe image {path}: not an image Pillow recognises") from None
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        raise ProbeError(f"cannot read probe image {path}: {exc}") from exc
+    name = os.path.basename(path)
+    if frames > 1:
+        notes.append(f"used the first of {frames} frames of {name}")
+    if orientation not in (1, None):
+        notes.append(f"applied the EXIF orientation of {name}")
+    return colour, array
+
+
+def _to_float(image: Any, path: str, notes: list[str]) -> tuple[int, np.ndarray]:
+    """Pillow image -> (colour channels, H×W×C float32 in [0, 1]), alpha last when present."""
+    mode = image.mode
+    name = os.path.basename(path)
+    if mode.startswith("I;16"):
+        # 16-bit grayscale PNG/TIFF: full range is 0..65535, not 0..255
+        array = np.asarray(image).astype(np.float32) / 65535.0
+        return 1, array[..., None]
+    if mode in ("I", "F"):
+        array = np.asarray(image).astype(np.float32)
+        low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+        if mode == "I" and low >= 0 and high <= 65535:
+            array = array / 65535.0  # Pillow decodes some 16-bit files as "I"
+        elif mode == "F" and low >= 0 and high <= 1:
+            pass
+        else:
+            array = (array - low) / (high - low) if high > low else np.zeros_like(array)
+            notes.append(f"scaled {name} from its value range [{low:g}, {high:g}] to [0, 1]")
+        return 1, array[..., None]
+    if mode in ("1", "L"):
+        return 1, (np.asarray(image.convert("L")).astype(np.float32) / 255.0)[..., None]
+    if mode in ("LA", "La", "PA"):
+        if mode == "PA":
+            image = image.convert("RGBA")
+            return 3, np.asarray(image).astype(np.float32) / 255.0
+        return 1, np.asarray(image.convert("LA")).astype(np.float32) / 255.0
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("RGBA", "RGBa"):
+        return 3, np.asarray(image.convert("RGBA")).astype(np.float32) / 255.0
+    if mode != "RGB":
+        image = image.convert("RGB")  # CMYK, YCbCr, LAB, HSV, 16-bit RGB variants
+    return 3, np.asarray(image).astype(np.float32) / 255.0
+
+
+# -- tensors ---------------------------------------------------------------------------------
+
+
+def _preprocess_tensors(
+    pieces: list[_Piece],
+    size: tuple[int, int] | None,
+    resize: str,
+    channels: int | None,
+    notes: list[str],
+) -> None:
+    """Resize and convert channels of image-shaped tensors, but only when asked to."""
+    for piece in pieces:
+        tensor = piece.tensor
+        assert tensor is not None
+        label = piece.sources[0] if piece.sources and piece.sources[0] else "probe tensor"
+        if tensor.dim() != 4:
+            if size is not None:
+                notes.append(f"image size applies to (N,C,H,W) probes only; {label} left as it is")
+            continue
+        if channels is not None and int(tensor.shape[1]) != channels:
+            tensor = _convert_channels(tensor, channels, label, notes)
+        if size is not None and tuple(tensor.shape[-2:]) != size:
+            tensor = _resize(tensor, size, resize)
+            notes.append(f"{_describe_resize(size, resize)} ({label})")
+        piece.tensor = tensor.contiguous()
+
+
+def _convert_channels(
+    tensor: torch.Tensor, channels: int, label: str, notes: list[str]
+) -> torch.Tensor:
+    have = int(tensor.shape[1])
+    if have == 1 and channels == 3:
+        notes.append(f"repeated the single channel of {label} to 3 channels")
+        return tensor.repeat(1, 3, 1, 1)
+    if have == 3 and channels == 1:
+        notes.append(f"converted {label} from RGB to grayscale (luminance)")
+        weights = torch.tensor(_LUMA, dtype=tensor.dtype).view(1, 3, 1, 1)
+        return (tensor * weights).sum(dim=1, keepdim=True)
+    if have == 4 and channels == 3:
+        notes.append(f"dropped the fourth (alpha) channel of {label}")
+        return tensor[:, :3]
+    raise ProbeError(
+        f"{label} has {have} channels, but the model's first convolution takes {channels}",
+        hint="give probes with the right channel count",
+    )
+
+
+def _join(pieces: list[_Piece]) -> torch.Tensor:
+    first = pieces[0]
+    assert first.tensor is not None
+    for piece in pieces[1:]:
+        assert piece.tensor is not None
+        if piece.tensor.shape[1:] != first.tensor.shape[1:]:
+            raise ProbeError(
+                f"probes do not share one shape: {_label(first)} is "
+                f"{tuple(first.tensor.shape[1:])} but {_label(piece)} is "
+                f"{tuple(piece.tensor.shape[1:])}",
+                hint="give --image-size H W to resize them all, or pass one kind of probe",
+            )
+    tensors = [p.tensor for p in pieces]
+    batch = tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=0)  # type: ignore[arg-type]
+    return batch.to(torch.float32).contiguous()
+
+
+def _label(piece: _Piece) -> str:
+    return piece.sources[0] if piece.sources and piece.sources[0] else "a probe tensor"
+
+
+def _normalise(
+    batch: torch.Tensor, norm: tuple[tuple[float, ...], tuple[float, ...]], notes: list[str]
+) -> torch.Tensor:
+    mean, std = norm
+    if batch.dim() < 2:
+        raise OptionError("--mean/--std need probes with a channel dimension (N, C, ...)")
+    have = int(batch.shape[1])
+    for option, values in (("--mean", mean), ("--std", std)):
+        if len(values) not in (1, have):
+            raise OptionError(
+                f"{option} has {len(values)} values but the probes have {have} channel(s)"
+            )
+    shape = (1, -1) + (1,) * (batch.dim() - 2)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(shape)
+    std_t = torch.tensor(std, dtype=torch.float32).view(shape)
+    notes.append(
+        f"normalised with mean ({', '.join(f'{m:g}' for m in mean)}) "
+        f"and std ({', '.join(f'{s:g}' for s in std)})"
+    )
+    return ((batch - mean_t) / std_t).contiguous()
+
+
+def _multi_input(
+    source: tuple[Any, ...],
+    size: tuple[int, int] | None,
+    resize: str,
+    norm: tuple[tuple[float, ...], tuple[float, ...]] | None,
+    channels: int | None,
+    max_probes: int | None,
+    sample_ndim: int | None,
+    notes: list[str],
+) -> ProbeBatch:
+    """A tuple of tensors feeds a model with several inputs; options apply to the first only."""
+    inputs: list[torch.Tensor] = []
+    for index, item in enumerate(source):
+        piece = _array_piece(item, "", "")
+        assert piece.tensor is not None
+        # each input must already carry its batch dimension, except the first may be one sample
+        ndim = sample_ndim if index == 0 else piece.tensor.dim() - 1
+        tensor = _batched(piece.tensor, ndim, piece, notes)
+        inputs.append(tensor)
+    counts = {int(t.shape[0]) for t in inputs}
+    if len(counts) != 1:
+        shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
+        raise ProbeError(
+            f"the inputs of a multi-input probe tuple have different batch sizes: {shapes}"
+        )
+    total = counts.pop()
+    if max_probes is not None and total > max_probes:
+        inputs = [t[:max_probes] for t in inputs]
+        notes.append(f"kept the first {max_probes} of {total} probes (max_probes={max_probes})")
+    first = _Piece(tensor=inputs[0], names=[], sources=[], sha256=[])
+    _preprocess_tensors([first], size, resize, channels, notes)
+    assert first.tensor is not None
+    display = [_tensor_view(row, notes) for row in first.tensor]
+    head = first.tensor
+    if norm is not None:
+        head = _normalise(head, norm, notes)
+    if len(inputs) > 1 and (norm is not None or size is not None or channels is not None):
+        notes.append(f"preprocessing applied to the first of {len(inputs)} inputs only")
+    inputs[0] = head
+    count = int(head.shape[0])
+    return ProbeBatch(
+        inputs=tuple(t.to(torch.float32).contiguous() for t in inputs),
+        names=[f"probe {i}" for i in range(count)],
+        display=display,
+        sources=[""] * count,
+        sha256=[""] * count,
+        notes=_dedupe(notes),
+    )
+
+
+# -- display ---------------------------------------------------------------------------------
+
+
+def _image_view(sample: torch.Tensor) -> np.ndarray:
+    """A decoded image (C,H,W) in [0, 1] as uint8 H×W or H×W×3."""
+    array = sample.detach().float().clamp(0, 1).numpy()
+    pixels = np.rint(array * 255.0).astype(np.uint8)
+    return _layout(pixels)
+
+
+def _layout(pixels: np.ndarray) -> np.ndarray:
+    channels = pixels.shape[0]
+    if channels == 1:
+        return np.ascontiguousarray(pixels[0])
+    return np.ascontiguousarray(pixels[:3].transpose(1, 2, 0))
+
+
+def _tensor_view(sample: torch.Tensor, notes: list[str] | None = None) -> np.ndarray:
+    """A 2-D uint8 view of one tensor probe, min-max scaled over the whole probe.
+
+    ``(C,H,W)``: RGB for 3 or 4 channels, grey for 1, the channel mean otherwise;
+    ``(C,D,H,W)``: the middle depth slice; ``(C,L)`` or ``(H,W)``: a grey image as it is;
+    anything else (feature vectors): an empty ``(0, 0)`` array.
+    """
+    array = sample.detach().to(torch.float32).cpu().numpy()
+    array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
+    if array.ndim == 4:
+        array = array[:, array.shape[1] // 2]
+        if notes is not None:
+            notes.append("3-D probes are shown as their middle depth slice")
+    if array.ndim == 3:
+        if array.shape[0] not in (1, 3, 4):
+            array = array.mean(axis=0, keepdims=True)
+        elif array.shape[0] == 4:
+            array = array[:3]
+    elif array.ndim == 2:
+        array = array[None]
+    else:
+        return np.zeros((0, 0), dtype=np.uint8)
+    low, high = float(array.min()), float(array.max())
+    scaled = (array - low) / (high - low) if high > low else np.zeros_like(array)
+    return _layout(np.rint(scaled * 255.0).astype(np.uint8))
+
+
+# -- names -----------------------------------------------------------------------------------
+
+
+def _unique_names(names: list[str], sources: list[str]) -> list[str]:
+    """Tensor probes become ``probe i``; file names that repeat get their folder path."""
+    result = [name or f"probe {index}" for index, name in enumerate(names)]
+    counts: dict[str, int] = {}
+    for name in result:
+        counts[name] = counts.get(name, 0) + 1
+    repeated = {name for name, count in counts.items() if count > 1}
+    if not repeated:
+        return result
+    files = [s for s in sources if s]
+    try:
+        root = os.path.commonpath([os.path.abspath(s) for s in files]) if files else ""
+    except ValueError:  # different drives on Windows
+        root = ""
+    for index, (name, src) in enumerate(zip(result, sources)):
+        if name in repeated and src:
+            rel = os.path.relpath(os.path.abspath(src), root) if root else src
+            suffix = name[len(os.path.basename(src)):]  # keep "[i]" of multi-probe files
+            result[index] = rel.replace(os.sep, "/") + suffix
+    return result
+
+
+def _dedupe(notes: list[str]) -> list[str]:
+    seen: set[str] = set()
+    return [n for n in notes if not (n in seen or seen.add(n))]
