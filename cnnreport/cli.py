@@ -250,7 +250,7 @@ def generate(model_spec: str, **kwargs: Any) -> None:
     """
     from .loading import load_model, parse_model_args
     from .pipeline import default_provenance
-    from .probes import expected_input_channels, load_probes
+    from .probes import expected_input_channels, expected_input_ndim, load_probes
 
     loaded = load_model(
         model_spec,
@@ -272,6 +272,7 @@ def generate(model_spec: str, **kwargs: Any) -> None:
             mean=_floats(mean, "--mean"),
             std=_floats(std, "--std"),
             channels=expected_input_channels(loaded.model),
+            sample_ndim=expected_input_ndim(loaded.model),
             recursive=recursive,
         )
     input_size = kwargs.pop("input_size")

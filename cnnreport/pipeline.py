@@ -18,16 +18,19 @@ import torch
 from torch import nn
 
 from . import __version__, figures, stats
-from .architecture import inspect_model
+from .architecture import Architecture, inspect_model
 from .capture import CONV_TYPES, ActivationCapture, CaptureResult, LayerCapture, preserved_model_state, run_forward
 from .errors import CnnReportError, ForwardError, OptionError
-from .probes import ProbeBatch, expected_input_channels, load_probes, synthetic_probes
+from .probes import ProbeBatch, expected_input_channels, expected_input_ndim, load_probes, synthetic_probes
 from .progress import Progress
 from .report import (
     Attribution,
+    row_id,
     ChannelFact,
     FilterGallery,
+    LayerRow,
     LayerSection,
+    ModelSummary,
     Prediction,
     ProbeInfo,
     Provenance,
@@ -209,13 +212,18 @@ def capture_pass(
         for index, inputs in enumerate(_batches(batch, options.batch_size)):
             inputs = _to_model(inputs, model)
             capture.start_batch()
-            record = options.graph and index == 0
+            # The recorder runs on the first batch even without a graph on the page: it is what
+            # names the module or op where a failing forward pass broke.
+            record = index == 0
             try:
                 recorder = _recorder(model) if record else None
                 with (recorder if recorder is not None else _null()), torch.set_grad_enabled(want_cam):
                     output = run_forward(model, inputs)
             except ForwardError as exc:
-                failure = recorder.failure_context() if recorder is not None and hasattr(recorder, "failure_context") else None
+                if recorder is not None:
+                    failure = recorder.failure_context()
+                    graph = _graph_of(recorder)  # the graph of everything that ran
+                    _name_failure(exc, failure)
                 error = exc
                 break
             if recorder is not None:
@@ -231,6 +239,22 @@ def capture_pass(
             del output, scores
             progress.advance(inputs[0].shape[0])
     return PassResult(capture=capture.result(), predictions=predictions, graph=graph, failure=failure, error=error)
+
+
+def _name_failure(error: ForwardError, failure: dict[str, Any] | None) -> None:
+    """Rewrite the error's one line to name the module or op that failed and what it got."""
+    if not failure or not failure.get("failed_at"):
+        return
+    cause = error.__cause__
+    shapes = ", ".join(str(tuple(s)) for s in failure.get("input_shapes") or [] if isinstance(s, (list, tuple)))
+    where = f"{failure['failed_at']} ({failure.get('failed_type') or 'op'})"
+    text = f"the forward pass failed in {where}" + (f" given input {shapes}" if shapes else "")
+    if failure.get("expected"):
+        text += f", but it expects {failure['expected']}"
+    if cause is not None:
+        text += f": {type(cause).__name__}: " + " ".join(str(cause).split())
+    error.message = text
+    error.args = (text,)
 
 
 class _null:
@@ -325,7 +349,12 @@ def _resolve_probes(model: nn.Module, probes: Any, options: ReportOptions, input
         if not input_size:
             raise OptionError("no probes given: pass probe images (--probes) or an input size (--input-size C H W)")
         return synthetic_probes(tuple(input_size))
-    return load_probes(probes, channels=expected_input_channels(model), max_probes=options.max_probes)
+    # Tensors are taken as given (the user prepared them); images are converted to the channel
+    # count of the first convolution. Every probe counts in the statistics; max_probes only
+    # limits the figures shown.
+    is_tensor = isinstance(probes, (torch.Tensor, np.ndarray)) or (isinstance(probes, tuple) and all(isinstance(p, (torch.Tensor, np.ndarray)) for p in probes))
+    channels = None if is_tensor else expected_input_channels(model)
+    return load_probes(probes, channels=channels, sample_ndim=expected_input_ndim(model))
 
 
 def build_report(
@@ -358,9 +387,13 @@ def build_report(
     result = capture_pass(model, batch, opts, detailed, cam_layer, progress)
     progress.close()
     if result.error is not None:
+        try:
+            result.error.report = partial_report(model, batch, opts, result, provenance)
+        except Exception as exc:  # never let the partial report hide the user's real error
+            result.error.hint = f"no partial report: {type(exc).__name__}: {exc}"
         raise result.error
     example = tuple(t[:1] for t in _to_model(batch.inputs, model))
-    arch = inspect_model(model, example)
+    arch = architecture_or_fallback(model, example, result.capture, len(batch))
     modules = dict(model.named_modules())
     sections: list[LayerSection] = []
     drawn_filters: set[str] = set()
@@ -399,7 +432,145 @@ def build_report(
         synthetic_input=batch.synthetic,
         notes=notes,
     )
+    attach_graph(report, result.graph, opts)
     return report
+
+
+def architecture_or_fallback(model: nn.Module, example: tuple[torch.Tensor, ...], capture: CaptureResult, batch_size: int) -> Architecture:
+    """torchinfo's table, or ours from the capture when torchinfo cannot summarise the model."""
+    from .architecture import count_parameters
+
+    try:
+        return inspect_model(model, example)
+    except Exception as exc:  # torchinfo rejects some output types (dataclasses, custom objects)
+        reason = " ".join(str(exc.__cause__ or exc).split())[:160]
+        total, trainable, param_bytes = count_parameters(model)
+        summary = ModelSummary(
+            class_name=type(model).__name__,
+            input_shape=list(example[0].shape[1:]),
+            output_shape=[],
+            total_params=total,
+            trainable_params=trainable,
+            non_trainable_params=total - trainable,
+            mult_adds=0,
+            param_bytes=param_bytes,
+            was_training=model.training,
+            num_conv_layers=sum(1 for m in model.modules() if isinstance(m, CONV_TYPES)),
+        )
+        note = f"torchinfo could not summarise this model ({reason}); the table lists the module calls cnnreport captured, without mult-adds."
+        return Architecture(rows=rows_from_capture(model, capture, 1), summary=summary, notes=[note])
+
+
+def partial_report(
+    model: nn.Module,
+    batch: ProbeBatch,
+    options: ReportOptions,
+    result: PassResult,
+    provenance: Provenance | None,
+) -> Report | None:
+    """What the page can show of a forward pass that raised: the failure first, then a table,
+    sections and graph of every module call that completed before it."""
+    from .architecture import count_parameters
+    from .report import ForwardFailure, ModelSummary
+
+    error = result.error
+    context = result.failure or {}
+    completed = [layer for layer in result.capture.layers]
+    cause = error.__cause__ if error is not None else None
+    failure = ForwardFailure(
+        message=" ".join(str(cause or error).split()),
+        exception_type=type(cause or error).__name__,
+        failed_at=str(context.get("failed_at", "")),
+        failed_type=str(context.get("failed_type", "")),
+        last_completed=str(context.get("last_completed", completed[-1].name if completed else "")),
+        input_shapes=list(context.get("input_shapes", [])),
+        expected=str(context.get("expected", "")),
+    )
+    modules = dict(model.named_modules())
+    total, trainable, param_bytes = count_parameters(model)
+    rows = rows_from_capture(model, result.capture, len(batch))
+    sections = [
+        build_section(layer, modules.get(layer.name), batch.names, options, with_filters=layer.call_index == 1)
+        for layer in result.capture.detailed()
+    ]
+    summary = ModelSummary(
+        class_name=type(model).__name__,
+        input_shape=list(batch.inputs[0].shape[1:]),
+        output_shape=[],
+        total_params=total,
+        trainable_params=trainable,
+        non_trainable_params=total - trainable,
+        mult_adds=0,
+        param_bytes=param_bytes,
+        was_training=model.training,
+    )
+    report = Report(
+        title=(options.title or f"{type(model).__name__} report") + " (partial: the forward pass failed)",
+        model=summary,
+        layers=rows,
+        sections=sections,
+        probes=[ProbeInfo(name=n, thumbnail=None) for n in batch.names[: options.max_probes]],
+        options=options,
+        provenance=provenance or default_provenance(),
+        synthetic_input=batch.synthetic,
+        notes=list(batch.notes) + [f"Only the {len(rows)} module calls that completed before the failure are shown."],
+        failure=failure,
+    )
+    for row in report.layers:
+        row.section_id = next((s.id for s in sections if s.name == row.name and s.call_index == row.call_index), "")
+    attach_graph(report, result.graph, options)
+    return report
+
+
+def rows_from_capture(model: nn.Module, capture: CaptureResult, batch_size: int) -> list[LayerRow]:
+    """Table rows for the module calls our own capture saw, for when torchinfo cannot run
+    (a failed forward pass, an output type torchinfo does not know)."""
+    from .architecture import count_parameters, shared_parameters
+
+    modules = dict(model.named_modules())
+    shared = shared_parameters(model)
+    total = count_parameters(model)[0]
+    rows = []
+    for layer in capture.layers:
+        module = modules.get(layer.name)
+        own = sum(p.numel() for p in module.parameters()) if module is not None and layer.call_index == 1 else 0
+        rows.append(
+            LayerRow(
+                name=layer.name,
+                type=layer.type,
+                depth=layer.name.count(".") + 1,
+                input_shape=[],
+                output_shape=[batch_size, *layer.output_shape],
+                kernel_size=_kernel(module),
+                params=own,
+                param_percent=100.0 * own / total if total else 0.0,
+                mult_adds=0,
+                trainable="",
+                is_leaf=True,
+                call_index=layer.call_index,
+                row_id=row_id(layer.name) if layer.call_index == 1 else f"{row_id(layer.name)}-call{layer.call_index}",
+                shared_with=shared.get(layer.name, []),
+            )
+        )
+    return rows
+
+
+def _kernel(module: nn.Module | None) -> list[int] | None:
+    size = getattr(module, "kernel_size", None)
+    if size is None:
+        return None
+    return [int(size)] * 2 if isinstance(size, int) else [int(v) for v in size]
+
+
+def attach_graph(report: Report, graph: Any, options: ReportOptions) -> None:
+    """Draw the executed graph (collapsed and full views) into the report, if there is one."""
+    if graph is None or not options.graph:
+        return
+    try:
+        from .graph import build_graph_views
+    except ImportError:
+        return
+    report.graph_svg, report.graph_full_svg = build_graph_views(graph, link_sections={s.id for s in report.sections})
 
 
 def gradcam_attributions(capture: CaptureResult, batch: ProbeBatch, options: ReportOptions) -> list[Attribution]:

@@ -149,6 +149,9 @@ def render_html(report: Report) -> str:
         data=report.to_dict(),
         colour_bars=colour_bars,
         json_schema_version=JSON_SCHEMA_VERSION,
+        # The SVGs are markup our graph module built with every text escaped.
+        graph_svg=report.graph_svg,
+        graph_full_svg=report.graph_full_svg,
     )
 
 
