@@ -418,6 +418,10 @@ def build_report(
         )
     attributions = gradcam_attributions(result.capture, batch, opts)
     notes = list(batch.notes) + list(arch.notes)
+    if opts.attributions and opts.saliency:
+        saliency, why = saliency_attributions(model, batch, opts, result.predictions)
+        attributions += saliency
+        notes += why
     if not detailed:
         notes.append("The model has no convolution layer: no activation sections (choose layers with --layers or --layer-types).")
     report = Report(
@@ -429,6 +433,7 @@ def build_report(
         options=opts,
         provenance=provenance or default_provenance(),
         attributions=attributions,
+        alerts=stats.health_alerts(model, result.capture, sections, opts, synthetic_input=batch.synthetic),
         synthetic_input=batch.synthetic,
         notes=notes,
     )
@@ -593,6 +598,41 @@ def gradcam_attributions(capture: CaptureResult, batch: ProbeBatch, options: Rep
             )
         )
     return out
+
+
+def saliency_attributions(
+    model: nn.Module, batch: ProbeBatch, options: ReportOptions, predictions: list[list[Prediction]]
+) -> tuple[list[Attribution], list[str]]:
+    """Gradient saliency of each shown probe's target class (one extra forward + backward:
+    the gradient must reach the input, so it cannot share the capture pass)."""
+    from .attribution import saliency_maps
+
+    limit = min(len(predictions), options.max_probes, len(batch.display))
+    shown = [i for i in range(limit) if batch.display[i].size and predictions[i]]
+    if not shown:
+        return [], []
+    targets = [options.target_class if options.target_class is not None else predictions[i][0].class_index for i in shown]
+    inputs = tuple(t[shown] for t in _to_model(batch.inputs, model))
+    try:
+        maps = saliency_maps(model, inputs, targets, batch_size=options.batch_size)
+    except OptionError as exc:  # Captum missing: the report goes on without saliency, and says so
+        return [], [exc.one_line()]
+    names, out = options.class_names, []
+    for i, target, sal in zip(shown, targets, maps):
+        label = names[target] if names and target < len(names) else str(target)
+        peak = np.unravel_index(int(np.argmax(sal)), sal.shape)
+        out.append(
+            Attribution(
+                probe=batch.names[i],
+                target_class=int(target),
+                target_label=label,
+                method="Saliency",
+                layer="input",
+                figure=figures.heat_overlay(batch.display[i], sal, alt=f"gradient saliency for class {label} on {batch.names[i]}"),
+                peak_xy=(int(peak[1]), int(peak[0])),
+            )
+        )
+    return out, []
 
 
 def default_provenance() -> Provenance:

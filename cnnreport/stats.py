@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .capture import LayerCapture
-from .report import ActivationStats, Histogram, WeightStats
+from .capture import CONV_TYPES, CaptureResult, LayerCapture
+from .report import ActivationStats, Alert, AlertKind, Histogram, LayerSection, ReportOptions, Severity, WeightStats
 
 
 def activation_stats(layer: LayerCapture) -> ActivationStats:
@@ -40,12 +40,15 @@ def per_probe_stats(layer: LayerCapture) -> list[ActivationStats]:
 
 def histogram(values: np.ndarray, bins: int) -> Histogram:
     """Counts of the finite values over ``bins`` equal bins spanning their range."""
-    finite = values[np.isfinite(values)]
+    finite = values[np.isfinite(values)].astype(np.float64)
     if finite.size == 0:
         return Histogram(edges=[], counts=[])
     lo, hi = float(finite.min()), float(finite.max())
-    if hi <= lo:
-        hi = lo + 1e-12
+    # A constant (or nearly constant) layer still gets its bins: widen the range relative to
+    # the value, since an absolute epsilon vanishes next to large values.
+    pad = max(abs(lo), abs(hi), 1.0) * 1e-6 * bins
+    if hi - lo < pad:
+        lo, hi = lo - pad / 2, hi + pad / 2
     counts, edges = np.histogram(finite, bins=bins, range=(lo, hi))
     return Histogram(edges=[float(e) for e in edges], counts=[int(c) for c in counts])
 
@@ -105,3 +108,399 @@ def conv_weight(module: nn.Module) -> torch.Tensor | None:
 
 def finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+# --------------------------------------------------------------------------------------------
+# Health checks
+#
+# Each check below looks at one kind of trouble and returns (alert, order) pairs; the order is
+# the layer's position in execution, so the page lists findings where the data meets them.
+
+#: Layers whose output scale is set by design, not by their input's: normalisation rescales to
+#: unit variance, bounded activations and softmaxes squash. A large or small output/input ratio
+#: is their job, so the exploding/vanishing check leaves them out (saturation and the BatchNorm
+#: checks cover what can go wrong in them).
+SCALE_EXEMPT_TYPES = frozenset(
+    {
+        "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "LazyBatchNorm1d",
+        "LazyBatchNorm2d", "LazyBatchNorm3d", "LayerNorm", "GroupNorm", "InstanceNorm1d",
+        "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm", "RMSNorm",
+        "Sigmoid", "Tanh", "Hardtanh", "Hardsigmoid", "ReLU6", "Softmax", "Softmin",
+        "LogSoftmax", "Softmax2d", "Softsign", "LogSigmoid",
+    }
+)
+
+#: How many filters of one layer the duplicate check compares pairwise (O(C^2) memory and time).
+DUPLICATE_FILTER_CAP = 512
+
+#: Below this input RMS a layer's input is taken as all-zero and no scale ratio is formed.
+_TINY_RMS = 1e-30
+
+
+def _label(name: str, call_index: int = 1) -> str:
+    return name if call_index == 1 else f"{name} (call {call_index})"
+
+
+def _pct(fraction: float) -> str:
+    return f"{100 * fraction:.0f}%" if fraction >= 0.01 or fraction == 0 else f"{100 * fraction:.2g}%"
+
+
+def _count_list(indices: list[int], limit: int = 8) -> str:
+    shown = ", ".join(str(i) for i in indices[:limit])
+    return shown + (f" … (+{len(indices) - limit})" if len(indices) > limit else "")
+
+
+def constant_channels(layer: LayerCapture) -> list[int] | None:
+    """Channels constant over every probe and position, or None when the capture cannot tell.
+
+    None when the layer kept no per-channel range, or when each channel has a single value in
+    all (one probe and one position): a single value is trivially constant. The tolerance is
+    relative to the layer's range, so a huge-valued layer's rounding noise is not a signal.
+    """
+    if layer.channel_min is None or layer.channel_max is None or layer.probes == 0:
+        return None
+    channels = layer.channel_min.shape[0]
+    per_channel = (layer.numel_per_probe // channels if channels else 0) * layer.probes
+    if channels == 0 or per_channel < 2:
+        return None
+    lo = np.asarray(layer.channel_min, dtype=np.float64)
+    hi = np.asarray(layer.channel_max, dtype=np.float64)
+    finite = np.isfinite(lo) & np.isfinite(hi)
+    scale = float(np.max(np.abs(np.concatenate([lo[finite], hi[finite]])), initial=0.0))
+    tol = max(1e-12, 1e-7 * scale)
+    return [int(i) for i in np.flatnonzero(finite & (hi - lo <= tol))]
+
+
+def scale_ratio(layer: LayerCapture) -> float | None:
+    """Median over probes of output RMS / input RMS, or None when it cannot be formed."""
+    if not layer.input_rms or len(layer.input_rms) != len(layer.output_rms):
+        return None
+    ins = np.asarray(layer.input_rms, dtype=np.float64)
+    outs = np.asarray(layer.output_rms, dtype=np.float64)
+    ok = np.isfinite(ins) & np.isfinite(outs) & (ins > _TINY_RMS)
+    if not ok.any():
+        return None
+    return float(np.median(outs[ok] / ins[ok]))
+
+
+def filter_matrix(module: nn.Module) -> torch.Tensor | None:
+    """A convolution's weights as one row per output filter, ``(out_channels, fan_in)``."""
+    w = conv_weight(module)
+    if w is None:
+        return None
+    w = w.detach().float().cpu()
+    if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        # (in, out/groups, k...): output filter j of group g is w[g*in_g:(g+1)*in_g, j].
+        groups = int(getattr(module, "groups", 1))
+        cin, cout_g = w.shape[0], w.shape[1]
+        w = w.reshape(groups, cin // groups, cout_g, -1).permute(0, 2, 1, 3).reshape(groups * cout_g, -1)
+        return w
+    return w.reshape(w.shape[0], -1)
+
+
+def dead_filter_indices(filters: torch.Tensor, threshold: float) -> list[int]:
+    """Rows whose L2 norm is below ``threshold``."""
+    norms = torch.linalg.vector_norm(torch.nan_to_num(filters), dim=1)
+    return [int(i) for i in torch.nonzero(norms < threshold).flatten()]
+
+
+def duplicate_filter_pairs(filters: torch.Tensor, threshold: float, *, cap: int = DUPLICATE_FILTER_CAP, min_norm: float = 1e-6) -> tuple[list[tuple[int, int, float]], int]:
+    """Pairs ``(i, j, cosine)``, ``i < j``, of the first ``cap`` filters with cosine above ``threshold``.
+
+    One matrix product over unit-normalised rows (vectorised, O(cap^2)); filters with a norm
+    below ``min_norm`` are left out, since a zero filter has no direction (the dead-filter
+    check reports those). Returns the pairs and how many filters were compared.
+    """
+    f = torch.nan_to_num(filters[:cap].float())
+    if f.shape[0] < 2 or f.shape[1] < 2:
+        # A one-weight filter (1x1 conv on one channel) is a scalar: every same-sign pair has
+        # cosine 1, which says nothing about redundancy.
+        return [], int(f.shape[0])
+    norms = torch.linalg.vector_norm(f, dim=1)
+    live = norms >= min_norm
+    unit = f / norms.clamp(min=min_norm)[:, None]
+    cos = unit @ unit.T
+    mask = torch.triu(torch.ones_like(cos, dtype=torch.bool), diagonal=1) & live[:, None] & live[None, :]
+    hits = torch.nonzero(mask & (cos > threshold))
+    pairs = [(int(i), int(j), float(cos[i, j])) for i, j in hits.tolist()]
+    return pairs, int(f.shape[0])
+
+
+def _bias_dominated(module: nn.Module | None, output_rms: float) -> bool:
+    """Whether a layer's output is about its bias alone (within 2x of the bias's RMS).
+
+    A layer after a vanished one outputs roughly its bias: a large output/input ratio, but the
+    input was not amplified, and the vanishing layer before it is the finding.
+    """
+    bias = getattr(module, "bias", None)
+    if not isinstance(bias, torch.Tensor) or bias.numel() == 0:
+        return False
+    b = bias.detach().float()
+    bias_rms = float(torch.linalg.vector_norm(b)) / math.sqrt(b.numel())
+    return bias_rms > 0 and output_rms <= 2.0 * bias_rms
+
+
+def _is_batchnorm(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.batchnorm._BatchNorm)
+
+
+def _bn_at_init(module: nn.Module) -> bool:
+    rm, rv = getattr(module, "running_mean", None), getattr(module, "running_var", None)
+    if rm is None or rv is None:
+        return False
+    return bool(torch.all(rm == 0)) and bool(torch.all(rv == 1))
+
+
+def _bn_affine_at_init(module: nn.Module) -> bool:
+    w, b = getattr(module, "weight", None), getattr(module, "bias", None)
+    if w is None or b is None:
+        return True
+    return bool(torch.all(w == 1)) and bool(torch.all(b == 0))
+
+
+def _batchnorm_findings(module: nn.Module, options: ReportOptions, model_trained: bool) -> list[str]:
+    """One-phrase findings about one BatchNorm layer's buffers and affine weights."""
+    out: list[str] = []
+    rv = getattr(module, "running_var", None)
+    if rv is not None:
+        v = rv.detach().float().cpu()
+        low = torch.isfinite(v) & (v < options.bn_min_variance)
+        if bool(low.any()):
+            out.append(
+                f"running variance below {options.bn_min_variance:g} in {int(low.sum())} of {v.numel()} channels "
+                f"(min {float(v[torch.isfinite(v)].min()):.3g}): those channels are divided by almost nothing"
+            )
+    w = getattr(module, "weight", None)
+    if isinstance(w, torch.Tensor):
+        g = w.detach().float().cpu()
+        small = torch.isfinite(g) & (g.abs() < options.bn_min_gamma)
+        if bool(small.all()) and bool((g == 0).all()):
+            out.append("every gamma is exactly 0 (a zero-initialised residual branch that never trained?): the layer outputs its bias only")
+        elif bool(small.any()):
+            out.append(f"|gamma| below {options.bn_min_gamma:g} in {int(small.sum())} of {g.numel()} channels: those channels are switched off")
+    tracked = getattr(module, "num_batches_tracked", None)
+    never = tracked is not None and int(tracked) == 0
+    if getattr(module, "track_running_stats", False) and _bn_at_init(module):
+        # Default buffers are only a finding when something says the model was trained: its
+        # own affine weights moved, or another BatchNorm's statistics were updated.
+        if not _bn_affine_at_init(module) or model_trained:
+            why = "num_batches_tracked is 0" if never else "still the initial 0 and 1"
+            out.append(f"running mean/variance never updated ({why}) although the model was trained: eval mode normalises with 0/1")
+    return out
+
+
+def health_alerts(
+    model: nn.Module,
+    capture: CaptureResult,
+    sections: list[LayerSection],
+    options: ReportOptions,
+    *,
+    synthetic_input: bool = False,
+) -> list[Alert]:
+    """Every health finding about ``model`` on the probes of ``capture``, worst first.
+
+    Checks, each with the ``ReportOptions`` threshold it uses:
+
+    - non-finite values (error): NaN/Inf in a layer's weights or buffers, and the first layer
+      in execution order whose output holds NaN/Inf (later layers only inherit them);
+    - dead channels (``dead_channel_fraction``): channels constant over every probe and
+      position. A ReLU channel that is mostly zero is normal; only a constant one is dead.
+      Needs the per-channel range the capture keeps for section layers (and for every layer
+      once capture records it); a layer whose dead channels are all inherited from the layer
+      just before it (same channel count) is not reported again;
+    - exploding / vanishing activations (``explode_ratio``, ``vanish_ratio``): the median over
+      probes of a call's output RMS over its input RMS, except for layers whose scale is set by
+      design (normalisation, bounded activations, softmax: :data:`SCALE_EXEMPT_TYPES`);
+    - dead filters (``dead_filter_norm``) and duplicate filters (``duplicate_filter_cosine``,
+      on at most :data:`DUPLICATE_FILTER_CAP` filters per layer) of convolutions;
+    - BatchNorm (``bn_min_variance``, ``bn_min_gamma``): collapsed running variance, gammas
+      near zero, running statistics never updated in a trained model;
+    - saturation (``saturation_fraction``): the fraction of a bounded activation's values
+      within 0.1% of its limits. The lower limit 0 of ReLU6 / Hardtanh(0, x) is ReLU's normal
+      zero and does not count.
+
+    One alert per (kind, layer); ``section_id`` links to the layer's section when it has one.
+    Sorted errors first, then warnings, then info, each by execution order.
+    """
+    found: list[tuple[Alert, float]] = []
+    section_of = {(s.name, s.call_index): s.id for s in sections}
+    first_call = {s.name: s.id for s in sorted(sections, key=lambda s: s.call_index)}
+    order_of: dict[str, float] = {}
+    for layer in capture.layers:
+        order_of.setdefault(layer.name, float(layer.order))
+    modules = dict(model.named_modules())
+    definition = {name: i for i, name in enumerate(modules)}
+    unexecuted = float(len(capture.layers))
+
+    def order(name: str) -> float:
+        # Layers that never ran come after the ones that did, in definition order.
+        return order_of.get(name, unexecuted + definition.get(name, 0) / (len(definition) + 1))
+
+    def sid(name: str, call: int = 1) -> str:
+        return section_of.get((name, call)) or first_call.get(name, "")
+
+    def add(kind: AlertKind, severity: Severity, name: str, message: str, value: float | None, call: int = 1, at: float | None = None) -> None:
+        found.append(
+            (
+                Alert(kind=kind, severity=severity, layer=_label(name, call), message=message, value=finite_or_none(value) if value is not None else None, section_id=sid(name, call)),
+                order(name) if at is None else at,
+            )
+        )
+
+    # -- non-finite values: weights and buffers, per owning module ------------------------
+    bad_tensors: dict[str, list[str]] = {}
+    for kind, items in (("weights", model.named_parameters()), ("buffers", model.named_buffers())):
+        for full, tensor in items:
+            if not tensor.is_floating_point() or tensor.numel() == 0:
+                continue
+            if math.isfinite(float(tensor.detach().sum(dtype=torch.float64))):
+                continue  # one fast reduction: NaN or Inf anywhere makes the sum non-finite
+            nan = int(torch.isnan(tensor.detach()).sum())
+            inf = int(torch.isinf(tensor.detach()).sum())
+            if nan or inf:
+                owner, _, attr = full.rpartition(".")
+                parts = [f"{nan} NaN" if nan else "", f"{inf} Inf" if inf else ""]
+                bad_tensors.setdefault(owner, []).append(f"{attr} has {' and '.join(p for p in parts if p)} of {tensor.numel()} values")
+    first_bad = next((layer for layer in capture.layers if sum(layer.probe_nan) or sum(layer.probe_inf)), None)
+    for owner, problems in bad_tensors.items():
+        msg = "; ".join(problems)
+        if first_bad is not None and first_bad.name == owner:
+            msg += "; its output is the first non-finite activation of the forward pass"
+        add(AlertKind.NON_FINITE, Severity.ERROR, owner or type(model).__name__, msg, None)
+    if first_bad is not None and first_bad.name not in bad_tensors:
+        nan, inf = sum(first_bad.probe_nan), sum(first_bad.probe_inf)
+        total = first_bad.numel_per_probe * first_bad.probes
+        probes_hit = sum(1 for a, b in zip(first_bad.probe_nan, first_bad.probe_inf) if a or b)
+        parts = [f"{nan} NaN" if nan else "", f"{inf} Inf" if inf else ""]
+        msg = (
+            f"first layer whose output is non-finite: {' and '.join(p for p in parts if p)} of {total} values "
+            f"({probes_hit} of {first_bad.probes} probes); every later layer inherits them"
+        )
+        if first_bad.input_rms and not all(math.isfinite(v) for v in first_bad.input_rms):
+            msg += " (its input was already non-finite: check the probes)"
+        add(AlertKind.NON_FINITE, Severity.ERROR, first_bad.name, msg, float(nan + inf), first_bad.call_index, float(first_bad.order))
+
+    # -- activations, per recorded call -------------------------------------------------------
+    seen: set[tuple[AlertKind, str]] = set()
+    previous_dead: tuple[int, set[int]] | None = None  # (channels, dead set) of the last layer with channel info
+    for layer in capture.layers:
+        module = modules.get(layer.name)
+        if module is not None and any(True for _ in module.children()):
+            continue  # a container's figures are its children's, already checked one by one
+        at = float(layer.order)
+        nonfinite = bool(sum(layer.probe_nan) or sum(layer.probe_inf))
+        # Dead channels.
+        dead = constant_channels(layer)
+        if dead is not None and layer.channel_min is not None:
+            channels = int(layer.channel_min.shape[0])
+            inherited = previous_dead is not None and previous_dead[0] == channels and set(dead) <= previous_dead[1]
+            previous_dead = (channels, set(dead))
+            if dead and not inherited and (AlertKind.DEAD_CHANNELS, layer.name) not in seen:
+                seen.add((AlertKind.DEAD_CHANNELS, layer.name))
+                frac = len(dead) / channels
+                severity = Severity.WARNING if frac >= options.dead_channel_fraction else Severity.INFO
+                add(
+                    AlertKind.DEAD_CHANNELS,
+                    severity,
+                    layer.name,
+                    f"{len(dead)} of {channels} channels ({_pct(frac)}) are constant over every probe and position: {_count_list(dead)}",
+                    frac,
+                    layer.call_index,
+                    at,
+                )
+        # Exploding / vanishing scale.
+        if not nonfinite and layer.type not in SCALE_EXEMPT_TYPES:
+            ratio = scale_ratio(layer)
+            if ratio is not None:
+                out_rms = float(np.median(layer.output_rms))
+                in_rms = float(np.median(layer.input_rms))
+                if ratio > options.explode_ratio and not _bias_dominated(module, out_rms) and (AlertKind.EXPLODING, layer.name) not in seen:
+                    seen.add((AlertKind.EXPLODING, layer.name))
+                    add(
+                        AlertKind.EXPLODING,
+                        Severity.WARNING,
+                        layer.name,
+                        f"output RMS is {ratio:.3g}x its input's ({in_rms:.3g} -> {out_rms:.3g}, median over probes)",
+                        ratio,
+                        layer.call_index,
+                        at,
+                    )
+                elif ratio < options.vanish_ratio and (AlertKind.VANISHING, layer.name) not in seen:
+                    seen.add((AlertKind.VANISHING, layer.name))
+                    add(
+                        AlertKind.VANISHING,
+                        Severity.WARNING,
+                        layer.name,
+                        f"output RMS is {ratio:.3g}x its input's ({in_rms:.3g} -> {out_rms:.3g}, median over probes)",
+                        ratio,
+                        layer.call_index,
+                        at,
+                    )
+        # Saturation of bounded activations.
+        if layer.limits is not None and layer.numel_per_probe and layer.probes and not nonfinite:
+            lo, hi = layer.limits
+            total = layer.numel_per_probe * layer.probes
+            relu_like = lo == 0.0 and layer.type in ("ReLU6", "Hardtanh")
+            pinned = layer.saturated_high + (0 if relu_like else layer.saturated_low)
+            frac = pinned / total
+            if frac >= options.saturation_fraction and (AlertKind.SATURATION, layer.name) not in seen:
+                seen.add((AlertKind.SATURATION, layer.name))
+                where = f"at {hi:g}" if relu_like else f"at {lo:g} or {hi:g} ({_pct(layer.saturated_low / total)} low, {_pct(layer.saturated_high / total)} high)"
+                add(
+                    AlertKind.SATURATION,
+                    Severity.WARNING,
+                    layer.name,
+                    f"{_pct(frac)} of values are pinned {where}: gradients through them vanish",
+                    frac,
+                    layer.call_index,
+                    at,
+                )
+
+    # -- weights: dead and duplicate filters, BatchNorm ----------------------------------------
+    bns = [(n, m) for n, m in modules.items() if _is_batchnorm(m)]
+    model_trained = any(not _bn_at_init(m) or int(getattr(m, "num_batches_tracked", 0) or 0) > 0 for _, m in bns)
+    for name, module in modules.items():
+        if name in bad_tensors:
+            continue  # NaN weights make every other weight figure meaningless
+        filters = filter_matrix(module)
+        if filters is not None and filters.shape[0]:
+            count = filters.shape[0]
+            dead_f = dead_filter_indices(filters, options.dead_filter_norm)
+            if dead_f:
+                frac = len(dead_f) / count
+                add(
+                    AlertKind.DEAD_FILTERS,
+                    Severity.WARNING if frac >= options.dead_channel_fraction else Severity.INFO,
+                    name,
+                    f"{len(dead_f)} of {count} filters ({_pct(frac)}) have weight norm below {options.dead_filter_norm:g}: {_count_list(dead_f)}",
+                    frac,
+                )
+            pairs, compared = duplicate_filter_pairs(filters, options.duplicate_filter_cosine)
+            if pairs:
+                involved = {i for i, _, _ in pairs} | {j for _, j, _ in pairs}
+                frac = len(involved) / compared
+                i, j, c = max(pairs, key=lambda p: p[2])
+                capped = f" (first {compared} of {count} compared)" if compared < count else ""
+                add(
+                    AlertKind.DUPLICATE_FILTERS,
+                    Severity.WARNING if frac >= options.dead_channel_fraction else Severity.INFO,
+                    name,
+                    f"{len(pairs)} pair(s) of filters with cosine similarity above {options.duplicate_filter_cosine:g}, "
+                    f"{len(involved)} of {compared} filters involved{capped}; most similar: {i} and {j} ({c:.4f})",
+                    frac,
+                )
+        if _is_batchnorm(module):
+            findings = _batchnorm_findings(module, options, model_trained)
+            if findings:
+                # A zero-initialised residual branch is a deliberate design, worth knowing only.
+                only_zero_init = len(findings) == 1 and findings[0].startswith("every gamma is exactly 0")
+                add(AlertKind.BATCHNORM, Severity.INFO if only_zero_init else Severity.WARNING, name, "; ".join(findings), None)
+
+    # -- the model as a whole -------------------------------------------------------------------
+    if not any(isinstance(m, CONV_TYPES) for m in modules.values()):
+        add(AlertKind.NO_CONVOLUTION, Severity.INFO, "", "the model has no convolution layer: no filters or activation maps to show", None, at=-1.0)
+    if synthetic_input:
+        add(AlertKind.SYNTHETIC_INPUT, Severity.INFO, "", "no probes were given: activations come from a synthetic input and say little about real data", None, at=-1.0)
+
+    found.sort(key=lambda pair: (-pair[0].severity.rank, pair[1]))
+    return [alert for alert, _ in found]
