@@ -152,3 +152,25 @@ def test_batchnorm_with_a_single_probe():
     report = _report(model, torch.rand(1, 3, 8, 8))
     assert len(report.probes) == 1
     assert report.probes[0].predictions
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_model_reports_statistics_in_float32(dtype):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).to(dtype)
+    probes = torch.rand(2, 3, 12, 12)
+    report = _report(model, probes)
+    assert report.model.dtype == str(dtype).replace("torch.", "")
+    with torch.no_grad():
+        reference = model[0](probes.to(dtype)).float()
+    assert report.sections[0].stats.mean == pytest.approx(reference.mean().item(), rel=1e-3)
+    assert isinstance(report.sections[0].stats.mean, float)
+    assert all(p.dtype == dtype for p in model.parameters())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_model_on_gpu_reports_and_stays_there():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).cuda()
+    report = _report(model, torch.rand(2, 3, 16, 16))
+    assert report.model.device.startswith("cuda")
+    assert len(report.sections) == 2 and report.attributions
+    assert all(p.is_cuda for p in model.parameters())
