@@ -315,5 +315,11 @@ def demo(**kwargs: Any) -> None:
     _run(load_demo_model(), [str(p) for p in demo_probe_paths()], kwargs, class_names=CLASS_NAMES)
 
 
+from .cli_extra import diff as _diff_command, verify as _verify_command  # noqa: E402
+
+main.add_command(_diff_command)
+main.add_command(_verify_command)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

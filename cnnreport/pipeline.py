@@ -23,6 +23,7 @@ from .capture import CONV_TYPES, ActivationCapture, CaptureResult, LayerCapture,
 from .errors import CnnReportError, ForwardError, OptionError
 from .probes import ProbeBatch, expected_input_channels, expected_input_ndim, load_probes, synthetic_probes
 from .progress import Progress
+from .provenance import fill_provenance
 from .report import (
     Attribution,
     row_id,
@@ -431,7 +432,7 @@ def build_report(
         sections=sections,
         probes=probes_info,
         options=opts,
-        provenance=provenance or default_provenance(),
+        provenance=fill_provenance(provenance or default_provenance(), model, probes=batch, timestamp=opts.timestamp),
         attributions=attributions,
         alerts=stats.health_alerts(model, result.capture, sections, opts, synthetic_input=batch.synthetic),
         synthetic_input=batch.synthetic,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -136,6 +137,102 @@ def environment() -> jinja2.Environment:
     return _ENV
 
 
+# -- Markdown --------------------------------------------------------------------------------
+# The HTML environment's autoescaping would turn a layer named ``a<b`` into ``a&lt;b``, which
+# GitHub shows literally inside code spans. Markdown gets its own environment: no HTML
+# autoescaping, but a finalizer that escapes every ``{{ value }}`` for Markdown instead, so a
+# name can neither break a table nor inject a link, a mention or markup. Text a filter already
+# formatted as Markdown (``|code``) is a :class:`MarkdownText` and passes unchanged.
+
+#: GitHub rejects comments over 65,536 characters; summaries stay under this.
+MARKDOWN_LIMIT = 65_000
+
+
+class MarkdownText(str):
+    """Markdown that is already escaped; the Markdown finalizer leaves it alone."""
+
+
+# ASCII punctuation that means something in GitHub Markdown inline text ($ is math, @ a
+# mention, # an issue link); a backslash makes each literal (CommonMark allows it before any).
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&@$#])")
+
+
+def md_escape(value: Any) -> MarkdownText:
+    """Plain text for a Markdown line or table cell: specials escaped, newlines as spaces."""
+    if isinstance(value, MarkdownText):
+        return value
+    text = " ".join(str(value).splitlines())
+    return MarkdownText(_MD_SPECIAL.sub(r"\\\1", text))
+
+
+def md_code(value: Any) -> MarkdownText:
+    """An inline code span that survives backticks and table pipes in ``value``."""
+    text = " ".join(str(value).splitlines()).replace("|", "\\|")  # GFM splits cells first
+    if not text:
+        return MarkdownText("")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return MarkdownText(f"{fence}{pad}{text}{pad}{fence}")
+
+
+def text_bar(fraction: Any, width: int = 12) -> str:
+    """A bar of block characters for a value in [0, 1]: a bar chart that survives Markdown."""
+    try:
+        filled = int(round(min(1.0, max(0.0, float(fraction))) * width))
+    except (TypeError, ValueError):
+        filled = 0
+    return "█" * filled + "░" * (width - filled)
+
+
+def _md_finalize(value: Any) -> Any:
+    if value is None:
+        return ""
+    return md_escape(value)
+
+
+def make_markdown_environment(directory: Path | None = None) -> jinja2.Environment:
+    """The Markdown environment: the same filters, Markdown escaping instead of HTML escaping."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(directory or template_dir())),
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+        finalize=_md_finalize,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(FILTERS)
+    env.filters.update({"code": md_code, "md": md_escape, "textbar": text_bar})
+    return env
+
+
+_MD_ENV: jinja2.Environment | None = None
+
+
+def markdown_environment() -> jinja2.Environment:
+    global _MD_ENV
+    if _MD_ENV is None:
+        _MD_ENV = make_markdown_environment()
+    return _MD_ENV
+
+
+def fit_markdown(render: Callable[[int], str], limit: int = MARKDOWN_LIMIT) -> str:
+    """Render with fewer table rows until the text fits ``limit`` characters.
+
+    ``render(max_rows)`` renders the template with at most ``max_rows`` rows per table; the
+    template says how many rows it left out. A last resort cuts the text at a line boundary.
+    """
+    text = ""
+    for rows in (60, 30, 15, 5, 0):
+        text = render(rows)
+        if len(text) <= limit:
+            return text
+    note = "\n\n_Summary cut to fit GitHub's comment limit; the HTML report has everything._\n"
+    cut = text.rfind("\n", 0, limit - len(note))
+    return text[: max(cut, 0)] + note
+
+
 # -- views ---------------------------------------------------------------------------------
 
 
@@ -162,7 +259,10 @@ def report_json(report: Report) -> str:
 
 
 def render_markdown(report: Report) -> str:
-    return environment().get_template("report.md.j2").render(report=report)
+    """The GitHub-flavoured Markdown summary (PR comment, ``$GITHUB_STEP_SUMMARY``), under
+    :data:`MARKDOWN_LIMIT` characters."""
+    template = markdown_environment().get_template("report.md.j2")
+    return fit_markdown(lambda rows: template.render(report=report, max_rows=rows, json_schema_version=JSON_SCHEMA_VERSION))
 
 
 # -- writing -------------------------------------------------------------------------------

@@ -301,6 +301,15 @@ class ReportOptions:
 
 
 @dataclass
+class ProbeFile:
+    """One probe file a report was made from: its name, SHA-256 and path as given."""
+
+    name: str
+    sha256: str
+    source: str = ""
+
+
+@dataclass
 class Provenance:
     cnnreport_version: str
     torch_version: str
@@ -310,6 +319,7 @@ class Provenance:
     checkpoint_path: str = ""
     command_line: str = ""
     created: str = ""
+    probe_files: list[ProbeFile] = field(default_factory=list)
 
 
 @dataclass

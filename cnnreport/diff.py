@@ -1,0 +1,594 @@
+"""What changed between two models: architecture, weights, activations, predictions, alerts.
+
+:func:`diff_reports` builds one :class:`~cnnreport.report.Report` per model with
+:func:`cnnreport.pipeline.build_report` on the *same* probe batch, compares the two reports and
+the two models' parameters, and returns a :class:`DiffReport`: plain data, like ``Report``,
+that :func:`render_diff_html`, :func:`render_diff_markdown` and :func:`diff_json` format.
+
+Layers are aligned by module path (``features.0``), never by position, so inserting a layer
+shows as one added row rather than every later layer "changing".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import figures, stats
+from .errors import OptionError
+from .provenance import fill_provenance
+from .report import (
+    JSON_SCHEMA_VERSION,
+    Alert,
+    FilterGallery,
+    ModelSummary,
+    Prediction,
+    Provenance,
+    Report,
+    ReportOptions,
+    _plain,
+)
+
+#: Layers whose filters are drawn old / new / difference, most changed first.
+DEFAULT_MAX_GALLERIES = 4
+
+
+# --------------------------------------------------------------------------------------------
+# The data model
+
+
+@dataclass
+class DiffSide:
+    """One of the two models: its label (``old``, ``main``, a file name), key numbers, provenance."""
+
+    label: str
+    title: str
+    model: ModelSummary
+    provenance: Provenance
+    alerts: int = 0
+
+
+@dataclass
+class LayerChange:
+    """A module whose presence, type or shapes differ between the two models."""
+
+    name: str
+    status: str  # "added", "removed", "type changed", "shape changed"
+    old_type: str = ""
+    new_type: str = ""
+    old_params: int = 0
+    new_params: int = 0
+    detail: str = ""  # what changed, in words: "weight 16×3×3×3 → 32×3×3×3"
+
+    @property
+    def param_delta(self) -> int:
+        return self.new_params - self.old_params
+
+
+@dataclass
+class WeightChange:
+    """``||W_new - W_old|| / ||W_old||`` over a module's own parameters (weight and bias together)."""
+
+    name: str
+    type: str
+    relative: float | None  # None: the old weights are all zero and the new ones are not
+    abs_change: float
+    old_norm: float
+    new_norm: float
+    params: int
+    bar: float = 0.0  # 0..1 of the largest change, for the bar chart
+
+
+@dataclass
+class ActivationChange:
+    """``1 - cosine similarity`` of a layer's activations on the same probes, old vs new."""
+
+    name: str
+    label: str
+    type: str
+    change: float  # 0: same direction; 1: orthogonal; up to 2: opposite
+    basis: str  # what was compared: "channel means" or "per-probe mean and std"
+    old_mean: float
+    new_mean: float
+    old_frac_zero: float
+    new_frac_zero: float
+    bar: float = 0.0
+
+
+@dataclass
+class PredictionChange:
+    """One probe's top-1 prediction under each model."""
+
+    probe: str
+    old: Prediction | None
+    new: Prediction | None
+    changed: bool  # the top-1 class differs
+    # The new model's probability for the old top-1 class, when it is in the new top-k.
+    old_class_new_probability: float | None = None
+
+
+@dataclass
+class FilterComparison:
+    """Filters of one changed convolution: old, new, and new minus old, each on its own scale."""
+
+    name: str
+    relative: float | None
+    old: FilterGallery
+    new: FilterGallery
+    delta: FilterGallery
+
+
+@dataclass
+class DiffReport:
+    """Everything the diff page shows. Build it with :func:`diff_reports`."""
+
+    title: str
+    old: DiffSide
+    new: DiffSide
+    architecture: list[LayerChange]
+    unchanged_layers: int
+    weight_changes: list[WeightChange]
+    activation_changes: list[ActivationChange]
+    predictions: list[PredictionChange]
+    galleries: list[FilterComparison]
+    alerts_appeared: list[Alert]
+    alerts_disappeared: list[Alert]
+    alerts_kept: int
+    options: ReportOptions
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def param_delta(self) -> int:
+        return self.new.model.total_params - self.old.model.total_params
+
+    @property
+    def mult_adds_delta(self) -> int:
+        return self.new.model.mult_adds - self.old.model.mult_adds
+
+    @property
+    def predictions_changed(self) -> int:
+        return sum(1 for p in self.predictions if p.changed)
+
+    @property
+    def identical_weights(self) -> bool:
+        """Same fingerprint: the two state dicts hold bit-identical tensors."""
+        return bool(self.old.provenance.model_fingerprint) and self.old.provenance.model_fingerprint == self.new.provenance.model_fingerprint
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of everything the page shows, figures excepted."""
+        out = _plain(self)
+        out["param_delta"] = self.param_delta
+        out["mult_adds_delta"] = self.mult_adds_delta
+        out["predictions_changed"] = self.predictions_changed
+        out["identical_weights"] = self.identical_weights
+        return out
+
+    def to_html(self) -> str:
+        return render_diff_html(self)
+
+    def write_html(self, path: str) -> str:
+        from .render import atomic_write
+
+        return atomic_write(path, render_diff_html(self))
+
+    def write_json(self, path: str) -> str:
+        from .render import atomic_write
+
+        return atomic_write(path, diff_json(self))
+
+    def write_markdown(self, path: str) -> str:
+        from .render import atomic_write
+
+        return atomic_write(path, render_diff_markdown(self))
+
+
+# --------------------------------------------------------------------------------------------
+# Comparisons (pure functions of two models or two reports)
+
+
+def _own_params(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in module.named_parameters(recurse=False)}
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "×".join(str(int(s)) for s in shape) or "scalar"
+
+
+def _modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Modules by path, in definition order; the root only when it holds parameters itself."""
+    out = {}
+    for name, module in model.named_modules():
+        if name or _own_params(module):
+            out[name or "(model)"] = module
+    return out
+
+
+def _merged_order(old: list[str], new: list[str]) -> list[str]:
+    """Both name lists merged so each name sits where it sits in its model (removed ones
+    before the additions that replace them); deterministic, no hashing."""
+    out: list[str] = []
+    seen: set[str] = set()
+    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        names = old[i1:i2] if tag in ("equal", "delete") else []
+        if tag == "replace":
+            names = old[i1:i2] + new[j1:j2]
+        elif tag == "insert":
+            names = new[j1:j2]
+        for n in names:
+            if n not in seen:
+                seen.add(n)
+                out.append(n)
+    return out
+
+
+def _output_shapes(report: Report) -> dict[str, Any]:
+    shapes: dict[str, Any] = {}
+    for row in report.layers:
+        shapes.setdefault(row.name, row.output_shape)
+    return shapes
+
+
+def compare_architecture(old_model: nn.Module, new_model: nn.Module, old_report: Report | None = None, new_report: Report | None = None) -> tuple[list[LayerChange], int]:
+    """Modules added, removed, or changed in type, parameter shapes or output shape, aligned by
+    path; and the number of modules that did not change."""
+    old_mods, new_mods = _modules(old_model), _modules(new_model)
+    old_out = _output_shapes(old_report) if old_report else {}
+    new_out = _output_shapes(new_report) if new_report else {}
+    changes: list[LayerChange] = []
+    unchanged = 0
+    for name in _merged_order(list(old_mods), list(new_mods)):
+        o, n = old_mods.get(name), new_mods.get(name)
+        op = _own_params(o) if o is not None else {}
+        np_ = _own_params(n) if n is not None else {}
+        change = LayerChange(
+            name=name,
+            status="",
+            old_type=type(o).__name__ if o is not None else "",
+            new_type=type(n).__name__ if n is not None else "",
+            old_params=sum(p.numel() for p in op.values()),
+            new_params=sum(p.numel() for p in np_.values()),
+        )
+        if o is None:
+            change.status = "added"
+            change.detail = ", ".join(f"{k} {_shape_text(p.shape)}" for k, p in np_.items())
+        elif n is None:
+            change.status = "removed"
+            change.detail = ", ".join(f"{k} {_shape_text(p.shape)}" for k, p in op.items())
+        elif change.old_type != change.new_type:
+            change.status = "type changed"
+            change.detail = f"{change.old_type} → {change.new_type}"
+        else:
+            details = []
+            for key in sorted(set(op) | set(np_), key=lambda k: (k not in op, k)):
+                a, b = op.get(key), np_.get(key)
+                if a is None or b is None or tuple(a.shape) != tuple(b.shape):
+                    details.append(f"{key} {_shape_text(a.shape) if a is not None else '–'} → {_shape_text(b.shape) if b is not None else '–'}")
+            if name in old_out and name in new_out and old_out[name] != new_out[name]:
+                details.append(f"output {_fmt_shape(old_out[name])} → {_fmt_shape(new_out[name])}")
+            if details:
+                change.status = "shape changed"
+                change.detail = "; ".join(details)
+        if change.status:
+            changes.append(change)
+        else:
+            unchanged += 1
+    return changes, unchanged
+
+
+def _fmt_shape(shape: Any) -> str:
+    if isinstance(shape, (list, tuple)) and all(isinstance(s, int) for s in shape):
+        return _shape_text(shape)
+    if isinstance(shape, (list, tuple)):
+        return ", ".join(_fmt_shape(s) for s in shape)
+    return str(shape)
+
+
+def _flat(params: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([p.detach().to(device="cpu", dtype=torch.float64).reshape(-1) for p in params.values()]) if params else torch.zeros(0, dtype=torch.float64)
+
+
+def compare_weights(old_model: nn.Module, new_model: nn.Module) -> list[WeightChange]:
+    """Relative weight change per module present in both models with the same parameter
+    names and shapes, largest first (a change from all-zero weights counts as largest)."""
+    old_mods, new_mods = _modules(old_model), _modules(new_model)
+    out: list[WeightChange] = []
+    for name, o in old_mods.items():
+        n = new_mods.get(name)
+        if n is None or type(o) is not type(n):
+            continue
+        op, np_ = _own_params(o), _own_params(n)
+        if not op or list(op) != list(np_) or any(tuple(op[k].shape) != tuple(np_[k].shape) for k in op):
+            continue
+        wo, wn = _flat(op), _flat(np_)
+        old_norm = float(torch.linalg.vector_norm(wo))
+        new_norm = float(torch.linalg.vector_norm(wn))
+        diff = float(torch.linalg.vector_norm(wn - wo))
+        if old_norm > 0 and math.isfinite(old_norm):
+            relative: float | None = diff / old_norm
+        else:
+            relative = 0.0 if diff == 0 else None
+        out.append(WeightChange(name=name, type=type(o).__name__, relative=relative, abs_change=diff, old_norm=old_norm, new_norm=new_norm, params=int(wo.numel())))
+    # None (from zero) first, then by change; the name breaks ties so the order is stable.
+    out.sort(key=lambda w: (w.relative is not None, -(w.relative if w.relative is not None and math.isfinite(w.relative) else math.inf), w.name))
+    top = max((w.relative for w in out if w.relative is not None and math.isfinite(w.relative)), default=0.0)
+    for w in out:
+        w.bar = 1.0 if w.relative is None or not math.isfinite(w.relative) else (w.relative / top if top > 0 else 0.0)
+    return out
+
+
+def cosine_change(a: Sequence[float], b: Sequence[float]) -> float:
+    """``1 - cos(a, b)``, 0 when both are zero and 1 when only one is; NaN entries count as 0."""
+    x = np.nan_to_num(np.asarray(a, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    y = np.nan_to_num(np.asarray(b, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if x.shape == y.shape and np.array_equal(x, y):
+        return 0.0  # exactly, not 1 - cos's rounding error: "unchanged" must read as 0
+    nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
+    if nx == 0 and ny == 0:
+        return 0.0
+    if nx == 0 or ny == 0:
+        return 1.0
+    cos = float(np.dot(x, y) / (nx * ny))
+    return float(min(2.0, max(0.0, 1.0 - cos)))
+
+
+def compare_activations(old_report: Report, new_report: Report) -> list[ActivationChange]:
+    """Activation change of every layer section present in both reports, largest first.
+
+    Compares the per-channel mean activations (a layer's "fingerprint" on these probes) when
+    both have the same channel count; otherwise the per-probe means and standard deviations.
+    """
+    old_sections = {(s.name, s.call_index): s for s in old_report.sections}
+    out: list[ActivationChange] = []
+    for s in new_report.sections:
+        o = old_sections.get((s.name, s.call_index))
+        if o is None:
+            continue
+        if o.channels is not None and s.channels is not None and len(o.channels.means) == len(s.channels.means) and o.channels.means:
+            change, basis = cosine_change(o.channels.means, s.channels.means), "channel means"
+        else:
+            a = [v for st in o.per_probe_stats for v in (st.mean, st.std)]
+            b = [v for st in s.per_probe_stats for v in (st.mean, st.std)]
+            if len(a) != len(b) or not a:
+                continue
+            change, basis = cosine_change(a, b), "per-probe mean and std"
+        out.append(
+            ActivationChange(
+                name=s.name,
+                label=s.label,
+                type=s.type,
+                change=change,
+                basis=basis,
+                old_mean=o.stats.mean,
+                new_mean=s.stats.mean,
+                old_frac_zero=o.stats.frac_zero,
+                new_frac_zero=s.stats.frac_zero,
+            )
+        )
+    out.sort(key=lambda a: (-a.change, a.label))
+    top = max((a.change for a in out), default=0.0)
+    for a in out:
+        a.bar = a.change / top if top > 0 else 0.0
+    return out
+
+
+def compare_predictions(old_report: Report, new_report: Report) -> list[PredictionChange]:
+    """Top-1 class and probability per probe, old -> new (probes paired by position)."""
+    out = []
+    for o, n in zip(old_report.probes, new_report.probes):
+        op = o.predictions[0] if o.predictions else None
+        np_ = n.predictions[0] if n.predictions else None
+        if op is None and np_ is None:
+            continue
+        again = next((p.probability for p in n.predictions if op is not None and p.class_index == op.class_index), None)
+        out.append(
+            PredictionChange(
+                probe=n.name,
+                old=op,
+                new=np_,
+                changed=(op is None) != (np_ is None) or (op is not None and np_ is not None and op.class_index != np_.class_index),
+                old_class_new_probability=again,
+            )
+        )
+    return out
+
+
+def _alert_key(alert: Alert) -> tuple[str, str]:
+    return (alert.kind.value if hasattr(alert.kind, "value") else str(alert.kind), alert.layer)
+
+
+def compare_alerts(old_report: Report, new_report: Report) -> tuple[list[Alert], list[Alert], int]:
+    """Alerts (by kind and layer) that only the new report has, only the old one has, and the
+    number both have."""
+    old_keys = {_alert_key(a) for a in old_report.alerts}
+    new_keys = {_alert_key(a) for a in new_report.alerts}
+    appeared = [a for a in new_report.alerts if _alert_key(a) not in old_keys]
+    disappeared = [a for a in old_report.alerts if _alert_key(a) not in new_keys]
+    return appeared, disappeared, len(old_keys & new_keys)
+
+
+def _gallery(weight: np.ndarray, module: nn.Module, label: str, options: ReportOptions) -> FilterGallery:
+    fig, note, shown, total, vmax, cmap = figures.filter_gallery(
+        weight,
+        layer=label,
+        groups=int(getattr(module, "groups", 1)),
+        max_filters=options.max_filters,
+        max_inputs=options.max_filter_inputs,
+    )
+    return FilterGallery(figure=fig, note=note, shown_filters=shown, total_filters=total, vmax=vmax, colormap=cmap)
+
+
+def filter_comparisons(old_model: nn.Module, new_model: nn.Module, weight_changes: list[WeightChange], options: ReportOptions, limit: int) -> list[FilterComparison]:
+    """Old, new and difference filter galleries for the ``limit`` most changed convolutions."""
+    old_mods, new_mods = _modules(old_model), _modules(new_model)
+    out: list[FilterComparison] = []
+    for w in weight_changes:
+        if len(out) >= limit:
+            break
+        if w.relative == 0.0:
+            continue
+        o, n = old_mods.get(w.name), new_mods.get(w.name)
+        wo = stats.conv_weight(o) if o is not None else None
+        wn = stats.conv_weight(n) if n is not None else None
+        if wo is None or wn is None or tuple(wo.shape) != tuple(wn.shape) or wo.dim() < 3:
+            continue
+        a = wo.detach().float().cpu().numpy()
+        b = wn.detach().float().cpu().numpy()
+        out.append(
+            FilterComparison(
+                name=w.name,
+                relative=w.relative,
+                old=_gallery(a, o, f"{w.name} (old)", options),
+                new=_gallery(b, n, f"{w.name} (new)", options),
+                delta=_gallery(b - a, n, f"{w.name} (new − old)", options),
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The entry point
+
+
+def _probe_batch(model: nn.Module, probes: Any, options: ReportOptions, input_size: Sequence[int] | None) -> Any:
+    """Load the probes once, so both models see exactly the same tensors."""
+    from .probes import ProbeBatch, expected_input_channels, load_probes, synthetic_probes
+
+    if isinstance(probes, ProbeBatch):
+        return probes
+    if probes is None:
+        if not input_size:
+            raise OptionError("no probes given: pass probe images (--probes) or an input size (--input-size C H W)")
+        return synthetic_probes(tuple(input_size))
+    return load_probes(probes, channels=expected_input_channels(model), max_probes=options.max_probes)
+
+
+def diff_reports(
+    old_model: nn.Module,
+    new_model: nn.Module,
+    probes: Any = None,
+    *,
+    options: ReportOptions | None = None,
+    title: str | None = None,
+    old_label: str = "old",
+    new_label: str = "new",
+    old_provenance: Provenance | None = None,
+    new_provenance: Provenance | None = None,
+    class_names: Sequence[str] | None = None,
+    input_size: Sequence[int] | None = None,
+    max_galleries: int = DEFAULT_MAX_GALLERIES,
+) -> DiffReport:
+    """Compare two models on the same probes and return the :class:`DiffReport`.
+
+    ``probes`` takes what :func:`cnnreport.build_report` takes; it is loaded once and fed to
+    both models. ``options`` shape both reports (layer selection, thresholds); Grad-CAM and
+    the graph are skipped, since the diff page shows neither. Both models are left exactly
+    as they were.
+    """
+    from .pipeline import build_report, default_provenance, make_options
+
+    for which, m in (("old", old_model), ("new", new_model)):
+        if not isinstance(m, nn.Module):
+            raise OptionError(f"{which} model must be a torch.nn.Module, got {type(m).__name__}")
+    opts = make_options(options)
+    if class_names is not None:
+        opts = dataclasses.replace(opts, class_names=list(class_names))
+    batch = _probe_batch(old_model, probes, opts, input_size)
+    inner = dataclasses.replace(opts, attributions=False, graph=False)
+    provs = [
+        fill_provenance(prov or default_provenance(), model, probes=batch, timestamp=opts.timestamp)
+        for prov, model in ((old_provenance, old_model), (new_provenance, new_model))
+    ]
+    old_report = build_report(old_model, batch, inner, provenance=provs[0])
+    new_report = build_report(new_model, batch, inner, provenance=provs[1])
+    architecture, unchanged = compare_architecture(old_model, new_model, old_report, new_report)
+    weights = compare_weights(old_model, new_model)
+    appeared, disappeared, kept = compare_alerts(old_report, new_report)
+    notes = []
+    if batch.synthetic:
+        notes.append("No probe images were given: activations and predictions come from a synthetic input.")
+    if old_report.model.input_shape != new_report.model.input_shape:
+        notes.append("The two models were fed different input shapes.")
+    return DiffReport(
+        title=title or opts.title or _default_title(old_model, new_model, old_label, new_label),
+        old=DiffSide(label=old_label, title=old_report.title, model=old_report.model, provenance=old_report.provenance, alerts=len(old_report.alerts)),
+        new=DiffSide(label=new_label, title=new_report.title, model=new_report.model, provenance=new_report.provenance, alerts=len(new_report.alerts)),
+        architecture=architecture,
+        unchanged_layers=unchanged,
+        weight_changes=weights,
+        activation_changes=compare_activations(old_report, new_report),
+        predictions=compare_predictions(old_report, new_report),
+        galleries=filter_comparisons(old_model, new_model, weights, opts, max_galleries),
+        alerts_appeared=appeared,
+        alerts_disappeared=disappeared,
+        alerts_kept=kept,
+        options=opts,
+        notes=notes,
+    )
+
+
+def _default_title(old_model: nn.Module, new_model: nn.Module, old_label: str, new_label: str) -> str:
+    old_cls, new_cls = type(old_model).__name__, type(new_model).__name__
+    if old_cls == new_cls:
+        return f"{new_cls}: {old_label} → {new_label}"
+    return f"{old_cls} ({old_label}) → {new_cls} ({new_label})"
+
+
+# --------------------------------------------------------------------------------------------
+# Views
+
+
+def render_diff_html(diff: DiffReport) -> str:
+    """The self-contained diff page (same look and CSP as a report page)."""
+    from . import render
+
+    colour_bars = {name: figures.colour_bar(name) for name in (figures.WEIGHT_CMAP,)}
+    return render.environment().get_template("diff.html.j2").render(
+        diff=diff,
+        data=diff.to_dict(),
+        colour_bars=colour_bars,
+        json_schema_version=JSON_SCHEMA_VERSION,
+    )
+
+
+def diff_json(diff: DiffReport) -> str:
+    """The JSON view of a diff: everything the page shows but the figures, with a schema version."""
+    payload = {"schema_version": JSON_SCHEMA_VERSION, "kind": "diff", **diff.to_dict()}
+    return json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def render_diff_markdown(diff: DiffReport) -> str:
+    """The GitHub-flavoured Markdown summary of a diff, under ``render.MARKDOWN_LIMIT`` characters."""
+    from . import render
+
+    template = render.markdown_environment().get_template("diff.md.j2")
+    return render.fit_markdown(lambda rows: template.render(diff=diff, max_rows=rows, json_schema_version=JSON_SCHEMA_VERSION))
+
+
+__all__ = [
+    "ActivationChange",
+    "DiffReport",
+    "DiffSide",
+    "FilterComparison",
+    "LayerChange",
+    "PredictionChange",
+    "WeightChange",
+    "compare_activations",
+    "compare_alerts",
+    "compare_architecture",
+    "compare_predictions",
+    "compare_weights",
+    "cosine_change",
+    "diff_json",
+    "diff_reports",
+    "render_diff_html",
+    "render_diff_markdown",
+]

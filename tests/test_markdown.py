@@ -1,0 +1,128 @@
+"""The Markdown view: a GitHub-flavoured summary fit for a PR comment or $GITHUB_STEP_SUMMARY."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from cnnreport.pipeline import build_report
+from cnnreport.provenance import model_fingerprint
+from cnnreport.render import MARKDOWN_LIMIT, fit_markdown, md_code, md_escape, render_markdown
+from cnnreport.report import Alert, AlertKind, Severity
+
+
+class Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.conv(x)).mean((2, 3)))
+
+
+PROBES = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def report():
+    torch.manual_seed(0)
+    model = Small().eval()
+    rep = build_report(model, PROBES, progress=False, attributions=False, graph=False, title="Bob's net & co", class_names=["cat", "dog", "b|rd"])
+    rep.alerts = [Alert(kind=AlertKind.DEAD_CHANNELS, severity=Severity.WARNING, layer="conv", message="2 of 4 channels | constant")]
+    return rep, model
+
+
+def table_rows(md: str, header_start: str) -> list[list[str]]:
+    """Cells of the GitHub table whose header row starts with ``header_start``."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]])
+    return rows
+
+
+def test_summary_has_key_numbers_alerts_layers_and_provenance(report):
+    rep, model = report
+    md = render_markdown(rep)
+    assert md.startswith("## Bob's net \\& co\n")
+    assert f"| Parameters | {rep.model.total_params:,} ({rep.model.trainable_params:,} trainable, 0 frozen) |" in md
+    assert "| Alerts | 0 errors, 1 warnings, 0 info |" in md
+    assert table_rows(md, "| severity") == [["**warning**", "`conv`", "2 of 4 channels \\| constant"]]
+    arch = table_rows(md, "| layer | type | output | parameters")
+    assert [r[0] for r in arch] == ["`conv`", "`act`", "`head`"]
+    assert arch[0][3] == "112" and arch[2][3] == "15"
+    preds = table_rows(md, "| probe")
+    assert len(preds) == 2 and preds[0][0] == "`probe 0`"
+    assert model_fingerprint(model) in md
+    assert "JSON schema version 1" in md
+
+
+def test_markdown_is_escaped_for_markdown_not_html(report):
+    rep, _ = report
+    md = render_markdown(rep)
+    assert "&amp;" not in md and "&#39;" not in md and "&lt;" not in md
+    # A pipe in a class name must not split a table cell.
+    if "b|rd" in {p.predictions[0].label for p in rep.probes}:
+        assert "b\\|rd" in md
+
+
+def test_escape_helpers():
+    assert md_escape("a|b *c* _d_ [x](y) <s> @me #1 $x$ \\") == "a\\|b \\*c\\* \\_d\\_ \\[x\\](y) \\<s\\> \\@me \\#1 \\$x\\$ \\\\"
+    assert md_escape("two\nlines") == "two lines"
+    assert md_code("features.0") == "`features.0`"
+    assert md_code("a`b") == "``a`b``"
+    assert md_code("`x`") == "`` `x` ``"
+    assert md_code("a|b") == "`a\\|b`"
+    assert md_code("<script>") == "`<script>`"  # code spans show text as is on GitHub
+
+
+def test_layer_names_that_are_markup_stay_text():
+    torch.manual_seed(0)
+    model = Small().eval()
+    model.add_module("x<img src=x onerror=alert(1)>", nn.Identity())
+    md = render_markdown(build_report(model, PROBES, progress=False, attributions=False, graph=False))
+    assert "<img" not in md.replace("`x<img src=x onerror=alert(1)>`", "")
+
+
+def test_long_tables_are_cut_with_a_note_and_the_text_fits_a_comment(report):
+    rep, _ = report
+    row = next(r for r in rep.layers if r.is_leaf)
+    rows = [dataclasses.replace(row, name=f"stage{i // 100}.block{i % 100}.conv_with_a_long_name") for i in range(5000)]
+    alerts = [dataclasses.replace(rep.alerts[0], layer=f"layer{i}", message="x" * 300) for i in range(2000)]
+    big = dataclasses.replace(rep, layers=rows, alerts=alerts)
+    md = render_markdown(big)
+    assert len(md) <= MARKDOWN_LIMIT
+    assert "more layers in the HTML report" in md
+    assert "more alerts in the HTML report" in md
+
+
+def test_fit_markdown_takes_the_largest_table_that_fits():
+    calls = []
+
+    def render(rows: int) -> str:
+        calls.append(rows)
+        return "x" * (rows * 100)
+
+    assert len(fit_markdown(render, limit=3500)) == 3000
+    assert calls == [60, 30]
+    cut = fit_markdown(lambda rows: "line\n" * 50000, limit=1000)
+    assert len(cut) <= 1000 and cut.endswith("the HTML report has everything._\n")
+
+
+def test_generate_report_writes_markdown(tmp_path):
+    from cnnreport import generate_report
+
+    torch.manual_seed(0)
+    out = tmp_path / "r.md"
+    generate_report(Small().eval(), PROBES, output=None, markdown=str(out), progress=False, attributions=False, graph=False)
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("## Small report\n") and "### Alerts" in text
