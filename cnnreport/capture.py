@@ -458,8 +458,11 @@ class ActivationCapture:
         self._cam_leaf = None
         if leaf is None or not scores.requires_grad or leaf.dim() < 3:
             return False
-        picked = scores.gather(1, torch.as_tensor(targets, device=scores.device)[:, None]).sum()
-        (grads,) = torch.autograd.grad(picked, leaf, allow_unused=True)
+        # Gradients on, whatever the caller's mode: a report built under ``torch.no_grad()``
+        # still gets its Grad-CAM (the forward ran with them on for the same reason).
+        with torch.enable_grad():
+            picked = scores.gather(1, torch.as_tensor(targets, device=scores.device)[:, None]).sum()
+            (grads,) = torch.autograd.grad(picked, leaf, allow_unused=True)
         if grads is None:
             return False
         with torch.no_grad():

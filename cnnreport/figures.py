@@ -86,7 +86,13 @@ def tile_grid(tiles: np.ndarray, columns: int | None = None, gap: int = GAP) -> 
 
 
 def _stretch_strips(tiles: np.ndarray) -> np.ndarray:
-    if tiles.shape[1] >= MIN_STRIP_HEIGHT:
+    """Repeat the rows of *strip* tiles (1-D signals, 1-D kernels) to a visible height.
+
+    Only strips: a small square tile (a 3x3 kernel, a 2x2 activation) keeps its aspect ratio.
+    """
+    h, w = tiles.shape[1:3]
+    is_strip = h < MIN_STRIP_HEIGHT and (w >= 4 * h or (h == 1 and w > 1))
+    if not is_strip:
         return tiles
     return np.repeat(tiles, math.ceil(MIN_STRIP_HEIGHT / tiles.shape[1]), axis=1)
 
@@ -170,7 +176,9 @@ def filter_gallery(weight: np.ndarray, *, layer: str, groups: int = 1, max_filte
         kh, kw = sub.shape[2:]
         tiles = _quantise_symmetric(sub.reshape(shown * inputs, kh, kw), vmax)
         tiles = _stretch_strips(tiles)
-        canvas, *_ = tile_grid(tiles, columns=inputs)
+        # One input channel per filter (first grey layer, depthwise): a square grid reads best;
+        # otherwise a row per filter, a column per input channel.
+        canvas, *_ = tile_grid(tiles, columns=None if inputs == 1 else inputs)
         png = indexed_png(canvas, WEIGHT_CMAP)
         what = "depthwise filters" if in_per_group == 1 and groups > 1 else "filters"
         note = (

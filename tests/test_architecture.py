@@ -1,0 +1,138 @@
+"""torchinfo -> table rows and totals (cnnreport.architecture)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torchinfo import summary
+
+import reference_models as rm
+from conftest import quick_options
+from cnnreport.architecture import count_parameters, inspect_model, shared_parameters
+from cnnreport.pipeline import build_report
+
+
+def torchinfo_of(model: nn.Module, x: torch.Tensor):
+    model.eval()
+    return summary(model, input_data=[x], verbose=0, depth=1000, mode="eval")
+
+
+@pytest.mark.parametrize("arch", sorted(rm.ARCHITECTURES))
+def test_rows_and_totals_equal_torchinfo(arch):
+    model = rm.seeded(rm.ARCHITECTURES[arch]())
+    x = torch.randn(1, 3, 32, 32)
+    ref = torchinfo_of(model, x)
+    arch_info = inspect_model(model, (x,))
+    rows = arch_info.rows
+    assert len(rows) == len(ref.summary_list)
+    names = {id(m): n for n, m in model.named_modules()}
+    for row, info in zip(rows, ref.summary_list):
+        assert row.name == (names[id(info.module)] or "(model)")
+        assert row.type == info.class_name == type(info.module).__name__
+        assert row.depth == info.depth
+        assert row.output_shape == list(info.output_size)
+        assert row.input_shape == list(info.input_size)
+        assert row.is_leaf == info.is_leaf_layer
+        if row.call_index == 1:
+            assert row.params == max(info.num_params, 0)
+        if row.is_leaf:
+            assert row.mult_adds == info.macs
+        if isinstance(info.module, nn.Conv2d):
+            assert row.kernel_size == list(info.module.kernel_size)
+    total = sum(p.numel() for p in model.parameters())
+    s = arch_info.summary
+    assert s.total_params == total == ref.total_params
+    assert s.trainable_params == ref.trainable_params == total
+    assert s.non_trainable_params == 0
+    assert s.mult_adds == ref.total_mult_adds
+    assert s.param_bytes == total * 4
+    assert s.input_shape == [3, 32, 32]
+    assert s.output_shape == [1, 10]
+    assert s.num_conv_layers == sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    leaf_params = sum(r.params for r in rows if r.is_leaf)
+    assert leaf_params == total
+    assert sum(r.param_percent for r in rows if r.is_leaf) == pytest.approx(100.0)
+    # A container's mult-adds are the sum of the leaves inside it.
+    top = rows[0]
+    assert top.depth == 0 and top.mult_adds == sum(r.mult_adds for r in rows if r.is_leaf)
+
+
+def test_resnet50_like_has_resnet50s_parameter_count():
+    model = rm.resnet50_like()
+    total, trainable, nbytes = count_parameters(model)
+    assert total == trainable == 25_557_032
+    assert nbytes == 4 * 25_557_032
+    assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == 53
+
+
+def test_frozen_layers_are_counted_non_trainable():
+    model = rm.tiny_resnet()
+    for p in model.conv1.parameters():
+        p.requires_grad_(False)
+    model.fc.bias.requires_grad_(False)
+    rows = {r.name: r for r in inspect_model(model, (torch.randn(1, 3, 16, 16),)).rows}
+    assert rows["conv1"].trainable == "no"
+    assert rows["fc"].trainable == "partial"
+    assert rows["layer1.0.conv1"].trainable == "yes"
+    assert rows["layer1.0.relu"].trainable == ""
+    arch = inspect_model(model, (torch.randn(1, 3, 16, 16),))
+    frozen = model.conv1.weight.numel() + model.fc.bias.numel()
+    assert arch.summary.non_trainable_params == frozen
+    assert arch.summary.trainable_params == rm.count_params(model) - frozen
+    assert model.conv1.weight.requires_grad is False  # inspect_model left the flags alone
+    assert model.layer1[0].conv1.weight.requires_grad is True
+
+
+def test_module_called_twice_gets_two_rows_params_counted_once():
+    model = rm.SharedConv()
+    arch = inspect_model(model, (torch.randn(1, 3, 8, 8),))
+    shared = [r for r in arch.rows if r.name == "shared"]
+    assert [r.call_index for r in shared] == [1, 2]
+    assert shared[0].params == 4 * 4 * 9 + 4 and shared[1].params == 0
+    assert shared[0].row_id != shared[1].row_id
+    assert arch.summary.total_params == rm.count_params(model)
+    assert sum(r.params for r in arch.rows if r.is_leaf) == rm.count_params(model)
+
+
+class Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 3, 3, padding=1)
+        self.b = nn.Conv2d(3, 3, 3, padding=1)
+        self.b.weight = self.a.weight  # tied weights, different modules
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def test_tied_weights_counted_once_with_a_note():
+    model = Tied()
+    arch = inspect_model(model, (torch.randn(1, 3, 8, 8),))
+    assert arch.summary.total_params == sum(p.numel() for p in model.parameters()) == 81 + 3 + 3
+    assert shared_parameters(model) == {"a": ["b"], "b": ["a"]}
+    assert {r.name: r.shared_with for r in arch.rows if r.is_leaf} == {"a": ["b"], "b": ["a"]}
+    assert any("once" in note for note in arch.notes)
+
+
+def test_report_layers_are_the_architecture_rows(probes):
+    model = rm.seeded(rm.tiny_mobilenet())
+    report = build_report(model, probes, quick_options())
+    ref = torchinfo_of(model, probes[:1])
+    assert len(report.layers) == len(ref.summary_list)
+    assert report.model.total_params == ref.total_params == rm.count_params(model)
+    assert report.model.input_shape == [3, 16, 16]
+    # Each conv row links to its section and each section has a row.
+    linked = {r.section_id for r in report.layers if r.section_id}
+    assert linked == {s.id for s in report.sections}
+    depthwise = next(r for r in report.layers if r.name == "blocks.0.depthwise")
+    assert depthwise.kernel_size == [3, 3] and depthwise.params == 8 * 9
+
+
+def test_inspect_model_keeps_training_flags():
+    model = rm.FrozenBNNet()
+    model.train()
+    model.bn.eval()
+    arch = inspect_model(model, (torch.randn(1, 3, 8, 8),))
+    assert arch.summary.was_training is True
+    assert model.training and model.drop.training and not model.bn.training

@@ -1,0 +1,349 @@
+"""The capture pass (cnnreport.capture, via build_report): hooks, state, and the numbers captured."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn.modules import module as module_globals
+
+import reference_models as rm
+from conftest import quick_options
+from cnnreport.capture import ActivationCapture, preserved_model_state, top_channel_tiles
+from cnnreport.errors import ForwardError
+from cnnreport.pipeline import build_report
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def hook_snapshot(model: nn.Module) -> dict[str, dict[str, list[int]]]:
+    """Every hook dict of every submodule: module path -> attribute -> the handles' ids."""
+    snap = {}
+    for name, module in model.named_modules():
+        snap[name] = {
+            attr: list(value.keys())
+            for attr, value in vars(module).items()
+            if "hook" in attr and isinstance(value, dict)
+        }
+    return snap
+
+
+GLOBAL_HOOK_DICTS = [
+    name for name in dir(module_globals) if name.startswith("_global") and isinstance(getattr(module_globals, name), dict)
+]
+
+
+def global_hook_snapshot() -> dict[str, list[int]]:
+    return {name: list(getattr(module_globals, name).keys()) for name in GLOBAL_HOOK_DICTS}
+
+
+def reference_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+    """Each module's output per call, cloned at once by our own hooks in a plain eval forward."""
+    outs: dict[str, list[torch.Tensor]] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if name:
+            handles.append(
+                module.register_forward_hook(
+                    lambda m, i, o, name=name: outs.setdefault(name, []).append(o.detach().clone().double())
+                    if isinstance(o, torch.Tensor)
+                    else None
+                )
+            )
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return outs
+
+
+def assert_stats_match(stats, t: torch.Tensor, rel: float = 1e-4) -> None:
+    t = t.double()
+    scale = float(t.abs().max()) or 1.0
+    assert stats.mean == pytest.approx(float(t.mean()), abs=rel * scale)
+    assert stats.std == pytest.approx(float(t.std(correction=0)), abs=rel * scale)
+    assert stats.min == pytest.approx(float(t.min()), abs=1e-6 * scale)
+    assert stats.max == pytest.approx(float(t.max()), abs=1e-6 * scale)
+    assert stats.frac_zero == pytest.approx(float((t == 0).double().mean()), abs=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# hooks
+
+
+@pytest.mark.parametrize("arch", sorted(rm.ARCHITECTURES))
+def test_no_hook_left_after_a_report(arch, probes):
+    model = rm.seeded(rm.ARCHITECTURES[arch]())
+    user_handle = model.register_forward_hook(lambda m, i, o: None)  # the user's own stays
+    before, global_before = hook_snapshot(model), global_hook_snapshot()
+    report = build_report(model, probes, quick_options())
+    assert report.sections
+    assert hook_snapshot(model) == before
+    assert global_hook_snapshot() == global_before
+    assert list(model._forward_hooks) == [user_handle.id]
+    assert torch._C._len_torch_function_stack() == 0
+    user_handle.remove()
+
+
+def test_hooks_removed_when_the_forward_raises(probes):
+    model = rm.seeded(rm.Exploding())
+    user_global = nn.modules.module.register_module_forward_hook(lambda m, i, o: None)
+    try:
+        before, global_before = hook_snapshot(model), global_hook_snapshot()
+        assert user_global.id in global_before["_global_forward_hooks"]
+        with pytest.raises(ForwardError) as info:
+            build_report(model, probes, quick_options())
+        assert "mat1 and mat2" in str(info.value) or "shape" in str(info.value)
+        assert hook_snapshot(model) == before
+        assert global_hook_snapshot() == global_before
+        for name, attrs in hook_snapshot(model).items():
+            for attr, ids in attrs.items():
+                if attr.startswith("_forward") or attr.startswith("_backward"):
+                    assert ids == [], (name, attr)
+        assert torch._C._len_torch_function_stack() == 0
+        assert model.training is False  # it was in eval mode (seeded) and stays so
+    finally:
+        user_global.remove()
+
+
+def test_activation_capture_removes_hooks_on_exception():
+    model = rm.seeded(rm.tiny_resnet())
+    capture = ActivationCapture(model, {"conv1"}, max_channels=2, tile_size=8)
+    with pytest.raises(RuntimeError, match="boom"):
+        with capture:
+            assert sum(len(m._forward_hooks) for m in model.modules()) > 0
+            raise RuntimeError("boom")
+    assert sum(len(m._forward_hooks) for m in model.modules()) == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# model state
+
+
+def full_state(model: nn.Module) -> dict:
+    return {
+        "tensors": {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()},
+        "training": {n: m.training for n, m in model.named_modules()},
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "grad": {n: (None if p.grad is None else p.grad.clone()) for n, p in model.named_parameters()},
+        "grad_ids": {n: id(p.grad) for n, p in model.named_parameters()},
+    }
+
+
+def test_model_state_and_rng_exactly_as_before(probes):
+    model = rm.seeded(rm.FrozenBNNet())
+    model.train()
+    model.bn.eval()  # a frozen BatchNorm inside a training model
+    model.conv.weight.requires_grad_(False)
+    model.fc.weight.grad = torch.full_like(model.fc.weight, 0.25)
+    model.fc.bias.grad = torch.arange(3.0)
+    before = full_state(model)
+    torch.manual_seed(1234)
+    np.random.seed(99)
+    random.seed(7)
+    torch_rng, np_rng, py_rng = torch.get_rng_state(), np.random.get_state(), random.getstate()
+
+    report = build_report(model, probes, quick_options(attributions=True))
+
+    after = full_state(model)
+    assert after["training"] == before["training"]
+    assert model.training and model.drop.training and not model.bn.training
+    assert after["requires_grad"] == before["requires_grad"] == {
+        "conv.weight": False, "conv.bias": True, "bn.weight": True, "bn.bias": True, "fc.weight": True, "fc.bias": True,
+    }
+    assert after["grad_ids"] == before["grad_ids"]
+    for name, grad in before["grad"].items():
+        if grad is None:
+            assert after["grad"][name] is None, name
+        else:
+            assert torch.equal(after["grad"][name], grad), name
+    for key, value in before["tensors"].items():
+        assert torch.equal(after["tensors"][key], value), key  # running stats, num_batches_tracked too
+    assert torch.equal(torch.get_rng_state(), torch_rng)
+    np_after = np.random.get_state()
+    assert np_after[0] == np_rng[0] and np.array_equal(np_after[1], np_rng[1]) and np_after[2:] == np_rng[2:]
+    assert random.getstate() == py_rng
+    # The pass ran in eval mode: dropout off, so the captured conv stats are deterministic.
+    assert report.model.was_training is True
+
+
+def test_the_forward_ran_in_eval_mode(probes):
+    """BatchNorm in train mode would normalise with batch stats; the report must use running stats."""
+    model = rm.seeded(rm.FrozenBNNet())
+    model.train()
+    report = build_report(model, probes, quick_options(layer_types=["BatchNorm2d"], attributions=False))
+    model.eval()
+    ref = reference_outputs(model, probes)["bn"][0]
+    model.train()
+    (section,) = report.sections
+    assert_stats_match(section.stats, ref)
+
+
+def test_preserved_model_state_restores_when_the_block_raises():
+    model = rm.FrozenBNNet()
+    model.train()
+    model.bn.eval()
+    model.fc.bias.requires_grad_(False)
+    with pytest.raises(ValueError):
+        with preserved_model_state(model):
+            assert not model.training and not any(p.requires_grad for p in model.parameters())
+            torch.rand(5)
+            raise ValueError
+    assert model.training and model.drop.training and not model.bn.training
+    assert [p.requires_grad for p in model.parameters()] == [True, True, True, True, True, False]
+
+
+# ----------------------------------------------------------------------------------------------
+# what is captured
+
+
+def test_inplace_relu_does_not_change_the_captured_conv_output(probes):
+    model = rm.seeded(rm.ConvInplaceRelu())
+    report = build_report(model, probes, quick_options(layers=["conv", "relu"]))
+    by_name = {s.name: s for s in report.sections}
+    with torch.no_grad():
+        plain = model.conv(probes)  # the conv alone: no ReLU ran on it
+    assert float(plain.min()) < 0  # so the ReLU would have changed it
+    assert_stats_match(by_name["conv"].stats, plain)
+    assert by_name["conv"].stats.min < 0
+    assert by_name["conv"].stats.frac_zero == 0.0
+    assert_stats_match(by_name["relu"].stats, torch.relu(plain))
+    for probe_stats, sample in zip(by_name["conv"].per_probe_stats, plain):
+        assert_stats_match(probe_stats, sample)
+
+
+def test_inplace_relu_in_a_resnet_block(photo_probes):
+    model = rm.seeded(rm.tiny_resnet())
+    report = build_report(model, photo_probes, quick_options())
+    ref = reference_outputs(model, photo_probes)
+    sections = {s.name: s for s in report.sections}
+    assert set(sections) == {n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    for name, section in sections.items():
+        assert section.call_index == 1
+        assert_stats_match(section.stats, ref[name][0])
+        assert section.output_shape == list(ref[name][0].shape[1:])
+
+
+def test_module_called_twice_gets_two_sections(probes):
+    model = rm.seeded(rm.SharedConv())
+    report = build_report(model, probes, quick_options(batch_size=2))  # call numbers restart per batch
+    shared = [s for s in report.sections if s.name == "shared"]
+    assert [s.call_index for s in shared] == [1, 2]
+    assert [s.label for s in shared] == ["shared", "shared (call 2)"]
+    assert len({s.id for s in report.sections}) == len(report.sections)
+    ref = reference_outputs(model, probes)["shared"]
+    assert len(ref) == 2
+    for section, out in zip(shared, ref):
+        assert_stats_match(section.stats, out)
+        assert len(section.per_probe_stats) == 3 and len(section.mosaics) == 3
+    # Only the first call draws the filters (they are the same weights).
+    assert shared[0].filters is not None and shared[1].filters is None
+
+
+@pytest.mark.parametrize(
+    "factory, has_predictions",
+    [(rm.TupleOutput, True), (rm.DictOutput, True), (rm.SegmentationOutput, False)],
+)
+def test_tuple_dict_and_map_outputs(factory, has_predictions, probes):
+    model = rm.seeded(factory())
+    report = build_report(model, probes, quick_options())
+    assert len(report.sections) == sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    assert len(report.probes) == 3
+    if has_predictions:
+        with torch.no_grad():
+            out = model(probes)
+        logits = out[0] if isinstance(out, tuple) else out["logits"] if isinstance(out, dict) else out
+        top = torch.softmax(logits, 1).topk(3, 1)
+        for probe, values, indices in zip(report.probes, top.values, top.indices):
+            assert [p.class_index for p in probe.predictions] == indices.tolist()
+            assert [p.probability for p in probe.predictions] == pytest.approx(values.tolist(), abs=1e-6)
+    else:
+        assert all(p.predictions == [] for p in report.probes)
+
+
+@pytest.mark.parametrize("arch", sorted(rm.ARCHITECTURES))
+def test_statistics_equal_a_direct_reference_over_several_batches(arch, photo_probes):
+    model = rm.seeded(rm.ARCHITECTURES[arch]())
+    # batch_size 3 over 4 probes: two batches of unequal size, pooled afterwards.
+    report = build_report(model, photo_probes, quick_options(batch_size=3, attributions=False))
+    ref = reference_outputs(model, photo_probes)
+    assert report.sections
+    for section in report.sections:
+        out = ref[section.name][section.call_index - 1]
+        assert_stats_match(section.stats, out)
+        assert len(section.per_probe_stats) == 4
+        for probe_stats, sample in zip(section.per_probe_stats, out):
+            assert_stats_match(probe_stats, sample)
+        means = out.mean(dim=(0, 2, 3))
+        assert section.channels is not None
+        np.testing.assert_allclose(section.channels.means, means.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_top_channels_are_the_highest_mean_channels():
+    gen = torch.Generator().manual_seed(3)
+    model = rm.seeded(rm.ConvInplaceRelu(cin=3, cout=10))
+    x = torch.randn(3, 3, 12, 12, generator=gen)
+    capture = ActivationCapture(model, {"conv"}, max_channels=4, tile_size=64)
+    with preserved_model_state(model), capture, torch.no_grad():
+        capture.start_batch()
+        model(x)
+    (layer,) = capture.result().detailed()
+    with torch.no_grad():
+        out = model.conv(x)
+    means = out.mean(dim=(2, 3))
+    assert len(layer.tiles) == 3
+    for i, tiles in enumerate(layer.tiles):
+        expected = torch.argsort(means[i], descending=True)[:4].tolist()
+        assert tiles.channels == expected
+        assert tiles.tiles.shape == (4, 12, 12) and tiles.tiles.dtype == np.uint8
+        chosen = out[i, expected]
+        assert tiles.vmin == pytest.approx(float(chosen.min()), abs=1e-6)
+        assert tiles.vmax == pytest.approx(float(chosen.max()), abs=1e-6)
+        # Tiles are the values quantised linearly onto 0..254 over [vmin, vmax].
+        back = tiles.vmin + tiles.tiles.astype(np.float64) / 254 * (tiles.vmax - tiles.vmin)
+        np.testing.assert_allclose(back, chosen.double().numpy(), atol=(tiles.vmax - tiles.vmin) / 254)
+        np.testing.assert_allclose(layer.channel_means[i], means[i].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_top_channel_tiles_are_area_downsampled():
+    images = torch.zeros(1, 2, 8, 8)
+    images[0, 1, :4, :4] = 1.0  # top-left quarter of channel 1
+    images[0, 0] = 0.01
+    tiles = top_channel_tiles(images, images.mean((2, 3)), k=2, tile_size=4)
+    (probe,) = tiles
+    assert probe.channels == [1, 0]
+    assert probe.tiles.shape == (2, 4, 4)
+    assert probe.tiles[0, :2, :2].tolist() == [[254, 254], [254, 254]]
+    assert probe.tiles[0, 2:, 2:].tolist() == [[0, 0], [0, 0]]
+
+
+def test_memory_stays_small_nothing_float_kept(photo_probes):
+    """Detailed layers keep uint8 tiles and small arrays only, no full float activations."""
+    model = rm.seeded(rm.tiny_resnet())
+    capture = ActivationCapture(model, {"conv1", "layer1.0.conv1"}, max_channels=3, tile_size=8)
+    with preserved_model_state(model), capture, torch.no_grad():
+        capture.start_batch()
+        model(photo_probes)
+    for layer in capture.result().detailed():
+        assert all(t.tiles.dtype == np.uint8 and t.tiles.shape[0] == 3 and max(t.tiles.shape[1:]) <= 8 for t in layer.tiles)
+        assert all(s.size <= 4096 for s in layer.samples)
+
+
+@pytest.mark.parametrize("grad_enabled", [True, False])
+def test_grad_mode_and_function_modes_restored(grad_enabled, probes):
+    model = rm.seeded(rm.tiny_resnet())
+    with torch.set_grad_enabled(grad_enabled):
+        report = build_report(model, probes, quick_options(attributions=True))
+        assert torch.is_grad_enabled() is grad_enabled
+    assert torch._C._len_torch_function_stack() == 0
+    # Grad-CAM ran (it needs gradients) even when the caller had them off, and left no .grad.
+    assert sum(a.method == "Grad-CAM" for a in report.attributions) == 3
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.requires_grad for p in model.parameters())

@@ -1,0 +1,174 @@
+"""numpy -> PNG figures (cnnreport.figures): sizes, pixels, palettes, determinism."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from matplotlib import colormaps
+from PIL import Image
+
+from cnnreport import figures
+from cnnreport.capture import ProbeTiles
+
+
+def decode(png: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(png))
+    image.load()
+    assert image.format == "PNG"
+    return image
+
+
+def palette_rgb(image: Image.Image) -> np.ndarray:
+    return np.array(image.getpalette()[: 256 * 3], dtype=np.uint8).reshape(-1, 3)
+
+
+@pytest.mark.parametrize("k, h, w", [(16, 8, 8), (5, 6, 10), (1, 4, 4), (4, 2, 2), (3, 1, 1), (3, 2, 40), (2, 1, 30), (2, 1, 3)])
+def test_mosaic_size_and_pixels_match_the_tile_grid(k, h, w):
+    rng = np.random.default_rng(k)
+    tiles = rng.integers(0, 255, size=(k, h, w), dtype=np.uint8)
+    probe = ProbeTiles(channels=list(range(100, 100 + k)), tiles=tiles, vmin=-1.0, vmax=2.0)
+    mosaic = figures.activation_mosaic(probe, layer="conv", probe="cat.png")
+    shown_h = h
+    if h < figures.MIN_STRIP_HEIGHT and (h * 4 <= w or (h == 1 and w > 1)):  # strips only
+        shown_h = h * int(np.ceil(figures.MIN_STRIP_HEIGHT / h))
+    cols, rows = figures.grid_shape(k, shown_h, w)
+    assert (mosaic.columns, mosaic.rows) == (cols, rows)
+    assert cols * rows >= k > (rows - 1) * cols
+    gap = figures.GAP
+    expected = (cols * w + (cols + 1) * gap, rows * shown_h + (rows + 1) * gap)
+    image = decode(mosaic.figure.png)
+    assert image.size == expected == (mosaic.figure.width, mosaic.figure.height)
+    assert image.mode == "P"
+    pixels = np.asarray(image)
+    assert [t.label for t in mosaic.tiles] == [str(c) for c in probe.channels]
+    for i, tile in enumerate(mosaic.tiles):
+        assert (tile.width, tile.height) == (w, shown_h)
+        block = pixels[tile.y : tile.y + shown_h, tile.x : tile.x + w]
+        np.testing.assert_array_equal(block[:: shown_h // h], tiles[i])
+    # Gaps are the background entry.
+    assert (pixels[0, :] == figures.BACKGROUND_INDEX).all()
+    assert mosaic.vmin == -1.0 and mosaic.vmax == 2.0 and mosaic.probe == "cat.png"
+    assert palette_rgb(image)[0].tolist() == (np.array(colormaps["viridis"](0.0)[:3]) * 255).round().astype(int).tolist()
+
+
+def test_figures_are_deterministic_and_carry_no_time_chunk():
+    tiles = np.arange(4 * 6 * 6, dtype=np.uint8).reshape(4, 6, 6)
+    a = figures.activation_mosaic(ProbeTiles([0, 1, 2, 3], tiles, 0, 1), layer="l", probe="p")
+    b = figures.activation_mosaic(ProbeTiles([0, 1, 2, 3], tiles.copy(), 0, 1), layer="l", probe="p")
+    assert a.figure.png == b.figure.png
+    assert b"tIME" not in a.figure.png
+
+
+def test_rgb_first_layer_filters_are_colour_images():
+    w = np.zeros((5, 3, 3, 3), dtype=np.float32)
+    w[0, 0, 1, 1] = 2.0  # strong positive red at the centre of filter 0
+    w[1, 2, 0, 0] = -2.0  # strong negative blue at the corner of filter 1
+    fig, note, shown, total, vmax, cmap = figures.filter_gallery(w, layer="conv1")
+    assert (shown, total, cmap, vmax) == (5, 5, "rgb", 2.0)
+    image = decode(fig.png)
+    assert image.mode == "RGB"
+    cols, rows = figures.grid_shape(5, 3, 3)
+    gap = figures.GAP
+    assert image.size == (cols * 3 + (cols + 1) * gap, rows * 3 + (rows + 1) * gap) == (fig.width, fig.height)
+    px = np.asarray(image)
+    f0 = px[gap : gap + 3, gap : gap + 3]
+    assert f0[1, 1].tolist() == [255, 128, 128]  # +vmax red, zero green/blue at mid-grey
+    assert f0[0, 0].tolist() == [128, 128, 128]  # zero weights are mid-grey
+    f1 = px[gap : gap + 3, 2 * gap + 3 : 2 * gap + 6]
+    assert f1[0, 0].tolist() == [128, 128, 0]  # -vmax blue
+    assert "RGB" in note
+
+
+def test_weight_palette_is_diverging_and_centred_on_zero():
+    values = np.array([-3.0, -1.5, 0.0, 1.5, 3.0])
+    idx = figures._quantise_symmetric(values, 3.0)
+    assert idx.tolist() == [0, 64, 127, 190, 254]  # 127 is the middle of 0..254
+    pal = np.frombuffer(figures.palette(figures.WEIGHT_CMAP), dtype=np.uint8).reshape(256, 3)
+    centre = (np.array(colormaps[figures.WEIGHT_CMAP](0.5)[:3]) * 255).round()
+    np.testing.assert_array_equal(pal[127], centre)
+    # RdBu_r: blue at the negative end, red at the positive end, near-white in the middle.
+    assert pal[0][2] > pal[0][0] and pal[254][0] > pal[254][2]
+    assert pal[127].min() > 200
+
+
+def test_grey_layer_filters_use_the_diverging_map_with_zero_in_the_middle():
+    w = np.zeros((6, 4, 3, 3), dtype=np.float32)
+    w[0, 0, 0, 0] = 1.0
+    w[0, 1, 0, 0] = -1.0
+    fig, note, shown, total, vmax, cmap = figures.filter_gallery(w, layer="conv2", max_inputs=2)
+    assert cmap == figures.WEIGHT_CMAP and vmax == 1.0 and shown == 6
+    image = decode(fig.png)
+    assert image.mode == "P"
+    px = np.asarray(image)
+    gap = figures.GAP
+    # A row per filter, a column per shown input channel: 6 rows x 2 columns of 3x3 tiles.
+    assert image.size == (2 * 3 + 3 * gap, 6 * 3 + 7 * gap)
+    assert px[gap, gap] == 254 and px[gap, 2 * gap + 3] == 0
+    assert px[gap + 1, gap + 1] == 127  # a zero weight is the palette's middle
+    assert "2 of 4 input channels" in note and "centred on zero" in note
+
+
+def test_depthwise_filters():
+    w = np.random.default_rng(0).normal(size=(9, 1, 3, 3)).astype(np.float32)
+    fig, note, shown, total, vmax, cmap = figures.filter_gallery(w, layer="dw", groups=9)
+    assert "depthwise" in note and "9 groups" in note
+    assert (shown, total) == (9, 9)
+    image = decode(fig.png)
+    assert image.size == (3 * 3 + 4, 3 * 3 + 4)  # a square 3x3 grid of 3x3 tiles
+    assert vmax == pytest.approx(float(np.abs(w).max()))
+
+
+def test_grouped_filters():
+    w = np.random.default_rng(1).normal(size=(8, 2, 3, 3)).astype(np.float32)
+    fig, note, shown, total, vmax, cmap = figures.filter_gallery(w, layer="g", groups=4)
+    assert "4 groups" in note and "depthwise" not in note
+    assert decode(fig.png).size == (2 * 3 + 3, 8 * 3 + 9)
+
+
+def test_1x1_kernels_draw_as_a_matrix():
+    w = np.random.default_rng(2).normal(size=(70, 5, 1, 1)).astype(np.float32)
+    fig, note, shown, total, vmax, cmap = figures.filter_gallery(w, layer="pw")
+    image = decode(fig.png)
+    assert image.size == (5, 64)
+    assert (shown, total) == (64, 70)
+    px = np.asarray(image)
+    np.testing.assert_array_equal(px, figures._quantise_symmetric(w[:64, :, 0, 0], vmax))
+    assert vmax == pytest.approx(float(np.abs(w[:64]).max()))
+
+
+def test_max_filters_limits_and_1d_and_3d_kernels():
+    w = np.ones((40, 3, 3, 3), dtype=np.float32)
+    assert figures.filter_gallery(w, layer="c", max_filters=10)[2:4] == (10, 40)
+    fig1d, note, *_ = figures.filter_gallery(np.ones((4, 2, 5), dtype=np.float32), layer="c1d")
+    assert decode(fig1d.png).size == (2 * 5 + 3, 4 * figures.MIN_STRIP_HEIGHT + 5)  # 1-D kernels as strips
+    fig1d3, *_ = figures.filter_gallery(np.ones((4, 2, 3), dtype=np.float32), layer="c1d")
+    assert decode(fig1d3.png).size == (2 * 3 + 3, 4 * figures.MIN_STRIP_HEIGHT + 5)
+    fig3d, note3d, *_ = figures.filter_gallery(np.ones((4, 2, 3, 3, 3), dtype=np.float32), layer="c3d")
+    assert "depth slice" in note3d
+
+
+def test_histogram_and_channel_strip_sizes():
+    fig = figures.histogram_figure([0, 5, 10, 0], alt="h", width=160, height=48)
+    image = decode(fig.png)
+    assert image.size == (160, 48) == (fig.width, fig.height)
+    px = np.asarray(image)
+    assert (px[:, :40] == figures.BACKGROUND_INDEX).all()  # empty first bin
+    assert (px[1:, 80:120] != figures.BACKGROUND_INDEX).all()  # the tallest bar, 1 px below the top
+    assert (px[:24, 40:80] == figures.BACKGROUND_INDEX).all() and (px[25:, 40:80] != figures.BACKGROUND_INDEX).all()
+    strip = figures.channel_strip(np.array([0.0, 1.0, 2.0]), alt="s", dead=[1])
+    simg = decode(strip.png)
+    assert simg.size == (strip.width, strip.height) == (24, 10)
+    spx = np.asarray(simg)
+    assert spx[0, 0] == 0 and spx[0, 8] == figures.BACKGROUND_INDEX and spx[0, 16] == 254
+
+
+def test_thumbnail_and_heat_overlay_sizes():
+    image = np.random.default_rng(0).integers(0, 255, (60, 200, 3), dtype=np.uint8)
+    thumb = figures.thumbnail(image, alt="t", max_size=100)
+    assert decode(thumb.png).size == (thumb.width, thumb.height) == (100, 30)
+    small = figures.thumbnail(image[:20, :20], alt="t")
+    assert (small.width, small.height) == (20, 20)
+    heat = figures.heat_overlay(image, np.linspace(0, 1, 12).reshape(3, 4), alt="h", max_size=100)
+    assert decode(heat.png).size == (heat.width, heat.height) == (100, 30)
