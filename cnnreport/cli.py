@@ -312,7 +312,12 @@ def demo(**kwargs: Any) -> None:
         kwargs["output"] = "demo-report.html"
     if not kwargs.get("title"):
         kwargs["title"] = "Demo: DigitsCNN trained on scikit-learn digits"
-    _run(load_demo_model(), [str(p) for p in demo_probe_paths()], kwargs, class_names=CLASS_NAMES)
+    from .probes import load_probes
+
+    probes = load_probes([str(p) for p in demo_probe_paths()])
+    # Paths inside the package, not this machine's: the demo page is the same everywhere.
+    probes.sources = [f"cnnreport/data/demo/probes/{Path(p).name}" for p in probes.sources]
+    _run(load_demo_model(), probes, kwargs, class_names=CLASS_NAMES)
 
 
 from .cli_extra import diff as _diff_command, verify as _verify_command  # noqa: E402

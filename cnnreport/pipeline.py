@@ -95,8 +95,13 @@ def select_layers(model: nn.Module, options: ReportOptions) -> list[str]:
     return chosen
 
 
-def default_cam_layer(model: nn.Module, options: ReportOptions) -> str | None:
-    """The layer Grad-CAM explains: ``cam_layer`` if given, else the last 2-D convolution."""
+def default_cam_layer(model: nn.Module, options: ReportOptions, execution_order: Sequence[str] = ()) -> str | None:
+    """The layer Grad-CAM explains: ``cam_layer`` if given, else the last convolution *to run*.
+
+    Execution order matters: ResNets register ``downsample`` (the 1x1 conv of the skip path)
+    after the main path, so the last conv in definition order is often not the last to run.
+    Without an execution order (torchinfo could not run), definition order is the fallback.
+    """
     names = dict(model.named_modules())
     if options.cam_layer:
         if options.cam_layer not in names:
@@ -105,7 +110,10 @@ def default_cam_layer(model: nn.Module, options: ReportOptions) -> str | None:
                 + ", ".join([n for n, m in names.items() if isinstance(m, CONV_TYPES)][-6:])
             )
         return options.cam_layer
-    convs = [n for n, m in names.items() if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Conv3d)) and n]
+    def is_conv(name: str) -> bool:
+        return bool(name) and isinstance(names.get(name), (nn.Conv2d, nn.Conv1d, nn.Conv3d))
+
+    convs = [n for n in execution_order if is_conv(n)] or [n for n in names if is_conv(n)]
     return convs[-1] if convs else None
 
 
@@ -383,7 +391,14 @@ def build_report(
         opts = dataclasses.replace(opts, class_names=list(class_names))
     batch = _resolve_probes(model, probes, opts, input_size)
     detailed = select_layers(model, opts)
-    cam_layer = default_cam_layer(model, opts) if opts.attributions else None
+    example = tuple(t[:1] for t in _to_model(batch.inputs, model))
+    arch: Architecture | None = None
+    try:
+        arch = inspect_model(model, example)
+    except Exception as exc:  # a failing forward is diagnosed by the capture pass; an unknown output type gets our own table below
+        arch_error: BaseException = exc
+    order = [row.name for row in arch.rows] if arch is not None else []
+    cam_layer = default_cam_layer(model, opts, order) if opts.attributions else None
     progress = Progress(total=len(batch), enabled=opts.progress, label="forward")
     result = capture_pass(model, batch, opts, detailed, cam_layer, progress)
     progress.close()
@@ -393,8 +408,8 @@ def build_report(
         except Exception as exc:  # never let the partial report hide the user's real error
             result.error.hint = f"no partial report: {type(exc).__name__}: {exc}"
         raise result.error
-    example = tuple(t[:1] for t in _to_model(batch.inputs, model))
-    arch = architecture_or_fallback(model, example, result.capture, len(batch))
+    if arch is None:
+        arch = fallback_architecture(model, example, result.capture, arch_error)
     modules = dict(model.named_modules())
     sections: list[LayerSection] = []
     drawn_filters: set[str] = set()
@@ -442,29 +457,27 @@ def build_report(
     return report
 
 
-def architecture_or_fallback(model: nn.Module, example: tuple[torch.Tensor, ...], capture: CaptureResult, batch_size: int) -> Architecture:
-    """torchinfo's table, or ours from the capture when torchinfo cannot summarise the model."""
+def fallback_architecture(model: nn.Module, example: tuple[torch.Tensor, ...], capture: CaptureResult, error: BaseException) -> Architecture:
+    """Our own table from the capture, for a model torchinfo cannot summarise (it rejects some
+    output types, such as dataclasses), with a note saying why."""
     from .architecture import count_parameters
 
-    try:
-        return inspect_model(model, example)
-    except Exception as exc:  # torchinfo rejects some output types (dataclasses, custom objects)
-        reason = " ".join(str(exc.__cause__ or exc).split())[:160]
-        total, trainable, param_bytes = count_parameters(model)
-        summary = ModelSummary(
-            class_name=type(model).__name__,
-            input_shape=list(example[0].shape[1:]),
-            output_shape=[],
-            total_params=total,
-            trainable_params=trainable,
-            non_trainable_params=total - trainable,
-            mult_adds=0,
-            param_bytes=param_bytes,
-            was_training=model.training,
-            num_conv_layers=sum(1 for m in model.modules() if isinstance(m, CONV_TYPES)),
-        )
-        note = f"torchinfo could not summarise this model ({reason}); the table lists the module calls cnnreport captured, without mult-adds."
-        return Architecture(rows=rows_from_capture(model, capture, 1), summary=summary, notes=[note])
+    reason = " ".join(str(error.__cause__ or error).split())[:160]
+    total, trainable, param_bytes = count_parameters(model)
+    summary = ModelSummary(
+        class_name=type(model).__name__,
+        input_shape=list(example[0].shape[1:]),
+        output_shape=[],
+        total_params=total,
+        trainable_params=trainable,
+        non_trainable_params=total - trainable,
+        mult_adds=0,
+        param_bytes=param_bytes,
+        was_training=model.training,
+        num_conv_layers=sum(1 for m in model.modules() if isinstance(m, CONV_TYPES)),
+    )
+    note = f"torchinfo could not summarise this model ({reason}); the table lists the module calls cnnreport captured, without mult-adds."
+    return Architecture(rows=rows_from_capture(model, capture, 1), summary=summary, notes=[note])
 
 
 def partial_report(

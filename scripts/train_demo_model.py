@@ -40,7 +40,7 @@ def main() -> None:
     y_all = torch.tensor(digits.target)
     x_train, y_train = x_all[train_idx], y_all[train_idx]
     model = DigitsCNN()
-    epochs = 15
+    epochs = 20
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     # Annealing to zero lets the BatchNorm running statistics settle on the final weights.
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * ((len(x_train) + 63) // 64))
@@ -68,8 +68,16 @@ def main() -> None:
     PROBES.mkdir(exist_ok=True)
     for old in PROBES.glob("*.png"):
         old.unlink()
+    with torch.no_grad():
+        probs = torch.softmax(model(x_all[test_idx]), 1)
     for digit in range(10):
-        i = next(i for i in test_idx if digits.target[i] == digit)
+        # The first held-out example of each digit that the model gets right: a demo that shows
+        # a healthy model should not open on a misclassified probe.
+        i = next(
+            int(i)
+            for i, p in zip(test_idx, probs)
+            if digits.target[i] == digit and int(p.argmax()) == digit
+        )
         pixels = (digits.images[i] / 16.0 * 255).round().astype(np.uint8)
         image = Image.fromarray(pixels, mode="L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
         image.save(PROBES / f"digit_{digit}.png", optimize=True)
