@@ -330,6 +330,7 @@ class ActivationCapture:
         self._cam_leaf: torch.Tensor | None = None
         self._gradcam: list[np.ndarray] = []
         self._gradcam_targets: list[int] = []
+        self._input_rms: dict[str, list[list[float] | None]] = {}
         self.completed: list[str] = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -338,6 +339,9 @@ class ActivationCapture:
             for name, module in self.model.named_modules():
                 is_leaf = not any(True for _ in module.children())
                 if is_leaf or name in self.detailed_names or name == self.cam_layer:
+                    # The input's scale is read before the call: an in-place op (ReLU(inplace))
+                    # has overwritten the input by the time the forward hook runs.
+                    self._handles.append(module.register_forward_pre_hook(self._make_pre_hook(name)))
                     self._handles.append(module.register_forward_hook(self._make_hook(name, module)))
         except BaseException:
             self._remove()
@@ -358,7 +362,20 @@ class ActivationCapture:
         self._calls.clear()
         self._cam_leaf = None
 
-    # -- the hook ---------------------------------------------------------------------------
+    # -- the hooks --------------------------------------------------------------------------
+    def _make_pre_hook(self, name: str) -> Callable[..., Any]:
+        pending = self._input_rms.setdefault(name, [])
+
+        def pre_hook(mod: nn.Module, inputs: tuple[Any, ...]) -> None:
+            inp = _first_tensor(inputs)
+            if inp is None or not inp.is_floating_point() or inp.dim() == 0:
+                pending.append(None)
+                return
+            with suspend_recording(), torch.no_grad():
+                pending.append(_rms(inp))
+
+        return pre_hook
+
     def _make_hook(self, name: str, module: nn.Module) -> Callable[..., Any]:
         detailed = name in self.detailed_names
         limits_of = next((f for t, f in BOUNDED_LIMITS.items() if type(module) is t), None)
@@ -367,12 +384,14 @@ class ActivationCapture:
 
         def hook(mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
             out = _first_tensor(output)
+            pending = self._input_rms.get(name)
+            input_rms = pending.pop() if pending else None
             if out is None or out.dim() == 0 or not out.is_floating_point():
                 return None
             call = self._calls.get(name, 0) + 1
             self._calls[name] = call
             with suspend_recording(), torch.no_grad():
-                self._record(name, type_name, call, out, _first_tensor(inputs), detailed, limits_of, mod)
+                self._record(name, type_name, call, out, input_rms, detailed, limits_of, mod)
             self.completed.append(name)
             if is_cam and call == 1 and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
                 # Grad-CAM shares this pass: the CAM layer's output becomes a leaf, so autograd
@@ -390,7 +409,7 @@ class ActivationCapture:
         type_name: str,
         call: int,
         out: torch.Tensor,
-        inp: torch.Tensor | None,
+        input_rms: list[float] | None,
         detailed: bool,
         limits_of: Callable[[nn.Module], tuple[float, float]] | None,
         module: nn.Module,
@@ -418,8 +437,8 @@ class ActivationCapture:
         layer.probe_nan += stats["nan"]
         layer.probe_inf += stats["inf"]
         layer.output_rms += _rms(out)
-        if inp is not None and inp.is_floating_point() and inp.dim() > 0 and inp.shape[0] == out.shape[0]:
-            layer.input_rms += _rms(inp)
+        if input_rms is not None and len(input_rms) == out.shape[0]:
+            layer.input_rms += input_rms
         if limits_of is not None:
             lo, hi = limits_of(module)
             tol = 1e-3 * (hi - lo)
@@ -427,22 +446,30 @@ class ActivationCapture:
             layer.limits = (lo, hi)
             layer.saturated_low += int((x <= lo + tol).sum())
             layer.saturated_high += int((x >= hi - tol).sum())
+        x = out.detach()
+        if x.dim() >= 3:
+            # Every conv-shaped layer keeps its per-channel range (two small reductions), so the
+            # health checks find dead channels in layers that have no section too. Flat (N, F)
+            # outputs are left out: a flattened map has a "channel" per pixel, and a pixel that is
+            # always zero is not a dead unit.
+            dims = (0, *range(2, x.dim()))
+            cmin_np = x.amin(dim=dims).float().cpu().numpy()
+            cmax_np = x.amax(dim=dims).float().cpu().numpy()
+            layer.channel_min = cmin_np if layer.channel_min is None else np.minimum(layer.channel_min, cmin_np)
+            layer.channel_max = cmax_np if layer.channel_max is None else np.maximum(layer.channel_max, cmax_np)
         if not detailed:
             return
         x = _as_float(out)
         images, note = as_image_channels(x)
         layer.tile_note = note
         if x.dim() >= 3:
-            dims = tuple(range(2, x.dim()))
-            cmeans = torch.nan_to_num(x, nan=0.0).mean(dims)
-            cmin, cmax = x.amin(dim=(0, *dims)), x.amax(dim=(0, *dims))
+            cmeans = torch.nan_to_num(x, nan=0.0).mean(tuple(range(2, x.dim())))
         else:
             cmeans = x.reshape(x.shape[0], -1)
-            cmin, cmax = cmeans.amin(0), cmeans.amax(0)
+            cmin_np, cmax_np = cmeans.amin(0).cpu().numpy(), cmeans.amax(0).cpu().numpy()
+            layer.channel_min = cmin_np if layer.channel_min is None else np.minimum(layer.channel_min, cmin_np)
+            layer.channel_max = cmax_np if layer.channel_max is None else np.maximum(layer.channel_max, cmax_np)
         layer.channel_means += [row for row in cmeans.cpu().numpy()]
-        cmin_np, cmax_np = cmin.cpu().numpy(), cmax.cpu().numpy()
-        layer.channel_min = cmin_np if layer.channel_min is None else np.minimum(layer.channel_min, cmin_np)
-        layer.channel_max = cmax_np if layer.channel_max is None else np.maximum(layer.channel_max, cmax_np)
         if images is not None and self.max_channels > 0:
             layer.tiles += top_channel_tiles(images, cmeans, self.max_channels, self.tile_size)
         layer.samples += histogram_sample(x)

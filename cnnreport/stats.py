@@ -383,6 +383,7 @@ def health_alerts(
     # -- activations, per recorded call -------------------------------------------------------
     seen: set[tuple[AlertKind, str]] = set()
     previous_dead: tuple[int, set[int]] | None = None  # (channels, dead set) of the last layer with channel info
+    collapsed = False
     for layer in capture.layers:
         module = modules.get(layer.name)
         if module is not None and any(True for _ in module.children()):
@@ -394,7 +395,15 @@ def health_alerts(
         if dead is not None and layer.channel_min is not None:
             channels = int(layer.channel_min.shape[0])
             inherited = previous_dead is not None and previous_dead[0] == channels and set(dead) <= previous_dead[1]
-            previous_dead = (channels, set(dead))
+            # Channels a BatchNorm just before switched off (gamma near zero) are that
+            # BatchNorm's finding, raised once there, not a new dead-channel finding here.
+            explained = set(dead) | _zero_gamma_channels(module, options.bn_min_gamma)
+            previous_dead = (channels, explained)
+            # Once every channel of a layer is constant, nothing downstream carries information:
+            # later constant channels are consequences of the first collapse, not new findings.
+            # A bounded activation pinned at its limits is reported as saturation instead.
+            inherited = inherited or collapsed or _saturated(layer, options)
+            collapsed = collapsed or (channels > 0 and len(explained) >= channels)
             if dead and not inherited and (AlertKind.DEAD_CHANNELS, layer.name) not in seen:
                 seen.add((AlertKind.DEAD_CHANNELS, layer.name))
                 frac = len(dead) / channels
@@ -441,8 +450,7 @@ def health_alerts(
             lo, hi = layer.limits
             total = layer.numel_per_probe * layer.probes
             relu_like = lo == 0.0 and layer.type in ("ReLU6", "Hardtanh")
-            pinned = layer.saturated_high + (0 if relu_like else layer.saturated_low)
-            frac = pinned / total
+            frac = _saturated_fraction(layer)
             if frac >= options.saturation_fraction and (AlertKind.SATURATION, layer.name) not in seen:
                 seen.add((AlertKind.SATURATION, layer.name))
                 where = f"at {hi:g}" if relu_like else f"at {lo:g} or {hi:g} ({_pct(layer.saturated_low / total)} low, {_pct(layer.saturated_high / total)} high)"
@@ -504,3 +512,25 @@ def health_alerts(
 
     found.sort(key=lambda pair: (-pair[0].severity.rank, pair[1]))
     return [alert for alert, _ in found]
+
+
+def _zero_gamma_channels(module: nn.Module | None, threshold: float) -> set[int]:
+    """Channels a BatchNorm scales by (near) zero: their output is constant by construction."""
+    weight = getattr(module, "weight", None) if isinstance(module, nn.modules.batchnorm._BatchNorm) else None
+    if not isinstance(weight, torch.Tensor):
+        return set()
+    return {int(i) for i in torch.nonzero(weight.detach().abs().float().cpu() < threshold).flatten()}
+
+
+def _saturated_fraction(layer: LayerCapture) -> float:
+    """Share of a bounded activation's values pinned at its limits (ReLU-like zeros excluded)."""
+    if layer.limits is None or not layer.numel_per_probe or not layer.probes:
+        return 0.0
+    lo = layer.limits[0]
+    relu_like = lo == 0.0 and layer.type in ("ReLU6", "Hardtanh")
+    pinned = layer.saturated_high + (0 if relu_like else layer.saturated_low)
+    return pinned / (layer.numel_per_probe * layer.probes)
+
+
+def _saturated(layer: LayerCapture, options: ReportOptions) -> bool:
+    return _saturated_fraction(layer) >= options.saturation_fraction
