@@ -310,7 +310,9 @@ def build_section(
         output_shape=layer.output_shape,
         stats=stats.activation_stats(layer),
         per_probe_stats=stats.per_probe_stats(layer),
-        group=layer.name.rsplit(".", 1)[0] if "." in layer.name else "",
+        # One sidebar group per top-level stage (layer1, layer2 ...): grouping by the direct
+        # parent gives a ResNet some twenty groups of one or two entries.
+        group=layer.name.split(".", 1)[0] if "." in layer.name else "",
     )
     if layer.tile_note:
         section.notes.append(layer.tile_note)
