@@ -80,13 +80,15 @@ def preserved_model_state(model: nn.Module, *, freeze: bool = True) -> Iterator[
         model.eval()
         if freeze:
             for p, _ in saved.requires_grad:
-                p.requires_grad_(False)
+                if not isinstance(p, nn.parameter.UninitializedParameter):  # lazy: not yet a tensor
+                    p.requires_grad_(False)
         yield
     finally:
         for m, flag in saved.training:
             m.training = flag  # set the attribute itself: model.train(flag) would cascade
         for p, flag in saved.requires_grad:
-            p.requires_grad_(flag)
+            if not isinstance(p, nn.parameter.UninitializedParameter):
+                p.requires_grad_(flag)
         for p, grad in saved.grads:
             p.grad = grad
         torch.random.set_rng_state(saved.torch_rng)

@@ -456,6 +456,7 @@ def build_report(
         notes=notes,
     )
     attach_graph(report, result.graph, opts)
+    attach_receptive_fields(report.layers, result.graph)
     return report
 
 
@@ -592,6 +593,26 @@ def attach_graph(report: Report, graph: Any, options: ReportOptions) -> None:
     except ImportError:
         return
     report.graph_svg, report.graph_full_svg = build_graph_views(graph, link_sections={s.id for s in report.sections})
+
+
+def attach_receptive_fields(rows: list[LayerRow], graph: Any) -> None:
+    """Receptive field and effective stride of each conv/pool row, from the executed graph, and
+    FLOPs (two per mult-add) on every row."""
+    for row in rows:
+        row.flops = 2 * row.mult_adds if row.mult_adds else None
+    if graph is None:
+        return
+    try:
+        from .graph import receptive_fields
+
+        fields = receptive_fields(graph)
+    except Exception:  # an odd graph must not cost the report; the columns stay empty
+        return
+    for row in rows:
+        key = row.name if row.call_index == 1 else f"{row.name} (call {row.call_index})"
+        if key in fields:
+            rf, stride = fields[key]
+            row.receptive_field, row.effective_stride = int(round(rf)), int(round(stride)) if stride >= 1 else stride
 
 
 def gradcam_attributions(capture: CaptureResult, batch: ProbeBatch, options: ReportOptions) -> list[Attribution]:

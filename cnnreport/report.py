@@ -123,7 +123,7 @@ class LayerRow:
     section_id: str = ""
     shared_with: list[str] = field(default_factory=list)
     receptive_field: int | None = None
-    effective_stride: int | None = None
+    effective_stride: int | float | None = None
     flops: int | None = None
 
 
