@@ -178,6 +178,7 @@ def _run(
     provenance: Any = None,
     input_size: Any = None,
     class_names: list[str] | None = None,
+    notes: list[str] | None = None,
 ) -> None:
     """Build, write and gate one report; a failed forward pass leaves a partial report."""
     from .pipeline import build_report, default_provenance
@@ -190,7 +191,7 @@ def _run(
         overrides = _options_from(kwargs)
         if class_names and "class_names" not in overrides:
             overrides["class_names"] = class_names  # names the checkpoint carries
-        report = build_report(model, probes, input_size=input_size, provenance=prov, **overrides)
+        report = build_report(model, probes, input_size=input_size, provenance=prov, notes=notes or [], **overrides)
     except ForwardError as exc:
         if exc.report is not None:
             where = partial_path(output)
@@ -284,7 +285,7 @@ def generate(model_spec: str, **kwargs: Any) -> None:
     prov = default_provenance()
     prov.checkpoint_path = loaded.checkpoint_path
     prov.checkpoint_sha256 = loaded.checkpoint_sha256
-    _run(loaded.model, probes, kwargs, provenance=prov, input_size=input_size, class_names=loaded.class_names)
+    _run(loaded.model, probes, kwargs, provenance=prov, input_size=input_size, class_names=loaded.class_names, notes=loaded.notes)
 
 
 def _floats(value: str | None, option: str) -> Any:

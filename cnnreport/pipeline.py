@@ -376,6 +376,7 @@ def build_report(
     input_size: Sequence[int] | None = None,
     provenance: Provenance | None = None,
     class_names: Sequence[str] | None = None,
+    notes: Sequence[str] = (),
     **overrides: Any,
 ) -> Report:
     """Inspect ``model`` on ``probes`` and return the :class:`Report` the page shows.
@@ -383,7 +384,8 @@ def build_report(
     ``probes``: a float tensor ``(N, C, H, W)``, a folder, an image path or a list of them, a
     :class:`~cnnreport.probes.ProbeBatch`, a tuple of tensors for a model with several inputs,
     or None with ``input_size`` for a synthetic input. Keyword overrides set
-    :class:`ReportOptions` fields (``title=``, ``layers=[...]``, ``max_channels=`` ...).
+    :class:`ReportOptions` fields (``title=``, ``layers=[...]``, ``max_channels=`` ...);
+    ``notes`` are lines the page shows in the overview (the CLI passes what loading did).
     The model is left exactly as it was: weights, buffers, flags, hooks and RNG state.
     """
     if not isinstance(model, nn.Module):
@@ -435,7 +437,7 @@ def build_report(
             )
         )
     attributions = gradcam_attributions(result.capture, batch, opts)
-    notes = list(batch.notes) + list(arch.notes)
+    notes = list(notes) + list(batch.notes) + list(arch.notes)
     if opts.attributions and opts.saliency:
         saliency, why = saliency_attributions(model, batch, opts, result.predictions)
         attributions += saliency
