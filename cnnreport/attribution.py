@@ -42,7 +42,7 @@ def require_captum() -> Any:
     except ImportError as exc:
         raise OptionError(
             'saliency maps need Captum, which is not installed: pip install "cnnreport[attributions]" '
-            "(or turn saliency off with --no-saliency)"
+            "(or leave out --saliency)"
         ) from exc
     return captum_attr
 

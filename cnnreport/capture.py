@@ -205,29 +205,62 @@ def _rms(t: torch.Tensor) -> list[float]:
     return (norms / math.sqrt(flat.shape[1])).tolist()
 
 
+#: Elements per chunk when a reduction needs a temporary as large as its input: bounded
+#: temporaries keep the capture's memory from growing with the largest activation.
+CHUNK_ELEMENTS = 1 << 20
+
+
+def _centred_sq_and_zeros(flat: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the sum of squared deviations from ``mean`` and the number of exact zeros,
+    computed in chunks so no full-size temporary (a bool mask, an int64 count) is made."""
+    n, m = flat.shape
+    step = max(1, CHUNK_ELEMENTS // max(n, 1))
+    squares = torch.zeros(n, dtype=torch.float64, device=flat.device)
+    zeros = torch.zeros(n, dtype=torch.int64, device=flat.device)
+    for start in range(0, m, step):
+        chunk = flat[:, start : start + step]
+        squares += torch.linalg.vector_norm(chunk - mean[:, None], dim=1).double() ** 2
+        zeros += (chunk == 0).sum(1)
+    return squares, zeros
+
+
 def probe_statistics(x: torch.Tensor) -> dict[str, list[Any]]:
     """Per-probe mean, std, min, max, zero count and NaN/Inf counts of an ``(N, ...)`` tensor."""
     flat = _as_float(x).reshape(x.shape[0], -1)
+    mn, mx = flat.amin(1), flat.amax(1)
+    # amin/amax propagate NaN and keep Inf, so finite extremes mean a finite tensor: the common
+    # case skips the NaN/Inf scans, which cost more than every other statistic together.
+    if bool(torch.isfinite(mn).all()) and bool(torch.isfinite(mx).all()):
+        count = flat.shape[1]
+        mean = flat.mean(1)
+        squares, zeros = _centred_sq_and_zeros(flat, mean)
+        std = (squares / max(count, 1)).sqrt()
+        nan = inf = torch.zeros(flat.shape[0], dtype=torch.int64)
+        return {
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "min": mn.tolist(),
+            "max": mx.tolist(),
+            "zeros": zeros.tolist(),
+            "nan": nan.tolist(),
+            "inf": inf.tolist(),
+        }
     nan = torch.isnan(flat).sum(1)
     inf = torch.isinf(flat).sum(1)
-    if int(nan.sum()) or int(inf.sum()):
-        # Statistics over the finite values only; the counts say how many were not.
-        finite = torch.isfinite(flat)
-        clean = torch.where(finite, flat, torch.zeros((), dtype=flat.dtype))
-        count = finite.sum(1).clamp(min=1).to(torch.float64)
-        mean = clean.sum(1, dtype=torch.float64) / count
-        var = ((clean.double() - mean[:, None]) ** 2 * finite).sum(1) / count
-        std = var.sqrt()
-        big = torch.finfo(flat.dtype).max
-        mn = torch.where(finite, flat, torch.full((), big)).amin(1)
-        mx = torch.where(finite, flat, torch.full((), -big)).amax(1)
-        no_finite = finite.sum(1) == 0
-        nan_t = torch.tensor(float("nan"))
-        mean, std = mean.masked_fill(no_finite, float("nan")), std.masked_fill(no_finite, float("nan"))
-        mn, mx = torch.where(no_finite, nan_t, mn), torch.where(no_finite, nan_t, mx)
-    else:
-        std, mean = torch.std_mean(flat, dim=1, correction=0)
-        mn, mx = flat.amin(1), flat.amax(1)
+    # Statistics over the finite values only; the counts say how many were not.
+    finite = torch.isfinite(flat)
+    clean = torch.where(finite, flat, torch.zeros((), dtype=flat.dtype))
+    count = finite.sum(1).clamp(min=1).to(torch.float64)
+    mean = clean.sum(1, dtype=torch.float64) / count
+    var = ((clean.double() - mean[:, None]) ** 2 * finite).sum(1) / count
+    std = var.sqrt()
+    big = torch.finfo(flat.dtype).max
+    mn = torch.where(finite, flat, torch.full((), big)).amin(1)
+    mx = torch.where(finite, flat, torch.full((), -big)).amax(1)
+    no_finite = finite.sum(1) == 0
+    nan_t = torch.tensor(float("nan"))
+    mean, std = mean.masked_fill(no_finite, float("nan")), std.masked_fill(no_finite, float("nan"))
+    mn, mx = torch.where(no_finite, nan_t, mn), torch.where(no_finite, nan_t, mx)
     zeros = (flat == 0).sum(1)
     return {
         "mean": mean.tolist(),
@@ -465,7 +498,9 @@ class ActivationCapture:
         images, note = as_image_channels(x)
         layer.tile_note = note
         if x.dim() >= 3:
-            cmeans = torch.nan_to_num(x, nan=0.0).mean(tuple(range(2, x.dim())))
+            dims = tuple(range(2, x.dim()))
+            # nan_to_num copies the whole activation: only pay for it when there is a NaN.
+            cmeans = torch.nan_to_num(x, nan=0.0).mean(dims) if sum(layer.probe_nan[-x.shape[0]:]) else x.mean(dims)
         else:
             cmeans = x.reshape(x.shape[0], -1)
             cmin_np, cmax_np = cmeans.amin(0).cpu().numpy(), cmeans.amax(0).cpu().numpy()

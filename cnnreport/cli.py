@@ -129,7 +129,7 @@ def common_report_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--target-class", type=int, help="Class Grad-CAM explains (default: each probe's top prediction)."),
         click.option("--cam-layer", metavar="LAYER", help="Layer Grad-CAM explains (default: the last convolution)."),
         click.option("--no-attributions", is_flag=True, help="Skip Grad-CAM and saliency."),
-        click.option("--no-saliency", is_flag=True, help="Skip the gradient saliency maps (they cost one extra forward and backward pass)."),
+        click.option("--saliency", is_flag=True, help="Add gradient saliency maps (one extra forward and a full backward pass: about twice the time)."),
         click.option("--no-graph", is_flag=True, help="Skip the architecture graph."),
         click.option("--fail-on", type=click.Choice(["info", "warning", "error"]), help="Exit with status 4 when an alert of this severity or worse is found (the report is still written)."),
         click.option("--timestamp", is_flag=True, help="Put the creation time in the report (off: output is byte-for-byte reproducible)."),
@@ -160,8 +160,8 @@ def _options_from(kwargs: dict[str, Any]) -> dict[str, Any]:
     }
     if kwargs.get("no_attributions"):
         out["attributions"] = False
-    if kwargs.get("no_saliency"):
-        out["saliency"] = False
+    if kwargs.get("saliency"):
+        out["saliency"] = True
     if kwargs.get("no_graph"):
         out["graph"] = False
     names = _class_names(kwargs.get("class_names"))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__, figures, stats
+from . import __version__, budget, figures, stats
 from .architecture import Architecture, inspect_model
 from .capture import CONV_TYPES, ActivationCapture, CaptureResult, LayerCapture, preserved_model_state, run_forward
 from .errors import CnnReportError, ForwardError, OptionError
@@ -459,6 +459,7 @@ def build_report(
     )
     attach_graph(report, result.graph, opts)
     attach_receptive_fields(report.layers, result.graph)
+    report.notes += budget.apply_budget(report, result.capture, opts.max_html_mb)
     return report
 
 

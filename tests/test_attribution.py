@@ -219,7 +219,7 @@ def test_saliency_mass_sits_on_the_square(corner_model):
 
 def test_report_has_saliency_per_probe_on_the_square(corner_model):
     x, _ = corner_data(8, torch.Generator().manual_seed(4))
-    report = cnnreport.build_report(corner_model, x[1::2], quick_options(graph=False))
+    report = cnnreport.build_report(corner_model, x[1::2], quick_options(graph=False, saliency=True))
     sal = [a for a in report.attributions if a.method == "Saliency"]
     assert [a.probe for a in sal] == [p.name for p in report.probes]
     for a in sal:

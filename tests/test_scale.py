@@ -1,0 +1,299 @@
+"""Scale: the HTML budget, batching, channel selection, many probes, big probes, deep models, and
+a capture that keeps no float activation once its hook has returned.
+
+Functional only: nothing here measures time (``benchmarks/bench_report.py`` does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import io
+import weakref
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from cnnreport import budget
+from cnnreport.capture import ActivationCapture, CaptureResult, preserved_model_state
+from cnnreport.pipeline import build_report, select_layers
+from cnnreport.report import ReportOptions
+
+QUIET = dict(progress=False, graph=False)
+
+
+def small_cnn(seed: int = 0, channels: int = 16) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, channels, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(channels, channels, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(channels, 2 * channels, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(2 * channels, 10),
+    ).eval()
+
+
+def noise(n: int, size: int, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, size, size, generator=g)
+
+
+def decode(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)))
+
+
+# --------------------------------------------------------------------------------------------
+# --max-html-mb
+
+
+def test_budget_respected_and_said(tmp_path):
+    model, probes = small_cnn(), noise(8, 64)
+    full = build_report(model, probes, **QUIET)
+    full_html = full.to_html()
+    budget_mb = 0.5 * len(full_html.encode()) / budget.MB
+    small = build_report(model, probes, max_html_mb=budget_mb, **QUIET)
+    html = small.to_html()
+    assert len(html.encode()) <= budget_mb * budget.MB
+    note = [n for n in small.notes if "--max-html-mb" in n]
+    assert note, small.notes
+    assert note[0] in html or note[0].replace("'", "&#39;") in html
+    # Fewer channels or smaller tiles, still one mosaic per probe and layer.
+    assert [len(s.mosaics) for s in small.sections] == [len(s.mosaics) for s in full.sections]
+    full_px = sum(m.figure.width * m.figure.height for s in full.sections for m in s.mosaics)
+    small_px = sum(m.figure.width * m.figure.height for s in small.sections for m in s.mosaics)
+    assert small_px < full_px
+    # Statistics are untouched by the budget.
+    assert [s.stats for s in small.sections] == [s.stats for s in full.sections]
+
+
+def test_budget_not_needed_changes_nothing():
+    model, probes = small_cnn(), noise(2, 32)
+    a = build_report(model, probes, **QUIET)
+    b = build_report(model, probes, max_html_mb=50, **QUIET)
+    assert not [n for n in b.notes if "--max-html-mb" in n]
+    assert [m.figure.png for s in a.sections for m in s.mosaics] == [m.figure.png for s in b.sections for m in s.mosaics]
+
+
+def test_budget_keeps_most_active_channels_first():
+    """A reduced mosaic shows the first channels of the full one, in the same order."""
+    model, probes = small_cnn(), noise(4, 64)
+    full = build_report(model, probes, **QUIET)
+    small = build_report(model, probes, max_html_mb=0.3 * len(full.to_html().encode()) / budget.MB, **QUIET)
+    for fs, ss in zip(full.sections, small.sections):
+        for fm, sm in zip(fs.mosaics, ss.mosaics):
+            labels = [t.label for t in sm.tiles]
+            assert labels == [t.label for t in fm.tiles][: len(labels)]
+
+
+def test_shrink_tiles_is_an_area_average():
+    tiles = np.zeros((2, 64, 64), dtype=np.uint8)
+    tiles[0, :, :32] = 200  # left half bright
+    tiles[1] = 100
+    small = budget.shrink_tiles(tiles, 16)
+    assert small.shape == (2, 16, 16) and small.dtype == np.uint8
+    assert (small[0, :, :8] == 200).all() and (small[0, :, 8:] == 0).all()
+    assert (small[1] == 100).all()
+    assert budget.shrink_tiles(tiles, 64) is tiles
+
+
+def test_ladder_only_goes_down():
+    steps = budget.ladder(16, 64, 8)
+    cost = [lv.channels * lv.tile_size**2 * lv.probes for lv in steps]
+    assert all(b < a for a, b in zip([16 * 64**2 * 8] + cost, cost))
+    assert steps[-1].channels == 1 and steps[-1].probes == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Batching
+
+
+def test_batching_gives_the_same_statistics_and_mosaics():
+    model, probes = small_cnn(), noise(8, 32)
+    one = build_report(model, probes, batch_size=8, **QUIET)
+    many = build_report(model, probes, batch_size=2, **QUIET)
+    assert [s.name for s in one.sections] == [s.name for s in many.sections]
+    for a, b in zip(one.sections, many.sections):
+        for field in ("mean", "std", "min", "max", "frac_zero"):
+            assert getattr(b.stats, field) == pytest.approx(getattr(a.stats, field), rel=1e-5, abs=1e-6), (a.name, field)
+        assert a.stats.numel == b.stats.numel == 8 * int(np.prod(a.output_shape))
+        assert len(a.per_probe_stats) == len(b.per_probe_stats) == 8
+        for pa, pb in zip(a.per_probe_stats, b.per_probe_stats):
+            assert dataclasses.astuple(pb) == pytest.approx(dataclasses.astuple(pa), rel=1e-5, abs=1e-6)
+        assert a.channels is not None and b.channels is not None
+        assert np.allclose(a.channels.means, b.channels.means, rtol=1e-5, atol=1e-6)
+        assert len(a.mosaics) == len(b.mosaics) == 8
+        for ma, mb in zip(a.mosaics, b.mosaics):
+            assert [t.label for t in ma.tiles] == [t.label for t in mb.tiles]
+            # Same tiles up to one quantisation step (batched convolutions may round differently).
+            diff = np.abs(decode(ma.figure.png).astype(int) - decode(mb.figure.png).astype(int))
+            assert diff.max() <= 1
+    assert [p.predictions[0].class_index for p in one.probes] == [p.predictions[0].class_index for p in many.probes]
+
+
+def test_two_hundred_small_probes_in_batches():
+    model, probes = small_cnn(channels=8), noise(200, 16)
+    report = build_report(model, probes, batch_size=16, max_probes=200, **QUIET)
+    first = report.sections[0]
+    assert first.stats.numel == 200 * 8 * 16 * 16
+    assert len(first.per_probe_stats) == 200
+    assert len(first.mosaics) == 200
+    ref = model[0](probes).detach()
+    assert first.stats.mean == pytest.approx(float(ref.double().mean()), rel=1e-5)
+    assert first.stats.max == pytest.approx(float(ref.max()), rel=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# Channel selection
+
+
+def test_mosaic_shows_the_most_active_channels_in_order():
+    conv = nn.Conv2d(1, 8, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.copy_(torch.tensor([0.1, 5.0, 0.3, 7.0, 2.0, 0.0, 6.0, 1.0]))
+    model = nn.Sequential(conv, nn.Flatten()).eval()
+    report = build_report(model, torch.ones(2, 1, 8, 8), max_channels=3, attributions=False, **QUIET)
+    (section,) = report.sections
+    for mosaic in section.mosaics:
+        assert [t.label for t in mosaic.tiles] == ["3", "6", "1"]
+    assert section.channels.means == pytest.approx([0.1, 5.0, 0.3, 7.0, 2.0, 0.0, 6.0, 1.0])
+
+
+def test_channel_selection_is_per_probe():
+    """Each probe's mosaic picks its own most active channels."""
+    conv = nn.Conv2d(2, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(2)[:, :, None, None])
+    model = nn.Sequential(conv).eval()
+    probes = torch.zeros(2, 2, 4, 4)
+    probes[0, 0] = 1.0  # probe 0 lights channel 0
+    probes[1, 1] = 1.0  # probe 1 lights channel 1
+    report = build_report(model, probes, max_channels=1, attributions=False, **QUIET)
+    assert [m.tiles[0].label for m in report.sections[0].mosaics] == ["0", "1"]
+
+
+# --------------------------------------------------------------------------------------------
+# Big probes and deep models
+
+
+def test_one_large_probe_gives_small_tiles():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1)).eval()
+    report = build_report(model, noise(1, 1024), tile_size=64, **QUIET)
+    assert [s.output_shape for s in report.sections] == [[4, 1024, 1024], [4, 512, 512]]
+    for section in report.sections:
+        (mosaic,) = section.mosaics
+        assert all(t.width <= 64 and t.height <= 64 for t in mosaic.tiles)
+        assert decode(mosaic.figure.png).shape == (mosaic.figure.height, mosaic.figure.width)
+    assert "<html" in report.to_html()
+
+
+def test_hundred_layer_plain_stack():
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Conv2d(3, 4, 3, padding=1)]
+    for _ in range(99):
+        layers += [nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1)]
+    model = nn.Sequential(*layers).eval()
+    report = build_report(model, noise(2, 16), **QUIET)
+    assert len(report.sections) == 100
+    assert all(len(s.mosaics) == 2 for s in report.sections)
+    html = report.to_html()
+    assert html.count('class="layer"') == 100
+
+
+# --------------------------------------------------------------------------------------------
+# Memory: nothing float outlives its hook
+
+
+class _Keeper:
+    """Forward hooks on every leaf that keep only a weak reference to each output."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.refs: list[tuple[str, weakref.ref]] = []
+        self.handles = [
+            m.register_forward_hook(self._hook(name)) for name, m in model.named_modules() if not any(True for _ in m.children())
+        ]
+
+    def _hook(self, name: str):
+        def hook(module, inputs, output):
+            if isinstance(output, torch.Tensor):
+                self.refs.append((name, weakref.ref(output)))
+
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+@pytest.mark.parametrize("attributions", [False, True])
+def test_no_activation_survives_the_report(attributions):
+    model, probes = small_cnn(), noise(4, 32)
+    keeper = _Keeper(model)
+    try:
+        report = build_report(model, probes, batch_size=2, attributions=attributions, **QUIET)
+    finally:
+        keeper.remove()
+    gc.collect()
+    assert len(keeper.refs) >= 2 * 8  # every leaf, both batches
+    alive = [name for name, ref in keeper.refs if ref() is not None]
+    assert alive == [], f"activations still referenced after build_report: {alive}"
+    assert report.sections
+
+
+def _arrays(value, path="capture"):
+    """Every ndarray and tensor reachable from a capture result's dataclasses and lists."""
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        yield path, value
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from _arrays(getattr(value, f.name), f"{path}.{f.name}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _arrays(item, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for k, item in value.items():
+            yield from _arrays(item, f"{path}[{k!r}]")
+
+
+def test_capture_keeps_only_uint8_tiles_and_small_vectors():
+    """After the pass, the capture holds no tensor and no float array of activation size:
+    tiles are uint8, float arrays are per-channel vectors or the fixed histogram sample."""
+    from cnnreport.capture import HISTOGRAM_SAMPLES_PER_PROBE
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=4, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3),
+    ).eval()
+    probes = noise(3, 128)
+    per_probe = 8 * 128 * 128  # the biggest activation of one probe: 131072 floats
+    names = select_layers(model, ReportOptions())
+    capture = ActivationCapture(model, set(names), max_channels=4, tile_size=32, cam_layer="4")
+    with preserved_model_state(model), capture, torch.enable_grad():
+        capture.start_batch()
+        out = model(probes)
+        assert capture.gradcam_backward(out, out.argmax(1).tolist())
+    del out
+    result = capture.result()
+    assert isinstance(result, CaptureResult)
+    found = list(_arrays(result))
+    assert found
+    for path, arr in found:
+        assert isinstance(arr, np.ndarray), f"{path} is a {type(arr).__name__}"
+        if arr.dtype == np.uint8:
+            assert arr.shape[-1] <= 32 and arr.shape[-2] <= 32, path
+        elif path.startswith("capture.gradcam"):
+            assert arr.shape == (32, 32), path  # one map per probe at the CAM layer, never per layer
+        else:
+            assert arr.size <= max(HISTOGRAM_SAMPLES_PER_PROBE, 8) < per_probe, (path, arr.shape, arr.dtype)
+    total_bytes = sum(arr.nbytes for _, arr in found)
+    assert total_bytes < 3 * per_probe * 4  # less than the float activations of one layer
