@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import os
+from concurrent.futures import ThreadPoolExecutor
 import platform
 import sys
 from dataclasses import dataclass
@@ -415,12 +417,18 @@ def build_report(
     if arch is None:
         arch = fallback_architecture(model, example, result.capture, arch_error)
     modules = dict(model.named_modules())
-    sections: list[LayerSection] = []
-    drawn_filters: set[str] = set()
-    for layer in result.capture.detailed():
-        module = modules.get(layer.name)
-        sections.append(build_section(layer, module, batch.names, opts, with_filters=layer.name not in drawn_filters))
-        drawn_filters.add(layer.name)
+    detailed_layers = result.capture.detailed()
+    # Filters are drawn once per module, at its first call.
+    first_calls = {layer.name: layer.call_index for layer in reversed(detailed_layers)}
+    jobs = [(layer, modules.get(layer.name), first_calls[layer.name] == layer.call_index) for layer in detailed_layers]
+    # Sections are independent and their work (PNG encoding, numpy, torch reductions) releases
+    # the GIL, so threads use every core; map keeps the order, so the output is unchanged.
+    # The health checks and the model fingerprint need no section, so they run beside them.
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        alerts_job = pool.submit(stats.health_alerts, model, result.capture, None, opts, synthetic_input=batch.synthetic)
+        provenance_job = pool.submit(fill_provenance, provenance or default_provenance(), model, probes=batch, timestamp=opts.timestamp)
+        sections = list(pool.map(lambda job: build_section(job[0], job[1], batch.names, opts, with_filters=job[2]), jobs))
+        alerts, provenance = alerts_job.result(), provenance_job.result()
     section_ids = {(s.name, s.call_index): s.id for s in sections}
     for row in arch.rows:
         row.section_id = section_ids.get((row.name, row.call_index), "")
@@ -451,9 +459,9 @@ def build_report(
         sections=sections,
         probes=probes_info,
         options=opts,
-        provenance=fill_provenance(provenance or default_provenance(), model, probes=batch, timestamp=opts.timestamp),
+        provenance=provenance,
         attributions=attributions,
-        alerts=stats.health_alerts(model, result.capture, sections, opts, synthetic_input=batch.synthetic),
+        alerts=alerts,
         synthetic_input=batch.synthetic,
         notes=notes,
     )

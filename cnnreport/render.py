@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jinja2
+from markupsafe import Markup
 
 from .errors import OutputError
-from .report import JSON_SCHEMA_VERSION, Figure, Report
+from .report import JSON_SCHEMA_VERSION, Figure, Mosaic, Report, _plain
 
 
 def template_dir() -> Path:
@@ -101,7 +102,21 @@ def data_uri(figure: Figure | None) -> str:
     return figure.data_uri() if figure is not None else ""
 
 
+def tile_labels(mosaic: Mosaic) -> Markup:
+    """The hover labels of a mosaic's tiles, each placed by its grid column and row.
+
+    Built here rather than in a template loop: a ResNet-50 page has ~7,000 of them, and the
+    loop's per-attribute escaping was a sixth of the render time. Labels are still escaped.
+    """
+    columns = max(mosaic.columns, 1)
+    return Markup("").join(
+        Markup('<span class="tile" style="--i:{};--j:{}" title="{}">{}</span>').format(i % columns, i // columns, t.title, t.label)
+        for i, t in enumerate(mosaic.tiles)
+    )
+
+
 FILTERS: dict[str, Callable[..., str]] = {
+    "tile_labels": tile_labels,
     "int": fmt_int,
     "num": fmt_float,
     "pct": fmt_pct,
@@ -243,7 +258,9 @@ def render_html(report: Report) -> str:
     colour_bars = {name: figures.colour_bar(name) for name in (figures.ACTIVATION_CMAP, figures.WEIGHT_CMAP, figures.HEAT_CMAP)}
     return environment().get_template("base.html.j2").render(
         report=report,
-        data=report.to_dict(),
+        # The page needs only these two as plain data; the whole to_dict() costs ~0.3 s on a
+        # ResNet-50 report and is built for the JSON view instead.
+        data={"options": _plain(report.options), "provenance": _plain(report.provenance)},
         colour_bars=colour_bars,
         json_schema_version=JSON_SCHEMA_VERSION,
         # The SVGs are markup our graph module built with every text escaped.

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .capture import CONV_TYPES, CaptureResult, LayerCapture
-from .report import ActivationStats, Alert, AlertKind, Histogram, LayerSection, ReportOptions, Severity, WeightStats
+from .report import ActivationStats, Alert, AlertKind, Histogram, LayerSection, ReportOptions, Severity, WeightStats, section_id
 
 
 def activation_stats(layer: LayerCapture) -> ActivationStats:
@@ -76,29 +76,52 @@ def dead_channels(layer: LayerCapture, tolerance: float = 1e-8) -> list[int]:
 
 def weight_stats(weight: torch.Tensor, near_zero: float = 1e-3) -> WeightStats:
     """Norm, mean, std, range and the fraction of weights near zero (relative to the largest)."""
-    w = weight.detach().float().cpu()
-    finite = torch.isfinite(w)
-    nan = int(torch.isnan(w).sum())
-    inf = int(torch.isinf(w).sum())
-    clean = w[finite]
-    if clean.numel() == 0:
+    w = weight.detach().float().reshape(-1)
+    if w.numel() == 0:
         nanv = float("nan")
-        return WeightStats(nanv, nanv, nanv, nanv, nanv, 0.0, nan, inf)
-    peak = float(clean.abs().max())
+        return WeightStats(nanv, nanv, nanv, nanv, nanv, 0.0)
+    lo, hi = float(w.min()), float(w.max())
+    nan = inf = 0
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # rare: pay for the masks only here
+        nan, inf = int(torch.isnan(w).sum()), int(torch.isinf(w).sum())
+        w = w[torch.isfinite(w)]
+        if w.numel() == 0:
+            nanv = float("nan")
+            return WeightStats(nanv, nanv, nanv, nanv, nanv, 0.0, nan, inf)
+        lo, hi = float(w.min()), float(w.max())
+    peak = max(abs(lo), abs(hi))
+    std, mean = torch.std_mean(w, correction=0)
     return WeightStats(
-        norm=float(torch.linalg.vector_norm(clean)),
-        mean=float(clean.mean()),
-        std=float(clean.std(correction=0)),
-        min=float(clean.min()),
-        max=float(clean.max()),
-        frac_near_zero=float((clean.abs() <= near_zero * peak).float().mean()) if peak > 0 else 1.0,
+        norm=float(torch.linalg.vector_norm(w)),
+        mean=float(mean),
+        std=float(std),
+        min=lo,
+        max=hi,
+        frac_near_zero=float((w.abs() <= near_zero * peak).sum()) / w.numel() if peak > 0 else 1.0,
         nan_count=nan,
         inf_count=inf,
     )
 
 
+HISTOGRAM_WEIGHT_SAMPLE = 1 << 16
+
+
 def weight_histogram(weight: torch.Tensor, bins: int) -> Histogram:
-    return histogram(weight.detach().float().cpu().numpy().ravel(), bins)
+    """Histogram of the finite weights, counted by torch on an even stride of at most
+    ``HISTOGRAM_WEIGHT_SAMPLE`` weights: the shape of the distribution, at a fixed cost."""
+    w = weight.detach().float().reshape(-1)
+    if w.numel() > HISTOGRAM_WEIGHT_SAMPLE:
+        w = w[:: -(-w.numel() // HISTOGRAM_WEIGHT_SAMPLE)]
+    w = w[torch.isfinite(w)] if not bool(torch.isfinite(w.min()) and torch.isfinite(w.max())) else w
+    if w.numel() == 0:
+        return Histogram(edges=[], counts=[])
+    lo, hi = float(w.min()), float(w.max())
+    pad = max(abs(lo), abs(hi), 1.0) * 1e-6 * bins
+    if hi - lo < pad:
+        lo, hi = lo - pad / 2, hi + pad / 2
+    counts = torch.histc(w, bins=bins, min=lo, max=hi)
+    edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
+    return Histogram(edges=[float(e) for e in edges], counts=[int(c) for c in counts])
 
 
 def conv_weight(module: nn.Module) -> torch.Tensor | None:
@@ -292,7 +315,7 @@ def _batchnorm_findings(module: nn.Module, options: ReportOptions, model_trained
 def health_alerts(
     model: nn.Module,
     capture: CaptureResult,
-    sections: list[LayerSection],
+    sections: list[LayerSection] | None,
     options: ReportOptions,
     *,
     synthetic_input: bool = False,
@@ -323,8 +346,12 @@ def health_alerts(
     Sorted errors first, then warnings, then info, each by execution order.
     """
     found: list[tuple[Alert, float]] = []
-    section_of = {(s.name, s.call_index): s.id for s in sections}
-    first_call = {s.name: s.id for s in sorted(sections, key=lambda s: s.call_index)}
+    # Without the sections (built beside this check), their ids follow from the capture.
+    with_sections = [(s.name, s.call_index, s.id) for s in sections] if sections is not None else [
+        (layer.name, layer.call_index, section_id(layer.name, layer.call_index)) for layer in capture.detailed()
+    ]
+    section_of = {(name, call): sid for name, call, sid in with_sections}
+    first_call = {name: sid for name, call, sid in sorted(with_sections, key=lambda t: t[1], reverse=True)}
     order_of: dict[str, float] = {}
     for layer in capture.layers:
         order_of.setdefault(layer.name, float(layer.order))
