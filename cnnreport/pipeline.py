@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 import platform
@@ -97,12 +98,14 @@ def select_layers(model: nn.Module, options: ReportOptions) -> list[str]:
     return chosen
 
 
-def default_cam_layer(model: nn.Module, options: ReportOptions, execution_order: Sequence[str] = ()) -> str | None:
-    """The layer Grad-CAM explains: ``cam_layer`` if given, else the last convolution *to run*.
+def default_cam_layer(model: nn.Module, options: ReportOptions, rows: Sequence[LayerRow] = ()) -> str | None:
+    """The layer Grad-CAM explains: ``cam_layer`` if given, else the last feature map.
 
-    Execution order matters: ResNets register ``downsample`` (the 1x1 conv of the skip path)
-    after the main path, so the last conv in definition order is often not the last to run.
-    Without an execution order (torchinfo could not run), definition order is the fallback.
+    From torchinfo's rows (execution order): the last module call with a spatial output
+    (N, C, H, W, H*W > 1), lifted to its outermost enclosing block that still has one, so
+    ResNets get ``layer4``, Inception ``Mixed_7c`` and DenseNet ``features``: the whole last
+    stage, as Grad-CAM is usually applied, rather than one branch of it. Without rows
+    (torchinfo could not run), the last convolution in definition order.
     """
     names = dict(model.named_modules())
     if options.cam_layer:
@@ -112,10 +115,20 @@ def default_cam_layer(model: nn.Module, options: ReportOptions, execution_order:
                 + ", ".join([n for n, m in names.items() if isinstance(m, CONV_TYPES)][-6:])
             )
         return options.cam_layer
-    def is_conv(name: str) -> bool:
-        return bool(name) and isinstance(names.get(name), (nn.Conv2d, nn.Conv1d, nn.Conv3d))
+    def spatial(shape: Sequence[Any]) -> bool:
+        return len(shape) >= 3 and all(isinstance(v, int) for v in shape) and math.prod(shape[2:]) > 1
 
-    convs = [n for n in execution_order if is_conv(n)] or [n for n in names if is_conv(n)]
+    maps = [r for r in rows if r.name and r.name in names and r.call_index == 1 and spatial(r.output_shape)]
+    if maps:
+        last = maps[-1].name
+        with_map = {r.name for r in maps}
+        parts = last.split(".")
+        for depth in range(1, len(parts) + 1):
+            ancestor = ".".join(parts[:depth])
+            if ancestor in with_map:
+                return ancestor
+        return last
+    convs = [n for n, m in names.items() if n and isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Conv3d))]
     return convs[-1] if convs else None
 
 
@@ -139,7 +152,7 @@ def classification_scores(output: Any) -> torch.Tensor | None:
 
 def probabilities(scores: torch.Tensor) -> torch.Tensor:
     """Softmax of logits; outputs that already are (log-)probabilities are taken as such."""
-    s = scores.detach().float()
+    s = scores.detach().float().cpu()
     if bool(((s >= 0) & (s <= 1)).all()) and bool(torch.allclose(s.sum(1), torch.ones(s.shape[0]), atol=1e-3)):
         return s
     if bool((s <= 0).all()) and bool(torch.allclose(s.exp().sum(1), torch.ones(s.shape[0]), atol=1e-3)):
@@ -403,8 +416,7 @@ def build_report(
         arch = inspect_model(model, example)
     except Exception as exc:  # a failing forward is diagnosed by the capture pass; an unknown output type gets our own table below
         arch_error: BaseException = exc
-    order = [row.name for row in arch.rows] if arch is not None else []
-    cam_layer = default_cam_layer(model, opts, order) if opts.attributions else None
+    cam_layer = default_cam_layer(model, opts, arch.rows if arch is not None else ()) if opts.attributions else None
     progress = Progress(total=len(batch), enabled=opts.progress, label="forward")
     result = capture_pass(model, batch, opts, detailed, cam_layer, progress)
     progress.close()
