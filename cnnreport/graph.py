@@ -406,9 +406,15 @@ def _short(text: str) -> str:
     return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - 1] + "…"
 
 
+FULL_PATH_CHARS = 20
+
+
 def _short_path(path: str) -> str:
-    """The tail of a module path that names it: ``conv1`` for ``layer1.0.conv1``, but
-    ``layer1.0`` for ``layer1.0`` (an index alone says nothing)."""
+    """The module path itself when it is short (``layer1.0.conv1``: a bare ``conv1`` would be
+    ambiguous in a ResNet, where every block has one), else the tail that names it:
+    ``downsample.0`` for ``layer2.0.downsample.0`` (an index alone says nothing)."""
+    if len(path) <= FULL_PATH_CHARS:
+        return path
     parts = path.split(".")
     n = 1
     while n < len(parts) and parts[-n].isdigit():
