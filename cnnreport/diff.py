@@ -458,19 +458,6 @@ def filter_comparisons(old_model: nn.Module, new_model: nn.Module, weight_change
 # The entry point
 
 
-def _probe_batch(model: nn.Module, probes: Any, options: ReportOptions, input_size: Sequence[int] | None) -> Any:
-    """Load the probes once, so both models see exactly the same tensors."""
-    from .probes import ProbeBatch, expected_input_channels, load_probes, synthetic_probes
-
-    if isinstance(probes, ProbeBatch):
-        return probes
-    if probes is None:
-        if not input_size:
-            raise OptionError("no probes given: pass probe images (--probes) or an input size (--input-size C H W)")
-        return synthetic_probes(tuple(input_size))
-    return load_probes(probes, channels=expected_input_channels(model), max_probes=options.max_probes)
-
-
 def diff_reports(
     old_model: nn.Module,
     new_model: nn.Module,
@@ -493,7 +480,7 @@ def diff_reports(
     the graph are skipped, since the diff page shows neither. Both models are left exactly
     as they were.
     """
-    from .pipeline import build_report, default_provenance, make_options
+    from .pipeline import build_report, default_provenance, make_options, resolve_probes
 
     for which, m in (("old", old_model), ("new", new_model)):
         if not isinstance(m, nn.Module):
@@ -501,7 +488,7 @@ def diff_reports(
     opts = make_options(options)
     if class_names is not None:
         opts = dataclasses.replace(opts, class_names=list(class_names))
-    batch = _probe_batch(old_model, probes, opts, input_size)
+    batch = resolve_probes(old_model, probes, opts, input_size)  # once: both models see the same tensors
     inner = dataclasses.replace(opts, attributions=False, graph=False)
     provs = [
         fill_provenance(prov or default_provenance(), model, probes=batch, timestamp=opts.timestamp)

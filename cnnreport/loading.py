@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .hashing import file_sha256
 from .errors import ModelSpecError, OptionError, WeightsError
 
 __all__ = [
@@ -116,15 +117,6 @@ class Checkpoint:
 
 # --------------------------------------------------------------------------------------------
 # small helpers
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Return the sha256 hex digest of the file at *path*, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import platform
 import sys
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -368,7 +368,8 @@ def build_section(
 # The public entry points
 
 
-def _resolve_probes(model: nn.Module, probes: Any, options: ReportOptions, input_size: Sequence[int] | None) -> ProbeBatch:
+def resolve_probes(model: nn.Module, probes: Any, options: ReportOptions, input_size: Sequence[int] | None) -> ProbeBatch:
+    """Whatever the user gave as probes, as one :class:`ProbeBatch` (see :func:`build_report`)."""
     if isinstance(probes, ProbeBatch):
         return probes
     if probes is None:
@@ -408,7 +409,7 @@ def build_report(
     opts = make_options(options, **overrides)
     if class_names is not None:
         opts = dataclasses.replace(opts, class_names=list(class_names))
-    batch = _resolve_probes(model, probes, opts, input_size)
+    batch = resolve_probes(model, probes, opts, input_size)
     detailed = select_layers(model, opts)
     example = tuple(t[:1] for t in _to_model(batch.inputs, model))
     arch: Architecture | None = None
@@ -638,25 +639,32 @@ def attach_receptive_fields(rows: list[LayerRow], graph: Any) -> None:
             row.receptive_field, row.effective_stride = int(round(rf)), int(round(stride)) if stride >= 1 else stride
 
 
-def gradcam_attributions(capture: CaptureResult, batch: ProbeBatch, options: ReportOptions) -> list[Attribution]:
-    out = []
+def _attribution(
+    batch: ProbeBatch, index: int, heat: np.ndarray, target: int, options: ReportOptions, method: str, layer: str, alt: Callable[[str, str], str]
+) -> Attribution:
+    """One probe's heat map over its thumbnail, with the peak in the map's own grid as (x, y)."""
     names = options.class_names
+    label = names[target] if names and target < len(names) else str(target)
+    peak = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return Attribution(
+        probe=batch.names[index],
+        target_class=int(target),
+        target_label=label,
+        method=method,
+        layer=layer,
+        figure=figures.heat_overlay(batch.display[index], heat, alt=alt(label, batch.names[index])),
+        peak_xy=(int(peak[-1]), int(peak[-2])) if heat.ndim >= 2 else None,
+    )
+
+
+def gradcam_attributions(capture: CaptureResult, batch: ProbeBatch, options: ReportOptions) -> list[Attribution]:
+    """Grad-CAM figures of the shown probes, from the maps the capture pass computed."""
+    out = []
     for i, (cam, target) in enumerate(zip(capture.gradcam, capture.gradcam_targets)):
         if i >= options.max_probes or i >= len(batch.display) or not batch.display[i].size:
             break
-        label = names[target] if names and target < len(names) else str(target)
-        peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
-        out.append(
-            Attribution(
-                probe=batch.names[i],
-                target_class=int(target),
-                target_label=label,
-                method="Grad-CAM",
-                layer=capture.gradcam_layer,
-                figure=figures.heat_overlay(batch.display[i], cam, alt=f"Grad-CAM of {capture.gradcam_layer} for class {label} on {batch.names[i]}"),
-                peak_xy=(int(peak[-1]), int(peak[-2])) if cam.ndim >= 2 else None,
-            )
-        )
+        layer = capture.gradcam_layer
+        out.append(_attribution(batch, i, cam, target, options, "Grad-CAM", layer, lambda label, probe: f"Grad-CAM of {layer} for class {label} on {probe}"))
     return out
 
 
@@ -677,21 +685,10 @@ def saliency_attributions(
         maps = saliency_maps(model, inputs, targets, batch_size=options.batch_size)
     except OptionError as exc:  # Captum missing: the report goes on without saliency, and says so
         return [], [exc.one_line()]
-    names, out = options.class_names, []
-    for i, target, sal in zip(shown, targets, maps):
-        label = names[target] if names and target < len(names) else str(target)
-        peak = np.unravel_index(int(np.argmax(sal)), sal.shape)
-        out.append(
-            Attribution(
-                probe=batch.names[i],
-                target_class=int(target),
-                target_label=label,
-                method="Saliency",
-                layer="input",
-                figure=figures.heat_overlay(batch.display[i], sal, alt=f"gradient saliency for class {label} on {batch.names[i]}"),
-                peak_xy=(int(peak[1]), int(peak[0])),
-            )
-        )
+    def alt(label: str, probe: str) -> str:
+        return f"gradient saliency for class {label} on {probe}"
+
+    out = [_attribution(batch, i, sal, target, options, "Saliency", "input", alt) for i, target, sal in zip(shown, targets, maps)]
     return out, []
 
 

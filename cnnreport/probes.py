@@ -14,7 +14,6 @@ This module never runs the model; :func:`expected_input_channels` only reads its
 from __future__ import annotations
 
 import glob as globlib
-import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .hashing import file_sha256
 from .errors import OptionError, ProbeError
 
 __all__ = [
@@ -416,21 +416,13 @@ def _glob_files(shown: str, pattern: str, notes: list[str]) -> list[str]:
     return sorted(supported, key=_natural_key)
 
 
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _file_piece(path: str) -> _Piece:
     name = os.path.basename(path)
     suffix = Path(path).suffix.lower()
     if os.path.getsize(path) == 0:
         kind = "image" if suffix in IMAGE_SUFFIXES else "file"
         raise ProbeError(f"probe {kind} {path} is empty (0 bytes)")
-    sha = _file_sha256(path)
+    sha = file_sha256(path)
     if suffix in IMAGE_SUFFIXES:
         return _Piece(tensor=None, names=[name], sources=[path], sha256=[sha], image=True)
     if suffix == ".npy":

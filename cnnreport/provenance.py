@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 import torch
 from torch import nn
 
+from .hashing import file_sha256
 from .errors import OptionError, WeightsError
 from .report import ProbeFile, Provenance
 
@@ -32,15 +33,6 @@ PROVENANCE_SCRIPT_ID = "cnnreport-provenance"
 # Changing what goes into the hash changes every fingerprint; the tag makes that explicit.
 _FINGERPRINT_TAG = b"cnnreport-state-dict-v1\n"
 _BLOCK = 1 << 20
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The SHA-256 hex digest of a file, read in 1 MiB blocks (checkpoints can be gigabytes)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _tensor_bytes(key: str, tensor: torch.Tensor) -> torch.Tensor:
