@@ -190,3 +190,33 @@ def test_failed_forward_leaves_a_partial_report(workspace, name, needles):
     for needle in needles:
         assert needle in html
     assert "conv1" in html or "conv" in html
+
+
+def test_python_api_raises_with_the_partial_report_attached():
+    from cnnreport import build_report
+    from cnnreport.errors import ForwardError
+
+    class WrongWidth(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.fc = torch.nn.Linear(1568, 10)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.conv(x), 1))
+
+    model = WrongWidth()
+    with pytest.raises(ForwardError) as caught:
+        build_report(model, torch.rand(3, 3, 16, 16), progress=False)
+    error = caught.value
+    assert "fc (Linear)" in error.one_line() and "(3, 2048)" in error.one_line()
+    failure = error.report.failure
+    assert (failure.failed_at, failure.failed_type) == ("fc", "Linear")
+    assert failure.last_completed == "conv"
+    assert failure.input_shapes == [[3, 2048]]
+    assert failure.expected == "Linear(in_features=1568)"
+    assert [s.name for s in error.report.sections] == ["conv"]
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert model.training  # a fresh module trains; the failed pass put its flags back
+    html = error.report.to_html()
+    assert "The forward pass failed" in html and "Linear(in_features=1568)" in html
