@@ -595,6 +595,19 @@ class ActivationCapture:
         )
 
 
+def to_model(inputs: tuple[torch.Tensor, ...], model: nn.Module) -> tuple[torch.Tensor, ...]:
+    """Inputs moved to the model's device, and floating inputs cast to its dtype (half models)."""
+    param = next(iter(model.parameters()), None)
+    if param is None:
+        param = next(iter(model.buffers()), None)
+    if param is None:
+        return inputs
+    return tuple(
+        t.to(device=param.device, dtype=param.dtype if t.is_floating_point() and param.is_floating_point() else t.dtype)
+        for t in inputs
+    )
+
+
 def run_forward(model: nn.Module, inputs: tuple[torch.Tensor, ...], *, where: str = "") -> Any:
     """Call the model, turning any exception into a :class:`ForwardError` that names it."""
     try:

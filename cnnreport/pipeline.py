@@ -11,37 +11,23 @@ import fnmatch
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-import platform
-import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import __version__, budget, figures, stats
+from . import budget, figures, stats
 from .architecture import Architecture, inspect_model
-from .capture import CONV_TYPES, ActivationCapture, CaptureResult, LayerCapture, preserved_model_state, run_forward
+from .capture import CONV_TYPES, ActivationCapture, CaptureResult, preserved_model_state, run_forward, to_model
 from .errors import CnnReportError, ForwardError, OptionError
+from .partial import fallback_architecture, partial_report
 from .probes import ProbeBatch, expected_input_channels, expected_input_ndim, load_probes, synthetic_probes
 from .progress import Progress
-from .provenance import fill_provenance
-from .report import (
-    Attribution,
-    row_id,
-    ChannelFact,
-    FilterGallery,
-    LayerRow,
-    LayerSection,
-    ModelSummary,
-    Prediction,
-    ProbeInfo,
-    Provenance,
-    Report,
-    ReportOptions,
-    section_id,
-)
+from .provenance import default_provenance, fill_provenance
+from .report import LayerRow, Prediction, ProbeInfo, Provenance, Report, ReportOptions
+from .sections import attach_graph, attach_receptive_fields, build_section, gradcam_attributions, saliency_attributions
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,18 +183,6 @@ def _batches(batch: ProbeBatch, size: int) -> Iterable[tuple[torch.Tensor, ...]]
         yield tuple(t[start : start + size] for t in batch.inputs)
 
 
-def _to_model(inputs: tuple[torch.Tensor, ...], model: nn.Module) -> tuple[torch.Tensor, ...]:
-    param = next(iter(model.parameters()), None)
-    if param is None:
-        param = next(iter(model.buffers()), None)
-    if param is None:
-        return inputs
-    return tuple(
-        t.to(device=param.device, dtype=param.dtype if t.is_floating_point() and param.is_floating_point() else t.dtype)
-        for t in inputs
-    )
-
-
 def capture_pass(
     model: nn.Module,
     batch: ProbeBatch,
@@ -234,7 +208,7 @@ def capture_pass(
     error = None
     with preserved_model_state(model), capture:
         for index, inputs in enumerate(_batches(batch, options.batch_size)):
-            inputs = _to_model(inputs, model)
+            inputs = to_model(inputs, model)
             capture.start_batch()
             # The recorder runs on the first batch even without a graph on the page: it is what
             # names the module or op where a failing forward pass broke.
@@ -308,62 +282,6 @@ def _graph_of(recorder: Any) -> Any:
 # Sections
 
 
-def build_section(
-    layer: LayerCapture,
-    module: nn.Module | None,
-    probe_names: Sequence[str],
-    options: ReportOptions,
-    with_filters: bool,
-) -> LayerSection:
-    """A layer's page section: statistics, mosaics per probe, channel strip, histogram, filters."""
-    sid = section_id(layer.name, layer.call_index)
-    section = LayerSection(
-        id=sid,
-        name=layer.name,
-        type=layer.type,
-        call_index=layer.call_index,
-        output_shape=layer.output_shape,
-        stats=stats.activation_stats(layer),
-        per_probe_stats=stats.per_probe_stats(layer),
-        # One sidebar group per top-level stage (layer1, layer2 ...): grouping by the direct
-        # parent gives a ResNet some twenty groups of one or two entries.
-        group=layer.name.split(".", 1)[0] if "." in layer.name else "",
-    )
-    if layer.tile_note:
-        section.notes.append(layer.tile_note)
-    for tiles, probe in zip(layer.tiles[: options.max_probes], probe_names):
-        section.mosaics.append(figures.activation_mosaic(tiles, layer=section.label, probe=probe))
-    means = stats.channel_means(layer)
-    if means.size:
-        dead = stats.dead_channels(layer)
-        section.channels = ChannelFact(
-            means=[float(v) for v in means],
-            dead=dead,
-            figure=figures.channel_strip(means, alt=f"{section.label}: mean activation of each of {means.size} channels", dead=dead),
-        )
-    hist = stats.activation_histogram(layer, options.histogram_bins)
-    if hist is not None and hist.counts:
-        hist.figure = figures.histogram_figure(hist.counts, alt=f"{section.label}: histogram of activation values", log=True)
-        section.histogram = hist
-    weight = stats.conv_weight(module) if module is not None else None
-    if weight is not None:
-        section.weight_stats = stats.weight_stats(weight)
-        wh = stats.weight_histogram(weight, options.histogram_bins)
-        if wh.counts:
-            wh.figure = figures.histogram_figure(wh.counts, alt=f"{section.label}: histogram of weights")
-        section.weight_histogram = wh
-        if with_filters:
-            fig, note, shown, total, vmax, cmap = figures.filter_gallery(
-                weight.detach().float().cpu().numpy(),
-                layer=section.label,
-                groups=int(getattr(module, "groups", 1)),
-                max_filters=options.max_filters,
-                max_inputs=options.max_filter_inputs,
-            )
-            section.filters = FilterGallery(figure=fig, note=note, shown_filters=shown, total_filters=total, vmax=vmax, colormap=cmap)
-    return section
-
-
 # --------------------------------------------------------------------------------------------
 # The public entry points
 
@@ -411,7 +329,7 @@ def build_report(
         opts = dataclasses.replace(opts, class_names=list(class_names))
     batch = resolve_probes(model, probes, opts, input_size)
     detailed = select_layers(model, opts)
-    example = tuple(t[:1] for t in _to_model(batch.inputs, model))
+    example = tuple(t[:1] for t in to_model(batch.inputs, model))
     arch: Architecture | None = None
     try:
         arch = inspect_model(model, example)
@@ -482,223 +400,6 @@ def build_report(
     attach_receptive_fields(report.layers, result.graph)
     report.notes += budget.apply_budget(report, result.capture, opts.max_html_mb)
     return report
-
-
-def fallback_architecture(model: nn.Module, example: tuple[torch.Tensor, ...], capture: CaptureResult, error: BaseException) -> Architecture:
-    """Our own table from the capture, for a model torchinfo cannot summarise (it rejects some
-    output types, such as dataclasses), with a note saying why."""
-    from .architecture import count_parameters
-
-    reason = " ".join(str(error.__cause__ or error).split())[:160]
-    total, trainable, param_bytes = count_parameters(model)
-    summary = ModelSummary(
-        class_name=type(model).__name__,
-        input_shape=list(example[0].shape[1:]),
-        output_shape=[],
-        total_params=total,
-        trainable_params=trainable,
-        non_trainable_params=total - trainable,
-        mult_adds=0,
-        param_bytes=param_bytes,
-        was_training=model.training,
-        num_conv_layers=sum(1 for m in model.modules() if isinstance(m, CONV_TYPES)),
-    )
-    note = f"torchinfo could not summarise this model ({reason}); the table lists the module calls cnnreport captured, without mult-adds."
-    return Architecture(rows=rows_from_capture(model, capture, 1), summary=summary, notes=[note])
-
-
-def partial_report(
-    model: nn.Module,
-    batch: ProbeBatch,
-    options: ReportOptions,
-    result: PassResult,
-    provenance: Provenance | None,
-) -> Report | None:
-    """What the page can show of a forward pass that raised: the failure first, then a table,
-    sections and graph of every module call that completed before it."""
-    from .architecture import count_parameters
-    from .report import ForwardFailure, ModelSummary
-
-    error = result.error
-    context = result.failure or {}
-    completed = [layer for layer in result.capture.layers]
-    cause = error.__cause__ if error is not None else None
-    failure = ForwardFailure(
-        message=" ".join(str(cause or error).split()),
-        exception_type=type(cause or error).__name__,
-        failed_at=str(context.get("failed_at", "")),
-        failed_type=str(context.get("failed_type", "")),
-        last_completed=str(context.get("last_completed", completed[-1].name if completed else "")),
-        input_shapes=list(context.get("input_shapes", [])),
-        expected=str(context.get("expected", "")),
-    )
-    modules = dict(model.named_modules())
-    total, trainable, param_bytes = count_parameters(model)
-    rows = rows_from_capture(model, result.capture, len(batch))
-    sections = [
-        build_section(layer, modules.get(layer.name), batch.names, options, with_filters=layer.call_index == 1)
-        for layer in result.capture.detailed()
-    ]
-    summary = ModelSummary(
-        class_name=type(model).__name__,
-        input_shape=list(batch.inputs[0].shape[1:]),
-        output_shape=[],
-        total_params=total,
-        trainable_params=trainable,
-        non_trainable_params=total - trainable,
-        mult_adds=0,
-        param_bytes=param_bytes,
-        was_training=model.training,
-    )
-    report = Report(
-        title=(options.title or f"{type(model).__name__} report") + " (partial: the forward pass failed)",
-        model=summary,
-        layers=rows,
-        sections=sections,
-        probes=[ProbeInfo(name=n, thumbnail=None) for n in batch.names[: options.max_probes]],
-        options=options,
-        provenance=provenance or default_provenance(),
-        synthetic_input=batch.synthetic,
-        notes=list(batch.notes) + [f"Only the {len(rows)} module calls that completed before the failure are shown."],
-        failure=failure,
-    )
-    for row in report.layers:
-        row.section_id = next((s.id for s in sections if s.name == row.name and s.call_index == row.call_index), "")
-    attach_graph(report, result.graph, options)
-    return report
-
-
-def rows_from_capture(model: nn.Module, capture: CaptureResult, batch_size: int) -> list[LayerRow]:
-    """Table rows for the module calls our own capture saw, for when torchinfo cannot run
-    (a failed forward pass, an output type torchinfo does not know)."""
-    from .architecture import count_parameters, shared_parameters
-
-    modules = dict(model.named_modules())
-    shared = shared_parameters(model)
-    total = count_parameters(model)[0]
-    rows = []
-    for layer in capture.layers:
-        module = modules.get(layer.name)
-        own = sum(p.numel() for p in module.parameters()) if module is not None and layer.call_index == 1 else 0
-        rows.append(
-            LayerRow(
-                name=layer.name,
-                type=layer.type,
-                depth=layer.name.count(".") + 1,
-                input_shape=[],
-                output_shape=[batch_size, *layer.output_shape],
-                kernel_size=_kernel(module),
-                params=own,
-                param_percent=100.0 * own / total if total else 0.0,
-                mult_adds=0,
-                trainable="",
-                is_leaf=True,
-                call_index=layer.call_index,
-                row_id=row_id(layer.name) if layer.call_index == 1 else f"{row_id(layer.name)}-call{layer.call_index}",
-                shared_with=shared.get(layer.name, []),
-            )
-        )
-    return rows
-
-
-def _kernel(module: nn.Module | None) -> list[int] | None:
-    size = getattr(module, "kernel_size", None)
-    if size is None:
-        return None
-    return [int(size)] * 2 if isinstance(size, int) else [int(v) for v in size]
-
-
-def attach_graph(report: Report, graph: Any, options: ReportOptions) -> None:
-    """Draw the executed graph (collapsed and full views) into the report, if there is one."""
-    if graph is None or not options.graph:
-        return
-    try:
-        from .graph import build_graph_views
-    except ImportError:
-        return
-    report.graph_svg, report.graph_full_svg = build_graph_views(graph, link_sections={s.id for s in report.sections})
-
-
-def attach_receptive_fields(rows: list[LayerRow], graph: Any) -> None:
-    """Receptive field and effective stride of each conv/pool row, from the executed graph, and
-    FLOPs (two per mult-add) on every row."""
-    for row in rows:
-        row.flops = 2 * row.mult_adds if row.mult_adds else None
-    if graph is None:
-        return
-    try:
-        from .graph import receptive_fields
-
-        fields = receptive_fields(graph)
-    except Exception:  # an odd graph must not cost the report; the columns stay empty
-        return
-    for row in rows:
-        key = row.name if row.call_index == 1 else f"{row.name} (call {row.call_index})"
-        if key in fields:
-            rf, stride = fields[key]
-            row.receptive_field, row.effective_stride = int(round(rf)), int(round(stride)) if stride >= 1 else stride
-
-
-def _attribution(
-    batch: ProbeBatch, index: int, heat: np.ndarray, target: int, options: ReportOptions, method: str, layer: str, alt: Callable[[str, str], str]
-) -> Attribution:
-    """One probe's heat map over its thumbnail, with the peak in the map's own grid as (x, y)."""
-    names = options.class_names
-    label = names[target] if names and target < len(names) else str(target)
-    peak = np.unravel_index(int(np.argmax(heat)), heat.shape)
-    return Attribution(
-        probe=batch.names[index],
-        target_class=int(target),
-        target_label=label,
-        method=method,
-        layer=layer,
-        figure=figures.heat_overlay(batch.display[index], heat, alt=alt(label, batch.names[index])),
-        peak_xy=(int(peak[-1]), int(peak[-2])) if heat.ndim >= 2 else None,
-    )
-
-
-def gradcam_attributions(capture: CaptureResult, batch: ProbeBatch, options: ReportOptions) -> list[Attribution]:
-    """Grad-CAM figures of the shown probes, from the maps the capture pass computed."""
-    out = []
-    for i, (cam, target) in enumerate(zip(capture.gradcam, capture.gradcam_targets)):
-        if i >= options.max_probes or i >= len(batch.display) or not batch.display[i].size:
-            break
-        layer = capture.gradcam_layer
-        out.append(_attribution(batch, i, cam, target, options, "Grad-CAM", layer, lambda label, probe: f"Grad-CAM of {layer} for class {label} on {probe}"))
-    return out
-
-
-def saliency_attributions(
-    model: nn.Module, batch: ProbeBatch, options: ReportOptions, predictions: list[list[Prediction]]
-) -> tuple[list[Attribution], list[str]]:
-    """Gradient saliency of each shown probe's target class (one extra forward + backward:
-    the gradient must reach the input, so it cannot share the capture pass)."""
-    from .attribution import saliency_maps
-
-    limit = min(len(predictions), options.max_probes, len(batch.display))
-    shown = [i for i in range(limit) if batch.display[i].size and predictions[i]]
-    if not shown:
-        return [], []
-    targets = [options.target_class if options.target_class is not None else predictions[i][0].class_index for i in shown]
-    inputs = tuple(t[shown] for t in _to_model(batch.inputs, model))
-    try:
-        maps = saliency_maps(model, inputs, targets, batch_size=options.batch_size)
-    except OptionError as exc:  # Captum missing: the report goes on without saliency, and says so
-        return [], [exc.one_line()]
-    def alt(label: str, probe: str) -> str:
-        return f"gradient saliency for class {label} on {probe}"
-
-    out = [_attribution(batch, i, sal, target, options, "Saliency", "input", alt) for i, target, sal in zip(shown, targets, maps)]
-    return out, []
-
-
-def default_provenance() -> Provenance:
-    return Provenance(
-        cnnreport_version=__version__,
-        torch_version=torch.__version__,
-        python_version=platform.python_version(),
-        command_line=" ".join(sys.argv) if sys.argv and sys.argv[0].endswith("cnnreport") else "",
-    )
 
 
 def generate_report(

@@ -16,6 +16,8 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import platform
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple
@@ -23,6 +25,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 import torch
 from torch import nn
 
+from . import __version__
 from .hashing import file_sha256
 from .errors import OptionError, WeightsError
 from .report import ProbeFile, Provenance
@@ -33,6 +36,16 @@ PROVENANCE_SCRIPT_ID = "cnnreport-provenance"
 # Changing what goes into the hash changes every fingerprint; the tag makes that explicit.
 _FINGERPRINT_TAG = b"cnnreport-state-dict-v1\n"
 _BLOCK = 1 << 20
+
+
+def default_provenance() -> Provenance:
+    """Versions and the command line; fill_provenance adds the hashes."""
+    return Provenance(
+        cnnreport_version=__version__,
+        torch_version=torch.__version__,
+        python_version=platform.python_version(),
+        command_line=" ".join(sys.argv) if sys.argv and sys.argv[0].endswith("cnnreport") else "",
+    )
 
 
 def _tensor_bytes(key: str, tensor: torch.Tensor) -> torch.Tensor:

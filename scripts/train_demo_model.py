@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from PIL import Image
 from sklearn.datasets import load_digits
-from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

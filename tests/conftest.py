@@ -18,7 +18,6 @@ TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-import reference_models  # noqa: E402
 
 PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
 

@@ -19,7 +19,7 @@ from torch import nn
 
 import cnnreport
 from cnnreport import stats
-from cnnreport.report import AlertKind, ReportOptions, Severity
+from cnnreport.report import AlertKind, Severity
 
 from conftest import quick_options
 from reference_models import seeded, tiny_mobilenet, tiny_resnet

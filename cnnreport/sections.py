@@ -1,0 +1,165 @@
+"""Page parts made from what the capture kept: a section per layer, attributions, and the
+graph and receptive fields attached to the report. Numbers in, figures and dataclasses out."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from torch import nn
+
+from . import figures, stats
+from .capture import LayerCapture, CaptureResult, to_model
+from .errors import OptionError
+from .probes import ProbeBatch
+from .report import (
+    Attribution,
+    ChannelFact,
+    FilterGallery,
+    LayerRow,
+    LayerSection,
+    Prediction,
+    Report,
+    ReportOptions,
+    section_id,
+)
+
+
+def build_section(
+    layer: LayerCapture,
+    module: nn.Module | None,
+    probe_names: Sequence[str],
+    options: ReportOptions,
+    with_filters: bool,
+) -> LayerSection:
+    """A layer's page section: statistics, mosaics per probe, channel strip, histogram, filters."""
+    sid = section_id(layer.name, layer.call_index)
+    section = LayerSection(
+        id=sid,
+        name=layer.name,
+        type=layer.type,
+        call_index=layer.call_index,
+        output_shape=layer.output_shape,
+        stats=stats.activation_stats(layer),
+        per_probe_stats=stats.per_probe_stats(layer),
+        # One sidebar group per top-level stage (layer1, layer2 ...): grouping by the direct
+        # parent gives a ResNet some twenty groups of one or two entries.
+        group=layer.name.split(".", 1)[0] if "." in layer.name else "",
+    )
+    if layer.tile_note:
+        section.notes.append(layer.tile_note)
+    for tiles, probe in zip(layer.tiles[: options.max_probes], probe_names):
+        section.mosaics.append(figures.activation_mosaic(tiles, layer=section.label, probe=probe))
+    means = stats.channel_means(layer)
+    if means.size:
+        dead = stats.dead_channels(layer)
+        section.channels = ChannelFact(
+            means=[float(v) for v in means],
+            dead=dead,
+            figure=figures.channel_strip(means, alt=f"{section.label}: mean activation of each of {means.size} channels", dead=dead),
+        )
+    hist = stats.activation_histogram(layer, options.histogram_bins)
+    if hist is not None and hist.counts:
+        hist.figure = figures.histogram_figure(hist.counts, alt=f"{section.label}: histogram of activation values", log=True)
+        section.histogram = hist
+    weight = stats.conv_weight(module) if module is not None else None
+    if weight is not None:
+        section.weight_stats = stats.weight_stats(weight)
+        wh = stats.weight_histogram(weight, options.histogram_bins)
+        if wh.counts:
+            wh.figure = figures.histogram_figure(wh.counts, alt=f"{section.label}: histogram of weights")
+        section.weight_histogram = wh
+        if with_filters:
+            fig, note, shown, total, vmax, cmap = figures.filter_gallery(
+                weight.detach().float().cpu().numpy(),
+                layer=section.label,
+                groups=int(getattr(module, "groups", 1)),
+                max_filters=options.max_filters,
+                max_inputs=options.max_filter_inputs,
+            )
+            section.filters = FilterGallery(figure=fig, note=note, shown_filters=shown, total_filters=total, vmax=vmax, colormap=cmap)
+    return section
+
+
+def attach_graph(report: Report, graph: Any, options: ReportOptions) -> None:
+    """Draw the executed graph (collapsed and full views) into the report, if there is one."""
+    if graph is None or not options.graph:
+        return
+    try:
+        from .graph import build_graph_views
+    except ImportError:
+        return
+    report.graph_svg, report.graph_full_svg = build_graph_views(graph, link_sections={s.id for s in report.sections})
+
+
+def attach_receptive_fields(rows: list[LayerRow], graph: Any) -> None:
+    """Receptive field and effective stride of each conv/pool row, from the executed graph, and
+    FLOPs (two per mult-add) on every row."""
+    for row in rows:
+        row.flops = 2 * row.mult_adds if row.mult_adds else None
+    if graph is None:
+        return
+    try:
+        from .graph import receptive_fields
+
+        fields = receptive_fields(graph)
+    except Exception:  # an odd graph must not cost the report; the columns stay empty
+        return
+    for row in rows:
+        key = row.name if row.call_index == 1 else f"{row.name} (call {row.call_index})"
+        if key in fields:
+            rf, stride = fields[key]
+            row.receptive_field, row.effective_stride = int(round(rf)), int(round(stride)) if stride >= 1 else stride
+
+
+def _attribution(
+    batch: ProbeBatch, index: int, heat: np.ndarray, target: int, options: ReportOptions, method: str, layer: str, alt: Callable[[str, str], str]
+) -> Attribution:
+    """One probe's heat map over its thumbnail, with the peak in the map's own grid as (x, y)."""
+    names = options.class_names
+    label = names[target] if names and target < len(names) else str(target)
+    peak = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return Attribution(
+        probe=batch.names[index],
+        target_class=int(target),
+        target_label=label,
+        method=method,
+        layer=layer,
+        figure=figures.heat_overlay(batch.display[index], heat, alt=alt(label, batch.names[index])),
+        peak_xy=(int(peak[-1]), int(peak[-2])) if heat.ndim >= 2 else None,
+    )
+
+
+def gradcam_attributions(capture: CaptureResult, batch: ProbeBatch, options: ReportOptions) -> list[Attribution]:
+    """Grad-CAM figures of the shown probes, from the maps the capture pass computed."""
+    out = []
+    for i, (cam, target) in enumerate(zip(capture.gradcam, capture.gradcam_targets)):
+        if i >= options.max_probes or i >= len(batch.display) or not batch.display[i].size:
+            break
+        layer = capture.gradcam_layer
+        out.append(_attribution(batch, i, cam, target, options, "Grad-CAM", layer, lambda label, probe: f"Grad-CAM of {layer} for class {label} on {probe}"))
+    return out
+
+
+def saliency_attributions(
+    model: nn.Module, batch: ProbeBatch, options: ReportOptions, predictions: list[list[Prediction]]
+) -> tuple[list[Attribution], list[str]]:
+    """Gradient saliency of each shown probe's target class (one extra forward + backward:
+    the gradient must reach the input, so it cannot share the capture pass)."""
+    from .attribution import saliency_maps
+
+    limit = min(len(predictions), options.max_probes, len(batch.display))
+    shown = [i for i in range(limit) if batch.display[i].size and predictions[i]]
+    if not shown:
+        return [], []
+    targets = [options.target_class if options.target_class is not None else predictions[i][0].class_index for i in shown]
+    inputs = tuple(t[shown] for t in to_model(batch.inputs, model))
+    try:
+        maps = saliency_maps(model, inputs, targets, batch_size=options.batch_size)
+    except OptionError as exc:  # Captum missing: the report goes on without saliency, and says so
+        return [], [exc.one_line()]
+    def alt(label: str, probe: str) -> str:
+        return f"gradient saliency for class {label} on {probe}"
+
+    out = [_attribution(batch, i, sal, target, options, "Saliency", "input", alt) for i, target, sal in zip(shown, targets, maps)]
+    return out, []
