@@ -358,7 +358,12 @@ def build_report(
     with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
         alerts_job = pool.submit(stats.health_alerts, model, result.capture, None, opts, synthetic_input=batch.synthetic)
         provenance_job = pool.submit(fill_provenance, provenance or default_provenance(), model, probes=batch, timestamp=opts.timestamp)
-        sections = list(pool.map(lambda job: build_section(job[0], job[1], batch.names, opts, with_filters=job[2]), jobs))
+        figures_progress = Progress(total=len(jobs), enabled=opts.progress and bool(jobs), label="figures")
+        sections = []
+        for section in pool.map(lambda job: build_section(job[0], job[1], batch.names, opts, with_filters=job[2]), jobs):
+            sections.append(section)
+            figures_progress.advance(1)
+        figures_progress.close()
         alerts, provenance = alerts_job.result(), provenance_job.result()
     section_ids = {(s.name, s.call_index): s.id for s in sections}
     for row in arch.rows:

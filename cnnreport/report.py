@@ -297,7 +297,8 @@ class ReportOptions:
     bn_min_gamma: float = 1e-3
     saturation_fraction: float = 0.9
     timestamp: bool = False
-    progress: bool = True
+    # How the run looks on a terminal, not what the report shows: kept out of every view.
+    progress: bool = field(default=True, metadata={"shown": False})
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -394,7 +395,7 @@ def _plain(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
         out = {}
         for f in fields(value):
-            if f.name in ("graph_svg", "graph_full_svg"):
+            if f.name in ("graph_svg", "graph_full_svg") or not f.metadata.get("shown", True):
                 continue
             out[f.name] = _plain(getattr(value, f.name))
         return out

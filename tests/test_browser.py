@@ -236,8 +236,8 @@ def test_lightbox_opens_on_click_and_closes_with_escape(visit, demo):
     mosaic = section.mosaics[0]
     tile = v.page.locator(f"#{section.id} .mosaic-box").first.locator(".tile").first
     tile.scroll_into_view_if_needed()
-    # The channel index is hidden until the tile is hovered, so it never covers the activations.
-    assert tile.evaluate("t => getComputedStyle(t).color") == "rgba(0, 0, 0, 0)"
+    # Every tile is labelled with its channel index (small, in its corner); hover brightens it.
+    assert tile.evaluate("t => getComputedStyle(t).color") == "rgba(255, 255, 255, 0.82)"
     tile.hover()
     assert tile.evaluate("t => getComputedStyle(t).color") == "rgb(255, 255, 255)"
     assert tile.inner_text() == mosaic.tiles[0].label
