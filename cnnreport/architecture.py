@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import CONV_TYPES, preserved_model_state
+from .capture import CONV_TYPES, is_convolution, module_type_name, preserved_model_state
 from .report import LayerRow, ModelSummary, row_id
 
 
@@ -146,7 +146,7 @@ def inspect_model(model: nn.Module, example: tuple[torch.Tensor, ...]) -> Archit
     first_param = next(iter(model.parameters()), None)
     out_shape = _shape(stats.summary_list[0].output_size) if stats.summary_list else []
     summary_row = ModelSummary(
-        class_name=type(model).__name__,
+        class_name=module_type_name(model),
         input_shape=[list(t.shape[1:]) for t in example][0] if len(example) == 1 else [list(t.shape[1:]) for t in example],
         output_shape=out_shape,
         total_params=total,
@@ -159,6 +159,6 @@ def inspect_model(model: nn.Module, example: tuple[torch.Tensor, ...]) -> Archit
         was_training=model.training,
         device=str(first_param.device) if first_param is not None else "cpu",
         dtype=str(first_param.dtype).replace("torch.", "") if first_param is not None else "float32",
-        num_conv_layers=sum(1 for m in model.modules() if isinstance(m, CONV_TYPES)),
+        num_conv_layers=sum(1 for m in model.modules() if is_convolution(m)),
     )
     return Architecture(rows=rows, summary=summary_row, notes=notes)

@@ -30,6 +30,20 @@ except ImportError:  # pragma: no cover - only while tracing.py does not exist
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
+def module_type_name(module: nn.Module) -> str:
+    """The class name a user wrote: TorchScript modules keep it as ``original_name``."""
+    if isinstance(module, torch.jit.ScriptModule):
+        return str(getattr(module, "original_name", type(module).__name__))
+    return type(module).__name__
+
+
+def is_convolution(module: nn.Module) -> bool:
+    """A convolution, also inside a TorchScript archive (where isinstance no longer works)."""
+    if isinstance(module, CONV_TYPES):
+        return True
+    return isinstance(module, torch.jit.ScriptModule) and module_type_name(module) in {t.__name__ for t in CONV_TYPES}
+
+
 #: Bounded activations and their limits, for the saturation check.
 BOUNDED_LIMITS: dict[type, Callable[[nn.Module], tuple[float, float]]] = {
     nn.Sigmoid: lambda m: (0.0, 1.0),
@@ -408,6 +422,8 @@ class ActivationCapture:
     def __enter__(self) -> "ActivationCapture":
         try:
             for name, module in self.model.named_modules():
+                if isinstance(module, torch.jit.ScriptModule):
+                    continue  # TorchScript runs outside Python: its modules cannot be hooked
                 is_leaf = not any(True for _ in module.children())
                 if is_leaf or name in self.detailed_names or name == self.cam_layer:
                     # The input's scale is read before the call: an in-place op (ReLU(inplace))

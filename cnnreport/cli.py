@@ -227,6 +227,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("model_spec", metavar="MODEL")
+@click.argument("more_probes", nargs=-1, metavar="[PROBES]...")
 @click.option("--weights", type=click.Path(), help="Checkpoint: a state dict, a training checkpoint that nests one, or .safetensors.")
 @click.option("--weights-key", metavar="KEY", help="Key of the state dict inside the checkpoint (e.g. model_state_dict, ema).")
 @click.option("--model-arg", "model_args", multiple=True, metavar="NAME=VALUE", help="Constructor argument (repeatable); values are Python literals.")
@@ -243,7 +244,8 @@ def main() -> None:
 @handle_errors
 def generate(model_spec: str, **kwargs: Any) -> None:
     """Write a report of MODEL, given as path/to/file.py:Name, package.module:Name (a class or
-    a factory function) or a TorchScript file.
+    a factory function) or a TorchScript file, on the PROBES images (folders, files or globs;
+    given after MODEL or with --probes).
 
     \b
     Examples:
@@ -265,7 +267,9 @@ def generate(model_spec: str, **kwargs: Any) -> None:
         device=kwargs.pop("device"),
     )
     probes = None
-    probe_paths = list(kwargs.pop("probes") or [])
+    # `--probes imgs/*.png` reaches us as one --probes value and the rest as positionals: the
+    # shell expanded the glob. Every path after MODEL is a probe, with or without --probes.
+    probe_paths = list(kwargs.pop("probes") or []) + list(kwargs.pop("more_probes") or [])
     mean, std = kwargs.pop("mean"), kwargs.pop("std")
     image_size, resize, recursive = kwargs.pop("image_size"), kwargs.pop("resize"), kwargs.pop("recursive")
     if probe_paths:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .architecture import Architecture, count_parameters, shared_parameters
-from .capture import CONV_TYPES, CaptureResult
+from .capture import CaptureResult, is_convolution, module_type_name
 from .probes import ProbeBatch
 from .provenance import default_provenance
 from .report import ForwardFailure, LayerRow, ModelSummary, ProbeInfo, Provenance, Report, ReportOptions, row_id
@@ -26,7 +26,7 @@ def fallback_architecture(model: nn.Module, example: tuple[torch.Tensor, ...], c
     reason = " ".join(str(error.__cause__ or error).split())[:160]
     total, trainable, param_bytes = count_parameters(model)
     summary = ModelSummary(
-        class_name=type(model).__name__,
+        class_name=module_type_name(model),
         input_shape=list(example[0].shape[1:]),
         output_shape=[],
         total_params=total,
@@ -35,7 +35,7 @@ def fallback_architecture(model: nn.Module, example: tuple[torch.Tensor, ...], c
         mult_adds=0,
         param_bytes=param_bytes,
         was_training=model.training,
-        num_conv_layers=sum(1 for m in model.modules() if isinstance(m, CONV_TYPES)),
+        num_conv_layers=sum(1 for m in model.modules() if is_convolution(m)),
     )
     note = f"torchinfo could not summarise this model ({reason}); the table lists the module calls cnnreport captured, without mult-adds."
     return Architecture(rows=rows_from_capture(model, capture, 1), summary=summary, notes=[note])
@@ -73,7 +73,7 @@ def partial_report(
         for layer in result.capture.detailed()
     ]
     summary = ModelSummary(
-        class_name=type(model).__name__,
+        class_name=module_type_name(model),
         input_shape=list(batch.inputs[0].shape[1:]),
         output_shape=[],
         total_params=total,
@@ -82,6 +82,7 @@ def partial_report(
         mult_adds=0,
         param_bytes=param_bytes,
         was_training=model.training,
+        num_conv_layers=sum(1 for m in model.modules() if is_convolution(m)),
     )
     report = Report(
         title=(options.title or f"{type(model).__name__} report") + " (partial: the forward pass failed)",

@@ -387,7 +387,14 @@ def build_report(
         attributions += saliency
         notes += why
     if not detailed:
-        notes.append("The model has no convolution layer: no activation sections (choose layers with --layers or --layer-types).")
+        if isinstance(model, torch.jit.ScriptModule):
+            notes.append(
+                "TorchScript model: its layers run outside Python, where no hook reaches, so the report "
+                "shows its table, totals and predictions but no activations, filters or Grad-CAM; for "
+                "those, load the Python class with its weights (MODEL file.py:Class --weights checkpoint)."
+            )
+        else:
+            notes.append("The model has no convolution layer: no activation sections (choose layers with --layers or --layer-types).")
     report = Report(
         title=opts.title or f"{type(model).__name__} report",
         model=arch.summary,

@@ -688,7 +688,6 @@ class CallRecorder:
             self._set_producer(t, ev.id)
 
     def _record_op(self, func, args, kwargs, out) -> None:
-        self._seq += 1
         if isinstance(out, torch.Tensor):
             outs = [out]
         elif isinstance(out, (tuple, list)):
@@ -708,6 +707,9 @@ class CallRecorder:
         producers = self._inputs_of(ins)
         if not producers:
             return  # a computation on constants or parameters only: not part of the data flow
+        # Only data-flow ops count as "something happened after": grad-mode switches, shape
+        # questions and constants made while an exception unwinds must not hide the culprit.
+        self._seq += 1
         if name in _PASS_THROUGH:
             if len(producers) == 1:
                 for t in outs:
@@ -740,7 +742,10 @@ class CallRecorder:
     def _note_failed_op(self, func, args, kwargs) -> None:
         self._seq += 1
         try:
-            shapes = [_shape(t) for t in _flat_tensors(args, kwargs)]
+            # Reading shapes goes through the mode too: unrecorded, or it would count as a
+            # later op and the failing one would no longer look like the culprit.
+            with suspend_recording():
+                shapes = [_shape(t) for t in _flat_tensors(args, kwargs)]
         except Exception:
             shapes = []
         name = _op_name(func)
