@@ -62,14 +62,17 @@ def _tensor_bytes(key: str, tensor: torch.Tensor) -> torch.Tensor:
 
 
 def state_dict_fingerprint(state_dict: Mapping[str, Any]) -> str:
-    """SHA-256 over a state dict's entries in key order: key, dtype, shape and value bytes.
+    """SHA-256 over a state dict's entries in sorted key order: key, dtype, shape and bytes.
+
+    Sorted, so the same tensors fingerprint the same however a file stored them (safetensors
+    sorts its keys; torch.save keeps the module's order).
 
     Each entry is framed by a JSON header line, so no two different state dicts hash the same
     bytes. Non-tensor entries (``_extra_state``) count by key and, for plain Python values,
     by ``repr``; other objects by type name only, since their repr may hold memory addresses.
     """
     digest = hashlib.sha256(_FINGERPRINT_TAG)
-    for key, value in state_dict.items():
+    for key, value in sorted(state_dict.items(), key=lambda kv: str(kv[0])):
         if isinstance(value, torch.Tensor):
             data = _tensor_bytes(str(key), value)
             header = [str(key), str(value.dtype).replace("torch.", ""), list(value.shape), int(data.numel())]
@@ -255,12 +258,14 @@ def verify_report(report_path: str | os.PathLike[str], checkpoint_path: str | os
         where = f" ({side} side)" if side else ""
         if prov.get("checkpoint_sha256") == sha:
             return Verification(True, f"match{where}: {ckpt} has the recorded SHA-256 {_short(sha)}")
-    fingerprint = ""
+    fingerprints: list[str] = []
     if any(p.get("model_fingerprint") for _, p in sides):
-        fingerprint = _checkpoint_fingerprint(ckpt)
+        fingerprints = _checkpoint_fingerprints(ckpt)
+    fingerprint = fingerprints[0] if fingerprints else ""
     for side, prov in sides:
         where = f" ({side} side)" if side else ""
-        if fingerprint and prov.get("model_fingerprint") == fingerprint:
+        if prov.get("model_fingerprint") in fingerprints:
+            fingerprint = prov["model_fingerprint"]
             file_note = "though the file itself differs" if prov.get("checkpoint_sha256") else "the report records no checkpoint file"
             return Verification(True, f"match{where}: {ckpt} holds the recorded tensors (model fingerprint {_short(fingerprint)}); {file_note}")
     recorded = ", ".join(
@@ -273,15 +278,25 @@ def verify_report(report_path: str | os.PathLike[str], checkpoint_path: str | os
     return Verification(False, f"no match: {ckpt} has {got}; the report records {recorded}")
 
 
-def _checkpoint_fingerprint(path: str) -> str:
-    """Fingerprint of the state dict inside a checkpoint, or "" when it cannot be read safely."""
+def _checkpoint_fingerprints(path: str) -> list[str]:
+    """Fingerprints of the state dict inside a checkpoint: as stored, then with each wrapper
+    prefix that every key carries (``module.`` from DataParallel, ``_orig_mod.`` from
+    torch.compile ...) stripped, as loading would. Empty when it cannot be read safely."""
     from .errors import CnnReportError
-    from .loading import read_checkpoint
+    from .loading import STRIP_PREFIXES, read_checkpoint
 
     try:
-        return state_dict_fingerprint(read_checkpoint(path).state_dict)
+        state = dict(read_checkpoint(path).state_dict)
     except CnnReportError:  # a pickled whole model needs trust; a mismatch is the honest answer
-        return ""
+        return []
+    found = [state_dict_fingerprint(state)]
+    for _ in range(3):  # prefixes can stack: module._orig_mod.
+        prefix = next((p for p in STRIP_PREFIXES if state and all(str(k).startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        state = {str(k)[len(prefix):]: v for k, v in state.items()}
+        found.append(state_dict_fingerprint(state))
+    return found
 
 
 __all__ = [

@@ -68,8 +68,10 @@ def test_fingerprint_covers_dtype_shape_and_names():
     assert state_dict_fingerprint({"v": t}) != base  # same tensor, other name
     assert state_dict_fingerprint({"w": t.double()}) != base  # same values, other dtype
     assert state_dict_fingerprint({"w": t.clone()}) == base  # values, not identity
-    # Key order is part of a state dict's meaning (load order); two keys swapped differ.
-    assert state_dict_fingerprint({"a": t, "b": t + 1}) != state_dict_fingerprint({"b": t + 1, "a": t})
+    # Loading matches tensors by name, so the order a file stored them in does not count
+    # (safetensors sorts keys, torch.save keeps the module's order): the same weights match.
+    assert state_dict_fingerprint({"a": t, "b": t + 1}) == state_dict_fingerprint({"b": t + 1, "a": t})
+    assert state_dict_fingerprint({"a": t, "b": t + 1}) != state_dict_fingerprint({"a": t + 1, "b": t})
 
 
 def test_fingerprint_handles_bfloat16_bool_scalars_and_non_contiguous_tensors():
@@ -236,3 +238,33 @@ def test_verify_command_exit_codes(archived, tmp_path):
     missing = runner.invoke(verify_command, [str(tmp_path / "nope.html"), "--weights", str(ckpt)])
     assert missing.exit_code == 2
     assert "Traceback" not in missing.output and "not found" in missing.output
+
+
+def test_verify_matches_the_same_tensors_in_another_order_or_format_or_wrapper(tmp_path):
+    from safetensors.torch import save_file
+
+    from cnnreport.provenance import verify_report
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+    original = tmp_path / "w.pt"
+    torch.save(model.state_dict(), original)
+    from cnnreport.loading import load_weights
+    from cnnreport.pipeline import build_report, default_provenance
+    from cnnreport.provenance import fill_provenance
+
+    prov = fill_provenance(default_provenance(), model, checkpoint_path=str(original))
+    report = build_report(model, torch.rand(1, 3, 8, 8), provenance=prov, progress=False)
+    html = tmp_path / "r.html"
+    report.write_html(str(html))
+    state = model.state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "w.safetensors"))
+    torch.save(dict(sorted(state.items(), reverse=True)), tmp_path / "reversed.pt")
+    torch.save({"state_dict": {"module." + k: v for k, v in state.items()}}, tmp_path / "ddp.pt")
+    for name in ("w.pt", "w.safetensors", "reversed.pt", "ddp.pt"):
+        result = verify_report(html, tmp_path / name)
+        assert result.ok, (name, result.message)
+    other = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    assert not verify_report(html, tmp_path / "other.pt").ok
+    assert load_weights  # the loader the CLI uses reads all of these files too
