@@ -127,7 +127,7 @@ def common_report_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-html-mb", type=click.FloatRange(0), help="Size budget for the HTML file: smaller tiles, then fewer channels are shown to keep it (the page says so); 0 for no limit.  [default: 8]"),
         click.option("--class-names", metavar="FILE|LIST", help="Class names: a text file (one a line), a JSON list/dict, or 'cat,dog,...'."),
         click.option("--target-class", type=int, help="Class Grad-CAM explains (default: each probe's top prediction)."),
-        click.option("--cam-layer", metavar="LAYER", help="Layer Grad-CAM explains (default: the last convolution)."),
+        click.option("--cam-layer", metavar="LAYER", help="Layer Grad-CAM explains (default: the outermost block around the last feature map, e.g. layer4 of a ResNet)."),
         click.option("--no-attributions", is_flag=True, help="Skip Grad-CAM and saliency."),
         click.option("--saliency", is_flag=True, help="Add gradient saliency maps (one extra forward and a full backward pass: about twice the time)."),
         click.option("--no-graph", is_flag=True, help="Skip the architecture graph."),
