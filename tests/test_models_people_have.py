@@ -174,3 +174,22 @@ def test_model_on_gpu_reports_and_stays_there():
     assert report.model.device.startswith("cuda")
     assert len(report.sections) == 2 and report.attributions
     assert all(p.is_cuda for p in model.parameters())
+
+
+def test_monai_metatensor_networks_2d_and_3d():
+    monai = pytest.importorskip("monai")
+    from monai.data import MetaTensor
+    from monai.networks.nets import DenseNet121, UNet
+
+    torch.manual_seed(0)
+    unet = UNet(spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
+    report = _report(unet, MetaTensor(torch.rand(2, 1, 32, 32)))
+    assert report.model.output_shape == [1, 2, 32, 32]
+    assert len(report.sections) == sum(isinstance(m, nn.Conv2d | nn.ConvTranspose2d) for m in unet.modules())
+    assert report.graph_svg and report.probes[0].predictions == []  # a segmentation map, no classes
+    dense = DenseNet121(spatial_dims=3, in_channels=1, out_channels=3, init_features=8, growth_rate=4, block_config=(2, 2, 2, 2))
+    report = _report(dense, MetaTensor(torch.rand(2, 1, 32, 32, 32)))
+    assert any("projection over depth" in note for note in report.sections[0].notes)
+    assert report.model.total_params == sum(p.numel() for p in dense.parameters())
+    assert report.attributions and len(report.probes[0].predictions) == 3
+    assert monai.__version__
