@@ -81,7 +81,7 @@ def _mosaic_bytes(mosaics: Iterable[Mosaic]) -> int:
 
 def markup_bytes(report: Report) -> int:
     """The estimated bytes of everything on the page but the activation mosaics."""
-    total = FIXED_BYTES + len(report.graph_svg) + len(report.graph_full_svg)
+    total = FIXED_BYTES + len(report.graph_svg) + len(report.graph_full_svg) + sum(len(v) for v in report.graph_group_svgs.values())
     total += PER_LAYER_ROW_BYTES * len(report.layers)
     for section in report.sections:
         total += PER_SECTION_BYTES + PER_PROBE_ROW_BYTES * len(section.per_probe_stats)

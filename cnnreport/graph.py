@@ -283,6 +283,11 @@ def collapse(graph: ExecutedGraph, node_budget: int = 60) -> ExecutedGraph:
     disappear; a skip connection between different groups stays visible. When the whole graph
     fits the budget it is returned with all groups expanded (as an equal copy).
     """
+    return fold(graph, _expanded_for_budget(graph, node_budget))
+
+
+def _expanded_for_budget(graph: ExecutedGraph, node_budget: int) -> set[str]:
+    """The groups :func:`collapse` opens to fit ``node_budget`` (see there)."""
     groups = graph.groups
     expanded: set[str] = set()
     while True:
@@ -310,7 +315,12 @@ def collapse(graph: ExecutedGraph, node_budget: int = 60) -> ExecutedGraph:
             expanded |= set(singles)
             continue
         expanded |= set(visible_groups[best[1]])
+    return expanded
 
+
+def fold(graph: ExecutedGraph, expanded: set[str]) -> ExecutedGraph:
+    """``graph`` with every group not in ``expanded`` drawn as one node."""
+    groups = graph.groups
     mapping = {n.id: _visible(n, expanded) for n in graph.nodes}
     members: dict[str, list[GraphNode]] = {}
     for n in graph.nodes:
@@ -1047,6 +1057,40 @@ def render_svg(
             out.append("</g>")
     out.append("</g></svg>")
     return "\n".join(out)
+
+
+def group_views(
+    graph: ExecutedGraph,
+    *,
+    link_sections: set[str] | None = None,
+    node_budget: int = 60,
+    max_views: int = 40,
+    max_bytes: int = 1_500_000,
+) -> dict[str, str]:
+    """For each block the collapsed view folds, the collapsed view with that block opened
+    (all the way down), keyed by the block's token: the page swaps it in on a click, so a
+    block expands in place. Empty when nothing is folded; stops at ``max_views`` views or
+    ``max_bytes`` of SVG, and the page falls back to the full view for the rest."""
+    base = _expanded_for_budget(graph, node_budget)
+    folded = fold(graph, base)
+    if len(folded.nodes) == len(graph.nodes):
+        return {}
+    views: dict[str, str] = {}
+    total = 0
+    for node in folded.nodes:
+        if node.kind != "group" or node.id not in graph.groups or len(views) >= max_views:
+            continue
+        inside = {key for n in graph.nodes if node.id in n.scope for key in n.scope[n.scope.index(node.id) :]}
+        svg = render_svg(
+            fold(graph, base | inside),
+            title=f"Executed graph, {graph.groups[node.id].path or node.id} opened",
+            link_sections=link_sections,
+        )
+        total += len(svg)
+        if total > max_bytes:
+            break
+        views[graph.groups[node.id].token] = svg
+    return views
 
 
 def build_graph_views(

@@ -266,6 +266,7 @@ def render_html(report: Report) -> str:
         # The SVGs are markup our graph module built with every text escaped.
         graph_svg=report.graph_svg,
         graph_full_svg=report.graph_full_svg,
+        graph_group_svgs=report.graph_group_svgs,
     )
 
 

@@ -343,6 +343,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     graph_svg: str = ""
     graph_full_svg: str = ""
+    graph_group_svgs: dict[str, str] = field(default_factory=dict)  # block token -> view with it opened
     failure: ForwardFailure | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -395,7 +396,7 @@ def _plain(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
         out = {}
         for f in fields(value):
-            if f.name in ("graph_svg", "graph_full_svg") or not f.metadata.get("shown", True):
+            if f.name.startswith("graph_") or not f.metadata.get("shown", True):
                 continue
             out[f.name] = _plain(getattr(value, f.name))
         return out

@@ -86,10 +86,12 @@ def attach_graph(report: Report, graph: Any, options: ReportOptions) -> None:
     if graph is None or not options.graph:
         return
     try:
-        from .graph import build_graph_views
+        from .graph import build_graph_views, group_views
     except ImportError:
         return
-    report.graph_svg, report.graph_full_svg = build_graph_views(graph, link_sections={s.id for s in report.sections})
+    links = {s.id for s in report.sections}
+    report.graph_svg, report.graph_full_svg = build_graph_views(graph, link_sections=links)
+    report.graph_group_svgs = group_views(graph, link_sections=links)
 
 
 def attach_receptive_fields(rows: list[LayerRow], graph: Any) -> None:

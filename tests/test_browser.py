@@ -342,3 +342,38 @@ def test_screenshots_of_overview_and_a_layer_section(visit, demo):
     for path in written:
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, path
+
+
+def test_a_collapsed_graph_block_opens_in_place_and_folds_again(browser, tmp_path):
+    """Issue 9: repeated blocks are folded to fit the budget; a click opens one in place."""
+    import sys
+
+    import torch
+
+    import cnnreport
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from reference_models import resnet50_like
+
+    torch.manual_seed(0)
+    out = tmp_path / "resnet50.html"
+    report = cnnreport.generate_report(resnet50_like().eval(), torch.rand(1, 3, 32, 32), output=str(out), progress=False, max_channels=4)
+    assert report.graph_group_svgs, "a ResNet-50 graph is folded, so blocks have opened views"
+    v = Visit(browser, out, viewport=LAPTOP)
+    try:
+        view = v.page.locator('[data-g-view="collapsed"]')
+        folded = view.locator(".g-node").count()
+        group = view.locator(".g-group").nth(1)
+        token = group.get_attribute("data-group")
+        group.scroll_into_view_if_needed()
+        group.click()
+        assert view.get_attribute("data-g-open") == token
+        opened = view.locator(".g-node").count()
+        assert opened > folded
+        assert view.locator(f'.g-node[data-scope~="{token}"]').count() >= 3  # the block's insides
+        v.page.locator('[data-g-show="collapsed"]').click()
+        assert view.get_attribute("data-g-open") is None
+        assert view.locator(".g-node").count() == folded
+        assert not v.errors and not v.foreign_requests()
+    finally:
+        v.close()
