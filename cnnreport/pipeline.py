@@ -26,8 +26,8 @@ from .partial import fallback_architecture, partial_report
 from .probes import ProbeBatch, expected_input_channels, expected_input_ndim, load_probes, synthetic_probes
 from .progress import Progress
 from .provenance import default_provenance, fill_provenance
-from .report import LayerRow, Prediction, ProbeInfo, Provenance, Report, ReportOptions
-from .sections import attach_graph, attach_receptive_fields, build_section, gradcam_attributions, saliency_attributions
+from .report import LayerRow, Prediction, ProbeInfo, Provenance, Report, ReportOptions, section_id
+from .sections import attach_receptive_fields, build_section, gradcam_attributions, graph_views, saliency_attributions
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,13 +358,15 @@ def build_report(
     with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
         alerts_job = pool.submit(stats.health_alerts, model, result.capture, None, opts, synthetic_input=batch.synthetic)
         provenance_job = pool.submit(fill_provenance, provenance or default_provenance(), model, probes=batch, timestamp=opts.timestamp)
+        section_ids = {section_id(layer.name, layer.call_index) for layer in detailed_layers}
+        graph_job = pool.submit(graph_views, result.graph, section_ids, opts)
         figures_progress = Progress(total=len(jobs), enabled=opts.progress and bool(jobs), label="figures")
         sections = []
         for section in pool.map(lambda job: build_section(job[0], job[1], batch.names, opts, with_filters=job[2]), jobs):
             sections.append(section)
             figures_progress.advance(1)
         figures_progress.close()
-        alerts, provenance = alerts_job.result(), provenance_job.result()
+        alerts, provenance, drawn_graph = alerts_job.result(), provenance_job.result(), graph_job.result()
     section_ids = {(s.name, s.call_index): s.id for s in sections}
     for row in arch.rows:
         row.section_id = section_ids.get((row.name, row.call_index), "")
@@ -408,7 +410,7 @@ def build_report(
         synthetic_input=batch.synthetic,
         notes=notes,
     )
-    attach_graph(report, result.graph, opts)
+    report.graph_svg, report.graph_full_svg, report.graph_group_svgs = drawn_graph
     attach_receptive_fields(report.layers, result.graph)
     report.notes += budget.apply_budget(report, result.capture, opts.max_html_mb)
     return report

@@ -81,17 +81,20 @@ def build_section(
     return section
 
 
-def attach_graph(report: Report, graph: Any, options: ReportOptions) -> None:
-    """Draw the executed graph (collapsed and full views) into the report, if there is one."""
+def graph_views(graph: Any, section_ids: set[str], options: ReportOptions) -> tuple[str, str, dict[str, str]]:
+    """The executed graph's collapsed and full SVGs and the per-block opened views; empty
+    strings when there is no graph or the options leave it out."""
     if graph is None or not options.graph:
-        return
-    try:
-        from .graph import build_graph_views, group_views
-    except ImportError:
-        return
-    links = {s.id for s in report.sections}
-    report.graph_svg, report.graph_full_svg = build_graph_views(graph, link_sections=links)
-    report.graph_group_svgs = group_views(graph, link_sections=links)
+        return "", "", {}
+    from .graph import build_graph_views, group_views
+
+    collapsed, full = build_graph_views(graph, link_sections=section_ids)
+    return collapsed, full, group_views(graph, link_sections=section_ids)
+
+
+def attach_graph(report: Report, graph: Any, options: ReportOptions) -> None:
+    """Draw the executed graph into the report, if there is one."""
+    report.graph_svg, report.graph_full_svg, report.graph_group_svgs = graph_views(graph, {s.id for s in report.sections}, options)
 
 
 def attach_receptive_fields(rows: list[LayerRow], graph: Any) -> None:
