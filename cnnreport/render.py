@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jinja2
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from .errors import OutputError
 from .report import JSON_SCHEMA_VERSION, Figure, Mosaic, Report, _plain
@@ -109,9 +109,13 @@ def tile_labels(mosaic: Mosaic) -> Markup:
     loop's per-attribute escaping was a sixth of the render time. Labels are still escaped.
     """
     columns = max(mosaic.columns, 1)
-    return Markup("").join(
-        Markup('<span class="tile" style="--i:{};--j:{}" title="{}">{}</span>').format(i % columns, i // columns, t.title, t.label)
-        for i, t in enumerate(mosaic.tiles)
+    # Plain f-strings with explicit escape(): Markup.format goes through string.Formatter and
+    # was most of this function's cost.
+    return Markup(
+        "".join(
+            f'<span class="tile" style="--i:{i % columns};--j:{i // columns}" title="{escape(t.title)}">{escape(t.label)}</span>'
+            for i, t in enumerate(mosaic.tiles)
+        )
     )
 
 

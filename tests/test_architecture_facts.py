@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -65,3 +66,21 @@ def test_lazy_modules_are_counted_after_the_probe_forward_initialises_them():
     assert report.model.total_params == sum(p.numel() for p in model.parameters())
     assert len(report.sections) == 1
     assert torch.equal(torch.random.get_rng_state(), rng)
+
+
+def test_weight_statistics_equal_a_direct_computation():
+    from cnnreport.stats import weight_stats
+
+    torch.manual_seed(0)
+    w = torch.randn(16, 8, 3, 3) * 0.1 + 0.02
+    w[0] = 0.0
+    got = weight_stats(w)
+    flat = w.double().flatten()
+    assert got.norm == pytest.approx(flat.norm().item(), rel=1e-5)
+    assert got.mean == pytest.approx(flat.mean().item(), rel=1e-5)
+    assert got.std == pytest.approx(flat.std(correction=0).item(), rel=1e-4)
+    assert (got.min, got.max) == (pytest.approx(flat.min().item()), pytest.approx(flat.max().item()))
+    assert got.frac_near_zero == pytest.approx(72 / w.numel(), abs=2 / w.numel())
+    bad = w.clone()
+    bad[1, 0, 0, 0] = float("nan")
+    assert weight_stats(bad).nan_count == 1
