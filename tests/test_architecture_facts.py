@@ -80,7 +80,8 @@ def test_weight_statistics_equal_a_direct_computation():
     assert got.mean == pytest.approx(flat.mean().item(), rel=1e-5)
     assert got.std == pytest.approx(flat.std(correction=0).item(), rel=1e-4)
     assert (got.min, got.max) == (pytest.approx(flat.min().item()), pytest.approx(flat.max().item()))
-    assert got.frac_near_zero == pytest.approx(72 / w.numel(), abs=2 / w.numel())
+    near = (flat.abs() <= 1e-3 * flat.abs().max()).double().mean().item()
+    assert near >= 72 / w.numel() and got.frac_near_zero == pytest.approx(near)
     bad = w.clone()
     bad[1, 0, 0, 0] = float("nan")
     assert weight_stats(bad).nan_count == 1
