@@ -193,3 +193,12 @@ def test_monai_metatensor_networks_2d_and_3d():
     assert report.model.total_params == sum(p.numel() for p in dense.parameters())
     assert report.attributions and len(report.probes[0].predictions) == 3
     assert monai.__version__
+
+
+def test_without_probes_every_section_says_its_input_is_synthetic():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
+    report = build_report(model, None, input_size=(3, 16, 16), progress=False)
+    assert report.synthetic_input and [a.kind.value for a in report.alerts].count("synthetic_input") == 1
+    html = report.to_html()
+    assert "Synthetic input." in html  # the overview banner
+    assert html.count('class="badge badge-synthetic"') == len(report.sections) == 2
