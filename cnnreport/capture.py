@@ -250,6 +250,11 @@ def _std_and_rms(flat: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, 
     return var.clamp(min=0).sqrt(), rms_sq.sqrt()
 
 
+def _as_lists(*values: torch.Tensor) -> dict[str, list[Any]]:
+    keys = ("mean", "std", "min", "max", "zeros", "nan", "inf", "rms")
+    return {key: value.tolist() for key, value in zip(keys, values)}
+
+
 def probe_statistics(x: torch.Tensor, *, count_zeros: bool = True) -> dict[str, Any]:
     """Per-probe mean, std, min, max, zero count and NaN/Inf counts of an ``(N, ...)`` tensor.
 
@@ -281,17 +286,7 @@ def probe_statistics(x: torch.Tensor, *, count_zeros: bool = True) -> dict[str, 
         else:
             zeros = torch.zeros(flat.shape[0], dtype=torch.int64)
         nan = inf = torch.zeros(flat.shape[0], dtype=torch.int64)
-        return {
-            "mean": mean.tolist(),
-            "std": std.tolist(),
-            "min": mn.tolist(),
-            "max": mx.tolist(),
-            "zeros": zeros.tolist(),
-            "nan": nan.tolist(),
-            "inf": inf.tolist(),
-            "rms": rms.tolist(),
-            **extra,
-        }
+        return {**_as_lists(mean, std, mn, mx, zeros, nan, inf, rms), **extra}
     nan = torch.isnan(flat).sum(1)
     inf = torch.isinf(flat).sum(1)
     # Statistics over the finite values only; the counts say how many were not.
@@ -309,16 +304,7 @@ def probe_statistics(x: torch.Tensor, *, count_zeros: bool = True) -> dict[str, 
     mean, std = mean.masked_fill(no_finite, float("nan")), std.masked_fill(no_finite, float("nan"))
     mn, mx = torch.where(no_finite, nan_t, mn), torch.where(no_finite, nan_t, mx)
     zeros = (flat == 0).sum(1)
-    return {
-        "mean": mean.tolist(),
-        "std": std.tolist(),
-        "min": mn.tolist(),
-        "max": mx.tolist(),
-        "zeros": zeros.tolist(),
-        "nan": nan.tolist(),
-        "inf": inf.tolist(),
-        "rms": _rms(flat),
-    }
+    return _as_lists(mean, std, mn, mx, zeros, nan, inf, torch.tensor(_rms(flat)))
 
 
 def as_image_channels(x: torch.Tensor) -> tuple[torch.Tensor | None, str]:

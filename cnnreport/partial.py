@@ -19,15 +19,12 @@ if TYPE_CHECKING:  # the pass result is pipeline's; a runtime import would be ci
     from .pipeline import PassResult
 
 
-def fallback_architecture(model: nn.Module, example: tuple[torch.Tensor, ...], capture: CaptureResult, error: BaseException) -> Architecture:
-    """Our own table from the capture, for a model torchinfo cannot summarise (it rejects some
-    output types, such as dataclasses), with a note saying why."""
-
-    reason = " ".join(str(error.__cause__ or error).split())[:160]
+def summary_without_torchinfo(model: nn.Module, input_shape: list[int]) -> ModelSummary:
+    """Key numbers from the model itself (no mult-adds: only torchinfo counts those)."""
     total, trainable, param_bytes = count_parameters(model)
-    summary = ModelSummary(
+    return ModelSummary(
         class_name=module_type_name(model),
-        input_shape=list(example[0].shape[1:]),
+        input_shape=input_shape,
         output_shape=[],
         total_params=total,
         trainable_params=trainable,
@@ -37,6 +34,14 @@ def fallback_architecture(model: nn.Module, example: tuple[torch.Tensor, ...], c
         was_training=model.training,
         num_conv_layers=sum(1 for m in model.modules() if is_convolution(m)),
     )
+
+
+def fallback_architecture(model: nn.Module, example: tuple[torch.Tensor, ...], capture: CaptureResult, error: BaseException) -> Architecture:
+    """Our own table from the capture, for a model torchinfo cannot summarise (it rejects some
+    output types, such as dataclasses), with a note saying why."""
+
+    reason = " ".join(str(error.__cause__ or error).split())[:160]
+    summary = summary_without_torchinfo(model, list(example[0].shape[1:]))
     note = f"torchinfo could not summarise this model ({reason}); the table lists the module calls cnnreport captured, without mult-adds."
     return Architecture(rows=rows_from_capture(model, capture, 1), summary=summary, notes=[note])
 
@@ -50,7 +55,6 @@ def partial_report(
 ) -> Report | None:
     """What the page can show of a forward pass that raised: the failure first, then a table,
     sections and graph of every module call that completed before it."""
-    from .report import ModelSummary
 
     error = result.error
     context = result.failure or {}
@@ -66,24 +70,12 @@ def partial_report(
         expected=str(context.get("expected", "")),
     )
     modules = dict(model.named_modules())
-    total, trainable, param_bytes = count_parameters(model)
     rows = rows_from_capture(model, result.capture, len(batch))
     sections = [
         build_section(layer, modules.get(layer.name), batch.names, options, with_filters=layer.call_index == 1)
         for layer in result.capture.detailed()
     ]
-    summary = ModelSummary(
-        class_name=module_type_name(model),
-        input_shape=list(batch.inputs[0].shape[1:]),
-        output_shape=[],
-        total_params=total,
-        trainable_params=trainable,
-        non_trainable_params=total - trainable,
-        mult_adds=0,
-        param_bytes=param_bytes,
-        was_training=model.training,
-        num_conv_layers=sum(1 for m in model.modules() if is_convolution(m)),
-    )
+    summary = summary_without_torchinfo(model, list(batch.inputs[0].shape[1:]))
     report = Report(
         title=(options.title or f"{type(model).__name__} report") + " (partial: the forward pass failed)",
         model=summary,
