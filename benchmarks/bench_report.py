@@ -29,9 +29,9 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import subprocess
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time

@@ -49,7 +49,9 @@ def require_captum() -> Any:
 
 def _scores_function(model: nn.Module) -> Callable[..., torch.Tensor]:
     """A forward function returning the ``(N, classes)`` scores, whatever the output's container."""
-    from .pipeline import classification_scores  # lazy: pipeline imports this module's users
+    from .pipeline import (
+        classification_scores,  # lazy: pipeline imports this module's users
+    )
 
     def forward(*inputs: torch.Tensor) -> torch.Tensor:
         output = model(*inputs)

@@ -22,11 +22,7 @@ import torch
 from torch import nn
 
 from .errors import ForwardError
-
-try:  # the graph recorder is optional: without it the hooks just run their maths directly
-    from .tracing import suspend_recording
-except ImportError:  # pragma: no cover - only while tracing.py does not exist
-    suspend_recording = contextlib.nullcontext  # type: ignore[assignment]
+from .tracing import suspend_recording
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 

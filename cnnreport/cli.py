@@ -325,7 +325,8 @@ def demo(**kwargs: Any) -> None:
     _run(load_demo_model(), probes, kwargs, class_names=CLASS_NAMES)
 
 
-from .cli_extra import diff as _diff_command, verify as _verify_command  # noqa: E402
+from .cli_extra import diff as _diff_command  # noqa: E402
+from .cli_extra import verify as _verify_command
 
 main.add_command(_diff_command)
 main.add_command(_verify_command)

@@ -43,8 +43,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .hashing import file_sha256
 from .errors import ModelSpecError, OptionError, WeightsError
+from .hashing import file_sha256
 
 __all__ = [
     "CHECKPOINT_KEYS",

@@ -12,7 +12,16 @@ from .architecture import Architecture, count_parameters, shared_parameters
 from .capture import CaptureResult, is_convolution, module_type_name
 from .probes import ProbeBatch
 from .provenance import default_provenance
-from .report import ForwardFailure, LayerRow, ModelSummary, ProbeInfo, Provenance, Report, ReportOptions, row_id
+from .report import (
+    ForwardFailure,
+    LayerRow,
+    ModelSummary,
+    ProbeInfo,
+    Provenance,
+    Report,
+    ReportOptions,
+    row_id,
+)
 from .sections import attach_graph, build_section
 
 if TYPE_CHECKING:  # the pass result is pipeline's; a runtime import would be circular

@@ -6,6 +6,7 @@ the executed graph share it) -> torchinfo table -> sections, figures, alerts -> 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import math
@@ -20,15 +21,42 @@ from torch import nn
 
 from . import budget, figures, stats
 from .architecture import Architecture, inspect_model
-from .capture import CONV_TYPES, ActivationCapture, CaptureResult, preserved_model_state, run_forward, to_model
+from .capture import (
+    CONV_TYPES,
+    ActivationCapture,
+    CaptureResult,
+    preserved_model_state,
+    run_forward,
+    to_model,
+)
 from .errors import CnnReportError, ForwardError, OptionError
 from .partial import fallback_architecture, partial_report
-from .probes import ProbeBatch, expected_input_channels, expected_input_ndim, load_probes, synthetic_probes
+from .probes import (
+    ProbeBatch,
+    expected_input_channels,
+    expected_input_ndim,
+    load_probes,
+    synthetic_probes,
+)
 from .progress import Progress
 from .provenance import default_provenance, fill_provenance
-from .report import LayerRow, Prediction, ProbeInfo, Provenance, Report, ReportOptions, section_id
-from .sections import attach_receptive_fields, build_section, gradcam_attributions, graph_views, saliency_attributions
-
+from .report import (
+    LayerRow,
+    Prediction,
+    ProbeInfo,
+    Provenance,
+    Report,
+    ReportOptions,
+    section_id,
+)
+from .sections import (
+    attach_receptive_fields,
+    build_section,
+    gradcam_attributions,
+    graph_views,
+    saliency_attributions,
+)
+from .tracing import CallRecorder
 
 # --------------------------------------------------------------------------------------------
 # Options and layer selection
@@ -214,8 +242,8 @@ def capture_pass(
             # names the module or op where a failing forward pass broke.
             record = index == 0
             try:
-                recorder = _recorder(model) if record else None
-                with (recorder if recorder is not None else _null()), torch.set_grad_enabled(want_cam):
+                recorder = CallRecorder(model) if record else None
+                with (recorder if recorder is not None else contextlib.nullcontext()), torch.set_grad_enabled(want_cam):
                     output = run_forward(model, inputs)
             except ForwardError as exc:
                 if recorder is not None:
@@ -255,31 +283,11 @@ def _name_failure(error: ForwardError, failure: dict[str, Any] | None) -> None:
     error.args = (text,)
 
 
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-
-def _recorder(model: nn.Module) -> Any:
-    try:
-        from .tracing import CallRecorder
-    except ImportError:
-        return None
-    return CallRecorder(model)
-
-
 def _graph_of(recorder: Any) -> Any:
     try:
         return recorder.graph()
     except Exception:  # a graph we cannot build must not cost the user the whole report
         return None
-
-
-# --------------------------------------------------------------------------------------------
-# Sections
 
 
 # --------------------------------------------------------------------------------------------

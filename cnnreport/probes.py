@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hashing import file_sha256
 from .errors import OptionError, ProbeError
+from .hashing import file_sha256
 
 __all__ = [
     "IMAGE_SUFFIXES",

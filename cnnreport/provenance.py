@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from . import __version__
-from .hashing import file_sha256
 from .errors import OptionError, WeightsError
+from .hashing import file_sha256
 from .report import ProbeFile, Provenance
 
 #: The ``id`` of the JSON block in a report page that carries its provenance.

@@ -9,7 +9,7 @@ import numpy as np
 from torch import nn
 
 from . import figures, stats
-from .capture import LayerCapture, CaptureResult, to_model
+from .capture import CaptureResult, LayerCapture, to_model
 from .errors import OptionError
 from .probes import ProbeBatch
 from .report import (

@@ -13,7 +13,17 @@ import torch
 from torch import nn
 
 from .capture import CONV_TYPES, CaptureResult, LayerCapture
-from .report import ActivationStats, Alert, AlertKind, Histogram, LayerSection, ReportOptions, Severity, WeightStats, section_id
+from .report import (
+    ActivationStats,
+    Alert,
+    AlertKind,
+    Histogram,
+    LayerSection,
+    ReportOptions,
+    Severity,
+    WeightStats,
+    section_id,
+)
 
 
 def activation_stats(layer: LayerCapture) -> ActivationStats:

@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import quick_options
+from reference_models import seeded, tiny_mobilenet, tiny_resnet
 from torch import nn
 
 import cnnreport
 from cnnreport import stats
 from cnnreport.report import AlertKind, Severity
-
-from conftest import quick_options
-from reference_models import seeded, tiny_mobilenet, tiny_resnet
 
 
 def report_of(model: nn.Module, probes: torch.Tensor, **overrides):

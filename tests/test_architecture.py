@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import reference_models as rm
 import torch
+from conftest import quick_options
 from torch import nn
 from torchinfo import summary
 
-import reference_models as rm
-from conftest import quick_options
 from cnnreport.architecture import count_parameters, inspect_model, shared_parameters
 from cnnreport.pipeline import build_report
 

@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import quick_options
+from reference_models import seeded
 from torch import nn
 
 import cnnreport
@@ -15,9 +17,6 @@ from cnnreport import attribution, pipeline
 from cnnreport.errors import OptionError
 from cnnreport.probes import ProbeBatch
 from cnnreport.progress import Progress
-
-from conftest import quick_options
-from reference_models import seeded
 
 
 class TwoConv(nn.Module):

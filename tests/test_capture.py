@@ -6,16 +6,19 @@ import random
 
 import numpy as np
 import pytest
+import reference_models as rm
 import torch
+from conftest import quick_options
 from torch import nn
 from torch.nn.modules import module as module_globals
 
-import reference_models as rm
-from conftest import quick_options
-from cnnreport.capture import ActivationCapture, preserved_model_state, top_channel_tiles
+from cnnreport.capture import (
+    ActivationCapture,
+    preserved_model_state,
+    top_channel_tiles,
+)
 from cnnreport.errors import ForwardError
 from cnnreport.pipeline import build_report
-
 
 # ----------------------------------------------------------------------------------------------
 # helpers

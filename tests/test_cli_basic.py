@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import ReportPage, assert_self_contained, decode_data_png
+
 from cnnreport.cli import main
 
 MODEL_SOURCE = textwrap.dedent(

@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
+import reference_models as rm
 import torch
+from conftest import (
+    ReportPage,
+    assert_self_contained,
+    decode_data_png,
+    quick_options,
+    report_figures,
+)
 from torch import nn
 
-import reference_models as rm
-from conftest import ReportPage, assert_self_contained, decode_data_png, quick_options, report_figures
 from cnnreport import build_report, generate_report
 from cnnreport.render import fmt_large, render_html
 

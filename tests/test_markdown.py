@@ -11,7 +11,13 @@ from torch import nn
 
 from cnnreport.pipeline import build_report
 from cnnreport.provenance import model_fingerprint
-from cnnreport.render import MARKDOWN_LIMIT, fit_markdown, md_code, md_escape, render_markdown
+from cnnreport.render import (
+    MARKDOWN_LIMIT,
+    fit_markdown,
+    md_code,
+    md_escape,
+    render_markdown,
+)
 from cnnreport.report import Alert, AlertKind, Severity
 
 

@@ -18,7 +18,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import ReportPage, assert_self_contained
 
 REPO = Path(__file__).resolve().parents[1]

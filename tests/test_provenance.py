@@ -139,10 +139,10 @@ def test_timestamp_only_when_asked_and_source_date_epoch_wins(monkeypatch):
 
 
 def test_probe_files_of_a_probe_batch_and_of_tensors(tmp_path):
-    from cnnreport.probes import load_probes
-
     import numpy as np
     from PIL import Image
+
+    from cnnreport.probes import load_probes
 
     path = tmp_path / "p.png"
     Image.fromarray(np.full((8, 8), 200, np.uint8)).save(path)
