@@ -182,10 +182,11 @@ def filter_gallery(weight: np.ndarray, *, layer: str, groups: int = 1, max_filte
         canvas, *_ = tile_grid(tiles, columns=None if inputs == 1 else inputs)
         png = indexed_png(canvas, WEIGHT_CMAP)
         what = "depthwise filters" if in_per_group == 1 and groups > 1 else "filters"
-        note = (
-            f"{shown} of {out_ch} {what} (rows) x {inputs} of {in_per_group} input channels "
-            f"(columns){group_note}; diverging colour map centred on zero, ±{vmax:.3g}"
-        )
+        if inputs == 1:  # drawn as a square grid, one tile per filter
+            layout_note = f"{shown} of {out_ch} {what}, one tile each (one input channel per filter)"
+        else:
+            layout_note = f"{shown} of {out_ch} {what} (rows) x {inputs} of {in_per_group} input channels (columns)"
+        note = f"{layout_note}{group_note}; diverging colour map centred on zero, ±{vmax:.3g}"
         cmap = WEIGHT_CMAP
     if notes:
         note += "; " + "; ".join(notes)
