@@ -7,6 +7,7 @@ stderr and the error's exit code; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shlex
 import sys
@@ -52,24 +53,45 @@ def partial_path(output: str) -> str:
 
 
 def _class_names(value: str | None) -> list[str] | None:
+    """Class names from a text file (one a line), a JSON list or index map, or 'a,b,c'."""
     if not value:
         return None
     path = Path(value)
     if path.is_file():
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".json":
-            import json
-
-            data = json.loads(text)
-            if isinstance(data, dict):  # {"0": "cat", ...} or {"cat": 0, ...}
-                if all(isinstance(v, int) for v in data.values()):
-                    return [k for k, _ in sorted(data.items(), key=lambda kv: kv[1])]
-                return [str(data[k]) for k in sorted(data, key=lambda k: int(k))]
-            return [str(v) for v in data]
-        return [line.strip() for line in text.splitlines() if line.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise OptionError(f"--class-names {value}: cannot read it as UTF-8 text ({exc})") from None
+        if path.suffix.lower() != ".json":
+            return [line.strip() for line in text.splitlines() if line.strip()]
+        try:
+            return _names_from_json(json.loads(text))
+        except (ValueError, TypeError) as exc:
+            raise OptionError(
+                f"--class-names {value}: {exc}; give a JSON list of names, or a map of index to name "
+                '(also {"0": ["n01440764", "tench"]}) or of name to index'
+            ) from None
     if "," in value:
         return [v.strip() for v in value.split(",")]
     raise OptionError(f"--class-names {value!r}: not a file; give a text file (one name a line), a JSON file or a comma-separated list")
+
+
+def _names_from_json(data: Any) -> list[str]:
+    """Class names by index; indices a map leaves out are named by their number."""
+    if isinstance(data, list):
+        return [str(v[-1] if isinstance(v, list) and v else v) for v in data]
+    if not isinstance(data, dict):
+        raise TypeError(f"a JSON {type(data).__name__} is neither a list nor a map")
+    if data and all(isinstance(v, int) for v in data.values()):  # {"cat": 0, ...}
+        by_index = {int(i): str(name) for name, i in data.items()}
+    else:  # {"0": "cat"} or {"0": ["wnid", "cat"]}
+        try:
+            by_index = {int(k): str(v[-1] if isinstance(v, list) and v else v) for k, v in data.items()}
+        except ValueError:
+            raise ValueError("its keys are not class indices") from None
+    if not by_index or min(by_index) < 0:
+        raise ValueError("no class indices from 0 up")
+    return [by_index.get(i, str(i)) for i in range(max(by_index) + 1)]
 
 
 def _write_outputs(report: Any, output: str, json_path: str | None, markdown: str | None) -> None:
@@ -256,7 +278,7 @@ def generate(model_spec: str, **kwargs: Any) -> None:
     """
     from .loading import load_model, parse_model_args
     from .pipeline import default_provenance
-    from .probes import expected_input_channels, expected_input_ndim, load_probes
+    from .probes import expected_input_ndim, image_channels, load_probes
 
     loaded = load_model(
         model_spec,
@@ -279,11 +301,13 @@ def generate(model_spec: str, **kwargs: Any) -> None:
             resize=resize,
             mean=_floats(mean, "--mean"),
             std=_floats(std, "--std"),
-            channels=expected_input_channels(loaded.model),
+            channels=image_channels(loaded.model),
             sample_ndim=expected_input_ndim(loaded.model),
             recursive=recursive,
         )
     input_size = kwargs.pop("input_size")
+    if probes is None and (mean or std or image_size):
+        raise OptionError("--mean, --std and --image-size preprocess probe images; with no --probes there is nothing to preprocess")
     if probes is None and not input_size:
         raise OptionError("no probes: pass --probes PATH (images, a folder or tensors), or --input-size C H W for a synthetic input")
     prov = default_provenance()

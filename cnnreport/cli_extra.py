@@ -87,7 +87,7 @@ def diff(**kw: Any) -> None:
     from .errors import OptionError
     from .loading import load_model, parse_model_args
     from .pipeline import default_provenance, make_options
-    from .probes import expected_input_channels, load_probes
+    from .probes import expected_input_ndim, image_channels, load_probes
 
     spec, old_spec, new_spec = kw["model_spec"], kw["old_model"], kw["new_model"]
     if spec and (old_spec or new_spec):
@@ -135,7 +135,8 @@ def diff(**kw: Any) -> None:
             resize=kw["resize"],
             mean=_floats(kw["mean"], "--mean"),
             std=_floats(kw["std"], "--std"),
-            channels=expected_input_channels(old.model),
+            channels=image_channels(old.model),
+            sample_ndim=expected_input_ndim(old.model),
             recursive=kw["recursive"],
             max_probes=options.max_probes,
         )

@@ -33,7 +33,7 @@ from .errors import CnnReportError, ForwardError, OptionError
 from .partial import fallback_architecture, partial_report
 from .probes import (
     ProbeBatch,
-    expected_input_channels,
+    image_channels,
     expected_input_ndim,
     load_probes,
     synthetic_probes,
@@ -306,7 +306,7 @@ def resolve_probes(model: nn.Module, probes: Any, options: ReportOptions, input_
     # count of the first convolution. Every probe counts in the statistics; max_probes only
     # limits the figures shown.
     is_tensor = isinstance(probes, (torch.Tensor, np.ndarray)) or (isinstance(probes, tuple) and all(isinstance(p, (torch.Tensor, np.ndarray)) for p in probes))
-    channels = None if is_tensor else expected_input_channels(model)
+    channels = None if is_tensor else image_channels(model)
     return load_probes(probes, channels=channels, sample_ndim=expected_input_ndim(model))
 
 
@@ -365,7 +365,10 @@ def build_report(
     # The health checks and the model fingerprint need no section, so they run beside them.
     with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
         alerts_job = pool.submit(stats.health_alerts, model, result.capture, None, opts, synthetic_input=batch.synthetic)
-        provenance_job = pool.submit(fill_provenance, provenance or default_provenance(), model, probes=batch, timestamp=opts.timestamp)
+        # A copy with the fingerprint and probes of *this* model: a Provenance the caller passes
+        # twice must not carry the first model's fingerprint into the second report.
+        given = dataclasses.replace(provenance, model_fingerprint="", probe_files=[]) if provenance else default_provenance()
+        provenance_job = pool.submit(fill_provenance, given, model, probes=batch, timestamp=opts.timestamp)
         section_ids = {section_id(layer.name, layer.call_index) for layer in detailed_layers}
         graph_job = pool.submit(graph_views, result.graph, section_ids, opts)
         figures_progress = Progress(total=len(jobs), enabled=opts.progress and bool(jobs), label="figures")

@@ -110,6 +110,18 @@ def expected_input_channels(model: nn.Module) -> int | None:
     return None
 
 
+def image_channels(model: nn.Module) -> int | None:
+    """The channel count images should be converted to, or None to leave them as they are.
+
+    The first convolution is found in definition order, which is not always the order it runs
+    in (a head defined before the stem): only a count an image can have (1, 3 or 4) is trusted;
+    anything else leaves the images alone, and a real mismatch is then named by the forward
+    pass, with the layer and the shapes.
+    """
+    channels = expected_input_channels(model)
+    return channels if channels in (1, 3, 4) else None
+
+
 def expected_input_ndim(model: nn.Module) -> int | None:
     """Dimensions of one sample the first convolution takes: 2 (Conv1d), 3 (Conv2d), 4 (Conv3d).
 
@@ -249,12 +261,12 @@ def load_probes(
             display.append(_image_view(row) if piece.image else _tensor_view(row, notes))
     if norm is not None:
         batch = _normalise(batch, norm, notes)
-    names = _unique_names([n for p in pieces for n in p.names], [s for p in pieces for s in p.sources])
+    names = _unique_names([_printable(n) for p in pieces for n in p.names], [_printable(s) for p in pieces for s in p.sources])
     return ProbeBatch(
         inputs=(batch,),
         names=names,
         display=display,
-        sources=[s for p in pieces for s in p.sources],
+        sources=[_printable(s) for p in pieces for s in p.sources],
         sha256=[h for p in pieces for h in p.sha256],
         notes=_dedupe(notes),
     )
@@ -926,3 +938,9 @@ def _unique_names(names: list[str], sources: list[str]) -> list[str]:
 def _dedupe(notes: list[str]) -> list[str]:
     seen: set[str] = set()
     return [n for n in notes if not (n in seen or seen.add(n))]
+
+
+def _printable(text: str) -> str:
+    """A file name that is not valid UTF-8 reaches Python with surrogate escapes, which no
+    UTF-8 page can hold: show the undecodable bytes as U+FFFD instead."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -325,6 +325,8 @@ def atomic_write(path: str | os.PathLike[str], text: str) -> str:
             pass
         if isinstance(exc, OSError):
             raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+        if isinstance(exc, UnicodeError):  # a name that is not valid text reached the page
+            raise OutputError(f"cannot write {target}: {exc}") from None
         raise
     return str(target)
 

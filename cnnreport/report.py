@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import hashlib
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
@@ -375,7 +376,16 @@ JSON_SCHEMA_VERSION = 1
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "model"
+    """An HTML id fragment for a module path, distinct for distinct paths.
+
+    ``layer1.0.conv1`` becomes ``layer1-0-conv1``. A path that holds anything besides letters,
+    digits, ``_`` and ``.`` (``a-b``, ``a b``, ``α``) would collide with another, so it also
+    gets a short hash of itself: deterministic, and unique.
+    """
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "model"
+    if not re.fullmatch(r"[A-Za-z0-9_.]*", name) or not name:
+        slug += "-" + hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:6]
+    return slug
 
 
 def row_id(name: str) -> str:

@@ -76,12 +76,11 @@ def channel_means(layer: LayerCapture) -> np.ndarray:
     return np.mean(np.stack(layer.channel_means), axis=0)
 
 
-def dead_channels(layer: LayerCapture, tolerance: float = 1e-8) -> list[int]:
-    """Channels whose activation is the same value at every position of every probe."""
-    if layer.channel_min is None or layer.channel_max is None:
-        return []
-    span = np.nan_to_num(layer.channel_max - layer.channel_min, nan=0.0)
-    return [int(i) for i in np.flatnonzero(span <= tolerance)]
+def dead_channels(layer: LayerCapture) -> list[int]:
+    """Channels whose activation is the same value at every position of every probe: the
+    health checks' definition (:func:`constant_channels`), so strip and alert agree; a
+    channel holding NaN is not "dead"."""
+    return constant_channels(layer) or []
 
 
 def weight_stats(weight: torch.Tensor, near_zero: float = 1e-3) -> WeightStats:
