@@ -25,6 +25,8 @@ from .capture import (
     CONV_TYPES,
     ActivationCapture,
     CaptureResult,
+    is_convolution,
+    module_type_name,
     preserved_model_state,
     run_forward,
     to_model,
@@ -33,8 +35,8 @@ from .errors import CnnReportError, ForwardError, OptionError
 from .partial import fallback_architecture, partial_report
 from .probes import (
     ProbeBatch,
-    image_channels,
     expected_input_ndim,
+    image_channels,
     load_probes,
     synthetic_probes,
 )
@@ -55,6 +57,7 @@ from .sections import (
     gradcam_attributions,
     graph_views,
     saliency_attributions,
+    weight_section,
 )
 from .tracing import CallRecorder
 
@@ -399,17 +402,18 @@ def build_report(
         saliency, why = saliency_attributions(model, batch, opts, result.predictions)
         attributions += saliency
         notes += why
-    if not detailed:
-        if isinstance(model, torch.jit.ScriptModule):
-            notes.append(
-                "TorchScript model: its layers run outside Python, where no hook reaches, so the report "
-                "shows its table, totals and predictions but no activations, filters or Grad-CAM; for "
-                "those, load the Python class with its weights (MODEL file.py:Class --weights checkpoint)."
-            )
-        else:
-            notes.append("The model has no convolution layer: no activation sections (choose layers with --layers or --layer-types).")
+    if isinstance(model, torch.jit.ScriptModule):
+        # Weights stay readable inside TorchScript: every convolution still shows its filters.
+        sections = [weight_section(name, module, opts) for name, module in model.named_modules() if name and is_convolution(module)]
+        notes.append(
+            "TorchScript model: its layers run outside Python, where no hook reaches, so the report "
+            "shows its table, totals, predictions and filters but no activations or Grad-CAM; for "
+            "those, load the Python class with its weights (MODEL file.py:Class --weights checkpoint)."
+        )
+    elif not detailed:
+        notes.append("The model has no convolution layer: no activation sections (choose layers with --layers or --layer-types).")
     report = Report(
-        title=opts.title or f"{type(model).__name__} report",
+        title=opts.title or f"{module_type_name(model)} report",
         model=arch.summary,
         layers=arch.rows,
         sections=sections,

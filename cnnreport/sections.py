@@ -9,10 +9,11 @@ import numpy as np
 from torch import nn
 
 from . import figures, stats
-from .capture import CaptureResult, LayerCapture, to_model
+from .capture import CaptureResult, LayerCapture, module_type_name, to_model
 from .errors import OptionError
 from .probes import ProbeBatch
 from .report import (
+    ActivationStats,
     Attribution,
     ChannelFact,
     FilterGallery,
@@ -62,6 +63,30 @@ def build_section(
     if hist is not None and hist.counts:
         hist.figure = figures.histogram_figure(hist.counts, alt=f"{section.label}: histogram of activation values", log=True)
         section.histogram = hist
+    add_weights(section, module, options, with_filters)
+    return section
+
+
+def weight_section(name: str, module: nn.Module, options: ReportOptions) -> LayerSection:
+    """A section with the filters and weight statistics alone, for a layer whose activations
+    cannot be captured (inside a TorchScript archive): its statistics count no values."""
+    nan = float("nan")
+    section = LayerSection(
+        id=section_id(name),
+        name=name,
+        type=module_type_name(module),
+        call_index=1,
+        output_shape=[],
+        stats=ActivationStats(mean=nan, std=nan, min=nan, max=nan, frac_zero=0.0, numel=0),
+        group=name.split(".", 1)[0] if "." in name else "",
+        notes=["weights only: the layer runs inside TorchScript, where its activations cannot be captured"],
+    )
+    add_weights(section, module, options, with_filters=True)
+    return section
+
+
+def add_weights(section: LayerSection, module: nn.Module | None, options: ReportOptions, with_filters: bool) -> None:
+    """Weight statistics, weight histogram and (once per module) the filter gallery."""
     weight = stats.conv_weight(module) if module is not None else None
     if weight is not None:
         section.weight_stats = stats.weight_stats(weight)
@@ -78,7 +103,6 @@ def build_section(
                 max_inputs=options.max_filter_inputs,
             )
             section.filters = FilterGallery(figure=fig, note=note, shown_filters=shown, total_filters=total, vmax=vmax, colormap=cmap)
-    return section
 
 
 def graph_views(graph: Any, section_ids: set[str], options: ReportOptions) -> tuple[str, str, dict[str, str]]:

@@ -264,3 +264,7 @@ def test_torchscript_file_as_model_gives_a_report_that_says_what_it_lacks(worksp
     assert data["model"]["num_conv_layers"] == 2
     assert len(data["probes"][0]["predictions"]) == 3
     assert any(note.startswith("TorchScript model") for note in data["notes"])
+    # Weights stay readable: each convolution still shows its filters, and says why alone.
+    assert [(s["name"], s["stats"]["numel"]) for s in data["sections"]] == [("conv1", 0), ("conv2", 0)]
+    assert all(s["filters"]["total_filters"] == 8 for s in data["sections"])
+    assert "weights only" in (ws / "ts.html").read_text()
