@@ -38,58 +38,13 @@ from cnnreport.graph import (  # noqa: E402
 )
 from cnnreport.tracing import CallRecorder, suspend_recording  # noqa: E402
 
-
-class Bottleneck(nn.Module):
-    expansion = 4
-
-    def __init__(self, cin: int, width: int, stride: int = 1) -> None:
-        super().__init__()
-        cout = width * self.expansion
-        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
-            )
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        out += identity
-        return self.relu(out)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from models_bench import ResNetBench  # noqa: E402
 
 
-class ResNet(nn.Module):
-    def __init__(self, layers=(3, 4, 6, 3), classes: int = 1000) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        cin, stages = 64, []
-        for i, n in enumerate(layers):
-            width = 64 * 2**i
-            blocks = []
-            for j in range(n):
-                blocks.append(Bottleneck(cin, width, stride=2 if (j == 0 and i > 0) else 1))
-                cin = width * 4
-            stages.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, classes)
-
-    def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+def ResNet(layers=(3, 4, 6, 3), classes: int = 1000) -> nn.Module:
+    """The benchmark's bottleneck ResNet (models_bench), with any block counts."""
+    return ResNetBench(layers=tuple(layers), num_classes=classes)
 
 
 class DenseLayer(nn.Module):
