@@ -1,19 +1,22 @@
 """numpy arrays to PNG bytes: mosaics, filter galleries, histograms, thumbnails, heat maps.
 
 No matplotlib figure is ever made (a figure per layer costs ~100x the whole capture): arrays are
-laid out with numpy and saved by Pillow as palette PNGs, whose palette *is* the colour map, so
-an activation mosaic costs one byte per pixel before compression. Pillow writes no time chunk,
-so the same array always gives the same bytes.
+laid out with numpy and written as palette PNGs, whose palette *is* the colour map, so an
+activation mosaic costs one byte per pixel before compression. :func:`encode_png` writes the
+PNG itself (no time chunk, so the same array always gives the same bytes); Pillow still resizes
+the photographs.
 """
 
 from __future__ import annotations
 
-import io
 import math
+import struct
+import zlib
 from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 from .capture import ProbeTiles
@@ -41,19 +44,53 @@ def lut(cmap: str) -> np.ndarray:
     return np.frombuffer(palette(cmap), dtype=np.uint8).reshape(256, 3)
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    # Level 6 gave the same total size as 9 on ResNet-50's 424 mosaics, a third faster.
-    image.save(buffer, format="PNG", optimize=False, compress_level=6)
-    return buffer.getvalue()
+#: zlib level of every PNG. With the "up" filter below, level 1 gave ResNet-50's 424 mosaics
+#: 4% fewer bytes than Pillow's level 6 (which filters palette images not at all), in half the time.
+PNG_LEVEL = 1
+_PNG_COLOUR_TYPE = {1: 0, 3: 2}  # channels -> PNG colour type: grey, RGB (palette images: 3)
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
+def encode_png(pixels: np.ndarray, *, palette_bytes: bytes | None = None, transparent_index: int | None = None) -> bytes:
+    """An 8-bit PNG of ``(h, w)`` (grey, or palette indices when ``palette_bytes`` is given) or
+    ``(h, w, 3)`` RGB uint8 pixels.
+
+    Written here rather than by Pillow because Pillow cannot choose the row filter: the "up"
+    filter (each row minus the one above) suits smooth activation maps, and the figures are
+    most of a report's bytes and much of its time. zlib releases the GIL, so the section
+    threads encode in parallel. Same pixels, same bytes.
+    """
+    data = np.ascontiguousarray(pixels, dtype=np.uint8)
+    if data.ndim == 2:
+        data = data[:, :, None]
+    height, width, channels = data.shape
+    if channels not in _PNG_COLOUR_TYPE:
+        raise ValueError(f"cannot write a PNG of {channels} channels")
+    if palette_bytes is not None and channels != 1:
+        raise ValueError("a palette PNG takes one index per pixel")
+    row = width * channels
+    flat = data.reshape(height, row)
+    raw = np.empty((height, row + 1), dtype=np.uint8)
+    raw[:, 0] = 2  # filter type "up"; the first row's "above" is zeros, i.e. the row itself
+    raw[:1, 1:] = flat[:1]
+    np.subtract(flat[1:], flat[:-1], out=raw[1:, 1:])  # uint8 wraps modulo 256, as PNG wants
+    colour_type = 3 if palette_bytes is not None else _PNG_COLOUR_TYPE[channels]
+    chunks = [_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0))]
+    if palette_bytes is not None:
+        chunks.append(_png_chunk(b"PLTE", palette_bytes))
+        if transparent_index is not None:
+            chunks.append(_png_chunk(b"tRNS", b"\xff" * transparent_index + b"\x00"))
+    chunks.append(_png_chunk(b"IDAT", zlib.compress(raw.tobytes(), PNG_LEVEL)))
+    chunks.append(_png_chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
 
 
 def indexed_png(indices: np.ndarray, cmap: str) -> bytes:
     """Save a uint8 index array (0..254 on the colour map, 255 background) as a palette PNG."""
-    data = np.ascontiguousarray(indices, dtype=np.uint8)
-    image = Image.frombytes("P", (data.shape[1], data.shape[0]), data.tobytes())
-    image.putpalette(palette(cmap))
-    return png_bytes(image)
+    return encode_png(indices, palette_bytes=palette(cmap))
 
 
 def grid_shape(count: int, tile_h: int, tile_w: int) -> tuple[int, int]:
@@ -131,14 +168,19 @@ def _quantise_symmetric(values: np.ndarray, vmax: float) -> np.ndarray:
     return np.round((scaled + 1.0) * 127.0).astype(np.uint8)
 
 
-def filter_gallery(weight: np.ndarray, *, layer: str, groups: int = 1, max_filters: int = 32, max_inputs: int = 8) -> tuple[Figure, str, int, int, float, str]:
+def filter_gallery(weight: np.ndarray | torch.Tensor, *, layer: str, groups: int = 1, max_filters: int = 32, max_inputs: int = 8) -> tuple[Figure, str, int, int, float, str]:
     """Draw a convolution's weights: RGB filters as colour images, others on a diverging map.
 
     Returns the figure, a note saying what is shown, the filters shown and in all, the colour
     scale's ``vmax`` and the colour map name ("rgb" for colour filters).
     """
-    w = np.nan_to_num(np.asarray(weight, dtype=np.float32))
-    out_ch, in_per_group = w.shape[:2]
+    out_ch, in_per_group = weight.shape[:2]
+    # Only the first filters are drawn (64 rows of a 1x1 matrix at most): cut before copying,
+    # since a late ResNet layer holds millions of weights.
+    drawn = weight[: max(max_filters, 64)]
+    if isinstance(drawn, torch.Tensor):
+        drawn = drawn.detach().float().cpu().numpy()
+    w = np.nan_to_num(np.asarray(drawn, dtype=np.float32))
     notes = []
     if w.ndim == 5:  # (out, in, d, h, w): the middle depth slice
         w = w[:, :, w.shape[2] // 2]
@@ -155,7 +197,7 @@ def filter_gallery(weight: np.ndarray, *, layer: str, groups: int = 1, max_filte
         rgb = np.clip(0.5 + 0.5 * w[:shown] / max(vmax, 1e-12), 0, 1)
         tiles = (np.transpose(rgb, (0, 2, 3, 1)) * 255).round().astype(np.uint8)
         canvas, *_ = tile_grid(tiles)
-        png = png_bytes(Image.fromarray(canvas, mode="RGB"))
+        png = encode_png(canvas)
         note = f"{shown} of {out_ch} filters as RGB images (mid-grey is zero, scale ±{vmax:.3g})"
         cmap = "rgb"
     elif w.shape[2] == 1 and w.shape[3] == 1 and in_per_group > 1:
@@ -210,12 +252,10 @@ def histogram_figure(counts: Sequence[int], *, alt: str, width: int = 160, heigh
         if v > 0:
             bar = max(bar, 1)
         canvas[height - bar :, i * bar_w : (i + 1) * bar_w] = 90
-    image = Image.frombytes("P", (width, height), canvas.tobytes())
     pal = bytearray(palette(ACTIVATION_CMAP))
     pal[255 * 3 : 256 * 3] = bytes([255, 255, 255])  # white background for bar charts
-    image.putpalette(bytes(pal))
-    image.info["transparency"] = 255
-    return Figure(png=png_bytes(image), width=width, height=height, alt=alt)
+    png = encode_png(canvas, palette_bytes=bytes(pal), transparent_index=BACKGROUND_INDEX)
+    return Figure(png=png, width=width, height=height, alt=alt)
 
 
 def channel_strip(means: np.ndarray, *, alt: str, dead: Sequence[int] = ()) -> Figure:
@@ -250,7 +290,7 @@ def thumbnail(image: np.ndarray, *, alt: str, max_size: int = 128) -> Figure:
     pil = Image.fromarray(arr, mode="L" if arr.ndim == 2 else "RGB")
     if max(pil.size) > max_size:
         pil.thumbnail((max_size, max_size), Image.Resampling.BOX)
-    return Figure(png=png_bytes(pil), width=pil.size[0], height=pil.size[1], alt=alt)
+    return Figure(png=encode_png(np.asarray(pil)), width=pil.size[0], height=pil.size[1], alt=alt)
 
 
 def heat_overlay(image: np.ndarray, heat: np.ndarray, *, alt: str, max_size: int = 128, alpha: float = 0.55) -> Figure:
@@ -266,4 +306,4 @@ def heat_overlay(image: np.ndarray, heat: np.ndarray, *, alt: str, max_size: int
     colour = lut(HEAT_CMAP)[np.minimum(h, 254)].astype(np.float32)
     weight = alpha * (h.astype(np.float32) / 255.0)[:, :, None] + 0.15
     blended = np.clip(grey * (1 - weight) + colour * weight, 0, 255).astype(np.uint8)
-    return Figure(png=png_bytes(Image.fromarray(blended, mode="RGB")), width=pil.size[0], height=pil.size[1], alt=alt)
+    return Figure(png=encode_png(blended), width=pil.size[0], height=pil.size[1], alt=alt)

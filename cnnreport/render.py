@@ -98,8 +98,10 @@ def fmt_large(value: Any) -> str:
     return f"{int(v):,}"
 
 
-def data_uri(figure: Figure | None) -> str:
-    return figure.data_uri() if figure is not None else ""
+def data_uri(figure: Figure | None) -> Markup:
+    """A figure's ``data:`` URI, marked safe: base64 has no character HTML escapes, and
+    escaping would copy every image's bytes once more (megabytes on a deep model's page)."""
+    return Markup(figure.data_uri()) if figure is not None else Markup("")
 
 
 def tile_labels(mosaic: Mosaic) -> Markup:

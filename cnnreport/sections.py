@@ -96,7 +96,7 @@ def add_weights(section: LayerSection, module: nn.Module | None, options: Report
         section.weight_histogram = wh
         if with_filters:
             fig, note, shown, total, vmax, cmap = figures.filter_gallery(
-                weight.detach().float().cpu().numpy(),
+                weight,
                 layer=section.label,
                 groups=int(getattr(module, "groups", 1)),
                 max_filters=options.max_filters,

@@ -240,12 +240,23 @@ def dead_filter_indices(filters: torch.Tensor, threshold: float) -> list[int]:
     return [int(i) for i in torch.nonzero(norms < threshold).flatten()]
 
 
+#: Coordinates the duplicate check first compares long filters on (see duplicate_filter_pairs).
+DUPLICATE_SKETCH_COORDINATES = 256
+
+
 def duplicate_filter_pairs(filters: torch.Tensor, threshold: float, *, cap: int = DUPLICATE_FILTER_CAP, min_norm: float = 1e-6) -> tuple[list[tuple[int, int, float]], int]:
     """Pairs ``(i, j, cosine)``, ``i < j``, of the first ``cap`` filters with cosine above ``threshold``.
 
-    One matrix product over unit-normalised rows (vectorised, O(cap^2)); filters with a norm
-    below ``min_norm`` are left out, since a zero filter has no direction (the dead-filter
-    check reports those). Returns the pairs and how many filters were compared.
+    Filters are unit-normalised; those with a norm below ``min_norm`` are left out, since a zero
+    filter has no direction (the dead-filter check reports those). Returns the pairs and how
+    many filters were compared.
+
+    Exact, and cheap for long filters: for unit vectors, cosine > t means squared distance
+    < 2(1 - t), and the distance over a subset of coordinates can only be smaller than the
+    whole. So pairs are first compared on evenly spaced coordinates (a Gram matrix of 256
+    columns instead of, for a ResNet's late 3x3 layers, 4,608), and only the pairs still
+    close enough there get their full cosine. Unrelated filters are far apart already on the
+    subset, so few pairs are left; if many are, the full Gram matrix is used.
     """
     f = torch.nan_to_num(filters[:cap].float())
     if f.shape[0] < 2 or f.shape[1] < 2:
@@ -255,9 +266,22 @@ def duplicate_filter_pairs(filters: torch.Tensor, threshold: float, *, cap: int 
     norms = torch.linalg.vector_norm(f, dim=1)
     live = norms >= min_norm
     unit = f / norms.clamp(min=min_norm)[:, None]
+    upper = torch.triu(torch.ones(f.shape[0], f.shape[0], dtype=torch.bool), diagonal=1) & live[:, None] & live[None, :]
+    width = unit.shape[1]
+    if width > 2 * DUPLICATE_SKETCH_COORDINATES:
+        columns = torch.linspace(0, width - 1, DUPLICATE_SKETCH_COORDINATES).round().long().unique()
+        part = unit[:, columns]
+        sq = (part * part).sum(1)
+        partial_distance = sq[:, None] + sq[None, :] - 2.0 * (part @ part.T)
+        # The slack covers float rounding of the expanded square; it only adds candidates.
+        near = torch.nonzero(upper & (partial_distance < 2.0 * (1.0 - threshold) + 1e-4))
+        if near.shape[0] <= 4 * f.shape[0]:
+            i, j = near[:, 0], near[:, 1]
+            cos = (unit[i] * unit[j]).sum(1)
+            keep = cos > threshold
+            return [(int(a), int(b), float(c)) for a, b, c in zip(i[keep].tolist(), j[keep].tolist(), cos[keep].tolist())], int(f.shape[0])
     cos = unit @ unit.T
-    mask = torch.triu(torch.ones_like(cos, dtype=torch.bool), diagonal=1) & live[:, None] & live[None, :]
-    hits = torch.nonzero(mask & (cos > threshold))
+    hits = torch.nonzero(upper & (cos > threshold))
     pairs = [(int(i), int(j), float(cos[i, j])) for i, j in hits.tolist()]
     return pairs, int(f.shape[0])
 

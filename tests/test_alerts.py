@@ -257,6 +257,27 @@ def test_duplicate_pairs_are_capped_and_vectorised():
     assert [(i, j) for i, j, _ in pairs] == [(10, 20)]
 
 
+@pytest.mark.parametrize("width", [27, 600, 4608])
+def test_duplicate_pairs_match_brute_force_on_short_and_long_filters(width):
+    """Long filters are first compared on a subset of coordinates; that prefilter may never
+    lose a pair the full cosine finds (planted near-duplicates, opposites, a zero filter)."""
+    g = torch.Generator().manual_seed(width)
+    filters = torch.randn(200, width, generator=g)
+    for a, b in [(3, 150), (10, 11), (40, 199), (60, 61)]:
+        filters[b] = 2.5 * filters[a] + 0.05 * filters[a].norm() / width**0.5 * torch.randn(width, generator=g)
+    filters[70] = -filters[71]
+    filters[90] = 0.0
+    filters[91] = filters[92] * (1 - 1e-3)  # cosine exactly 1: on the threshold's right side
+    pairs, compared = stats.duplicate_filter_pairs(filters, 0.99)
+    unit = filters / filters.norm(dim=1, keepdim=True).clamp(min=1e-6)
+    cos = unit @ unit.T
+    brute = {(i, j) for i in range(200) for j in range(i + 1, 200) if cos[i, j] > 0.99 and i != 90 and j != 90}
+    assert compared == 200
+    assert {(i, j) for i, j, _ in pairs} == brute == {(3, 150), (10, 11), (40, 199), (60, 61), (91, 92)}
+    for i, j, c in pairs:
+        assert c == pytest.approx(float(cos[i, j]), abs=1e-5)
+
+
 def test_transposed_convolution_filters_are_output_filters():
     conv = nn.ConvTranspose2d(4, 6, 3, groups=2)
     with torch.no_grad():

@@ -172,3 +172,46 @@ def test_thumbnail_and_heat_overlay_sizes():
     assert (small.width, small.height) == (20, 20)
     heat = figures.heat_overlay(image, np.linspace(0, 1, 12).reshape(3, 4), alt="h", max_size=100)
     assert decode(heat.png).size == (heat.width, heat.height) == (100, 30)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 7), (40, 33), (1, 300), (20, 30, 3), (1, 9, 3)])
+def test_encode_png_round_trips_grey_palette_and_rgb_pixels(shape):
+    """Our own PNG writer: Pillow (an independent decoder) reads back every pixel, and the
+    "up" filter's wrap-around (a row darker than the one above) survives."""
+    rng = np.random.default_rng(len(shape) * 100 + shape[0])
+    pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    if len(shape) == 2:
+        palette = figures.palette("viridis")
+        image = decode(figures.encode_png(pixels, palette_bytes=palette))
+        assert image.mode == "P" and bytes(image.getpalette()[: 256 * 3]) == palette
+        np.testing.assert_array_equal(np.asarray(image), pixels)
+        grey = decode(figures.encode_png(pixels))
+        assert grey.mode == "L"
+        np.testing.assert_array_equal(np.asarray(grey), pixels)
+    else:
+        image = decode(figures.encode_png(pixels))
+        assert image.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(image), pixels)
+    assert figures.encode_png(pixels) == figures.encode_png(pixels.copy())
+
+
+def test_histogram_background_is_transparent_and_bad_inputs_are_refused():
+    image = decode(figures.histogram_figure([3, 0, 7, 1], alt="h").png)
+    assert image.info.get("transparency") == figures.BACKGROUND_INDEX
+    assert (np.asarray(image)[0] == figures.BACKGROUND_INDEX).any()
+    with pytest.raises(ValueError, match="channels"):
+        figures.encode_png(np.zeros((2, 2, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match="palette"):
+        figures.encode_png(np.zeros((2, 2, 3), dtype=np.uint8), palette_bytes=figures.palette("viridis"))
+
+
+def test_filter_gallery_of_a_huge_layer_reads_only_what_it_draws():
+    import torch
+
+    weight = torch.randn(2048, 1024, 3, 3)
+    weight[40:] = float("nan")  # never drawn: must not matter
+    figure, note, shown, total, vmax, _ = figures.filter_gallery(weight, layer="big", max_filters=32, max_inputs=8)
+    assert (shown, total) == (32, 2048)
+    assert vmax == pytest.approx(float(weight[:32].abs().max()))  # the scale of every shown filter
+    assert "32 of 2048 filters (rows) x 8 of 1024 input channels" in note
+    assert decode(figure.png).size == (figure.width, figure.height)
