@@ -32,6 +32,7 @@ from .capture import (
     to_model,
 )
 from .errors import CnnReportError, ForwardError, OptionError
+from .gcpause import gc_paused
 from .partial import fallback_architecture, partial_report
 from .probes import (
     ProbeBatch,
@@ -313,6 +314,7 @@ def resolve_probes(model: nn.Module, probes: Any, options: ReportOptions, input_
     return load_probes(probes, channels=channels, sample_ndim=expected_input_ndim(model))
 
 
+@gc_paused
 def build_report(
     model: nn.Module,
     probes: Any = None,

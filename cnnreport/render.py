@@ -19,6 +19,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from .errors import OutputError
+from .gcpause import gc_paused
 from .report import JSON_SCHEMA_VERSION, Figure, Mosaic, Report, _plain
 
 
@@ -257,6 +258,7 @@ def fit_markdown(render: Callable[[int], str], limit: int = MARKDOWN_LIMIT) -> s
 # -- views ---------------------------------------------------------------------------------
 
 
+@gc_paused
 def render_html(report: Report) -> str:
     """The whole self-contained page as a string."""
     from . import figures

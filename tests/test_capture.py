@@ -289,6 +289,56 @@ def test_statistics_equal_a_direct_reference_over_several_batches(arch, photo_pr
         np.testing.assert_allclose(section.channels.means, means.numpy(), rtol=1e-4, atol=1e-5)
 
 
+class _InPlaceBetweenModules(nn.Module):
+    """Modules whose inputs are the previous output as it is, after an in-place ReLU module,
+    after an in-place functional op, and after a view: the cases the input-RMS reuse must tell apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.conv3 = nn.Conv2d(6, 4, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = self.relu(self.bn(self.conv1(x)))
+        x = self.conv2(x)
+        x.mul_(3.0)  # in place, outside any module: conv3 sees other values than conv2 gave
+        x = self.conv3(x)
+        return self.fc(self.pool(x).flatten(1))
+
+
+def test_input_rms_of_every_call_is_the_input_it_really_got(probes):
+    """Each leaf's input RMS (the health checks' explode/vanish ratio) equals the RMS of the
+    input tensor as the module received it, also where it is reused from the previous output."""
+    model = rm.seeded(_InPlaceBetweenModules())
+    seen: dict[str, list[float]] = {}
+
+    def record(module, inputs, name):
+        x = inputs[0].detach().double()
+        seen.setdefault(name, []).extend((x.flatten(1).norm(dim=1) / x[0].numel() ** 0.5).tolist())
+
+    handles = [m.register_forward_pre_hook(lambda m, i, name=name: record(m, i, name)) for name, m in model.named_modules() if name]
+    try:
+        with preserved_model_state(model), torch.no_grad():
+            model(probes)
+    finally:
+        for h in handles:
+            h.remove()
+    with preserved_model_state(model), ActivationCapture(model, {"conv2", "conv3"}) as capture, torch.no_grad():
+        capture.start_batch()
+        model(probes)
+    layers = {layer.name: layer for layer in capture.result().layers}
+    assert set(layers) == set(seen)
+    for name, expected in seen.items():
+        np.testing.assert_allclose(layers[name].input_rms, expected, rtol=1e-5, err_msg=name)
+    # conv3's input is conv2's output tripled in place: a stale reuse would be off by 3x.
+    np.testing.assert_allclose(layers["conv3"].input_rms, 3 * np.asarray(layers["conv2"].output_rms), rtol=1e-5)
+
+
 def test_top_channels_are_the_highest_mean_channels():
     gen = torch.Generator().manual_seed(3)
     model = rm.seeded(rm.ConvInplaceRelu(cin=3, cout=10))
