@@ -130,10 +130,10 @@ def reduced_tiles(probe_tiles: ProbeTiles, channels: int, tile_size: int) -> Pro
 
 def _rebuild(section: LayerSection, layer: LayerCapture, channels: int, tile_size: int, probes: int) -> list[Mosaic]:
     names = [m.probe for m in section.mosaics]
-    out = []
-    for tiles, probe in zip(layer.tiles[:probes], names[:probes]):
-        out.append(figures.activation_mosaic(reduced_tiles(tiles, channels, tile_size), layer=section.label, probe=probe))
-    return out
+    shown = list(zip(layer.tiles[:probes], names[:probes]))
+    if not shown:
+        return []
+    return figures.activation_mosaics([reduced_tiles(t, channels, tile_size) for t, _ in shown], layer=section.label, probes=[p for _, p in shown])
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,9 @@ def build_section(
     )
     if layer.tile_note:
         section.notes.append(layer.tile_note)
-    for tiles, probe in zip(layer.tiles[: options.max_probes], probe_names):
-        section.mosaics.append(figures.activation_mosaic(tiles, layer=section.label, probe=probe))
+    shown = list(zip(layer.tiles[: options.max_probes], probe_names))
+    if shown:
+        section.mosaics = figures.activation_mosaics([t for t, _ in shown], layer=section.label, probes=[p for _, p in shown])
     means = stats.channel_means(layer)
     if means.size:
         dead = stats.dead_channels(layer)

@@ -59,8 +59,23 @@ def histogram(values: np.ndarray, bins: int) -> Histogram:
     pad = max(abs(lo), abs(hi), 1.0) * 1e-6 * bins
     if hi - lo < pad:
         lo, hi = lo - pad / 2, hi + pad / 2
-    counts, edges = np.histogram(finite, bins=bins, range=(lo, hi))
-    return Histogram(edges=[float(e) for e in edges], counts=[int(c) for c in counts])
+    counts, edges = bin_counts(finite, lo, hi, bins)
+    return Histogram(edges=edges.tolist(), counts=counts.tolist())
+
+
+def bin_counts(values: np.ndarray, lo: float, hi: float, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.histogram(values, bins, range=(lo, hi))`` for finite values inside the range, as
+    one ``bincount``: the same bin rule (half-open bins, the last one closed; a value on an
+    edge goes to the bin the edges say), without np.histogram's per-call overhead, which was
+    most of the time of a report's hundred small histograms."""
+    edges = np.linspace(lo, hi, bins + 1)
+    index = ((values - lo) * (bins / (hi - lo))).astype(np.intp)
+    np.clip(index, 0, bins - 1, out=index)
+    # The scaled index can land one bin off next to an edge (float rounding): the edges decide,
+    # as in np.histogram.
+    index -= values < edges[index]
+    index += (values >= edges[index + 1]) & (index != bins - 1)
+    return np.bincount(index, minlength=bins), edges
 
 
 def activation_histogram(layer: LayerCapture, bins: int) -> Histogram | None:
@@ -132,9 +147,8 @@ def weight_histogram(weight: torch.Tensor, bins: int) -> Histogram:
     pad = max(abs(lo), abs(hi), 1.0) * 1e-6 * bins
     if hi - lo < pad:
         lo, hi = lo - pad / 2, hi + pad / 2
-    counts = torch.histc(w, bins=bins, min=lo, max=hi)
-    edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
-    return Histogram(edges=[float(e) for e in edges], counts=[int(c) for c in counts])
+    counts, edges = bin_counts(w.double().cpu().numpy(), lo, hi, bins)
+    return Histogram(edges=edges.tolist(), counts=counts.tolist())
 
 
 def conv_weight(module: nn.Module) -> torch.Tensor | None:
@@ -258,28 +272,32 @@ def duplicate_filter_pairs(filters: torch.Tensor, threshold: float, *, cap: int 
     close enough there get their full cosine. Unrelated filters are far apart already on the
     subset, so few pairs are left; if many are, the full Gram matrix is used.
     """
-    f = torch.nan_to_num(filters[:cap].float())
+    f = filters[:cap].float()
     if f.shape[0] < 2 or f.shape[1] < 2:
         # A one-weight filter (1x1 conv on one channel) is a scalar: every same-sign pair has
         # cosine 1, which says nothing about redundancy.
         return [], int(f.shape[0])
     norms = torch.linalg.vector_norm(f, dim=1)
+    if not bool(torch.isfinite(norms).all()):  # only then pay for a cleaned copy
+        f = torch.nan_to_num(f)
+        norms = torch.linalg.vector_norm(f, dim=1)
     live = norms >= min_norm
-    unit = f / norms.clamp(min=min_norm)[:, None]
+    inverse = 1.0 / norms.clamp(min=min_norm)
     upper = torch.triu(torch.ones(f.shape[0], f.shape[0], dtype=torch.bool), diagonal=1) & live[:, None] & live[None, :]
-    width = unit.shape[1]
+    width = f.shape[1]
     if width > 2 * DUPLICATE_SKETCH_COORDINATES:
         columns = torch.linspace(0, width - 1, DUPLICATE_SKETCH_COORDINATES).round().long().unique()
-        part = unit[:, columns]
+        part = f[:, columns] * inverse[:, None]
         sq = (part * part).sum(1)
         partial_distance = sq[:, None] + sq[None, :] - 2.0 * (part @ part.T)
         # The slack covers float rounding of the expanded square; it only adds candidates.
         near = torch.nonzero(upper & (partial_distance < 2.0 * (1.0 - threshold) + 1e-4))
         if near.shape[0] <= 4 * f.shape[0]:
             i, j = near[:, 0], near[:, 1]
-            cos = (unit[i] * unit[j]).sum(1)
+            cos = (f[i] * f[j]).sum(1) * inverse[i] * inverse[j]
             keep = cos > threshold
             return [(int(a), int(b), float(c)) for a, b, c in zip(i[keep].tolist(), j[keep].tolist(), cos[keep].tolist())], int(f.shape[0])
+    unit = f * inverse[:, None]
     cos = unit @ unit.T
     hits = torch.nonzero(upper & (cos > threshold))
     pairs = [(int(i), int(j), float(cos[i, j])) for i, j in hits.tolist()]
@@ -417,8 +435,9 @@ def health_alerts(
         for full, tensor in items:
             if not tensor.is_floating_point() or tensor.numel() == 0:
                 continue
-            if math.isfinite(float(tensor.detach().sum(dtype=torch.float64))):
-                continue  # one fast reduction: NaN or Inf anywhere makes the sum non-finite
+            if math.isfinite(float(tensor.detach().sum())):
+                continue  # one fast reduction: NaN or Inf anywhere makes the sum non-finite (an
+                # overflowing float32 sum only costs the exact count below, which finds nothing)
             nan = int(torch.isnan(tensor.detach()).sum())
             inf = int(torch.isinf(tensor.detach()).sum())
             if nan or inf:

@@ -393,3 +393,21 @@ def test_fail_on_exit_codes(tmp_path, damage, fail_on, code):
     assert out.exists()  # the report is written whether or not the gate fails
     if code == 4:
         assert f"--fail-on {fail_on}" in result.output
+
+
+def test_bin_counts_equal_numpy_histogram_also_on_edges():
+    """The page's histograms count with one bincount; np.histogram is the reference, also for
+    values lying exactly on bin edges and for tiny and huge scales."""
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        bins = int(rng.integers(1, 80))
+        values = rng.normal(size=int(rng.integers(1, 3000))) * 10 ** rng.uniform(-8, 8)
+        if trial % 3 == 0:
+            values = np.round(values * 4) / 4
+        lo, hi = float(values.min()), float(values.max())
+        hi = hi if hi > lo else lo + 1.0
+        values = np.concatenate([values, np.linspace(lo, hi, bins + 1)])
+        expected, expected_edges = np.histogram(values, bins=bins, range=(lo, hi))
+        counts, edges = stats.bin_counts(values, lo, hi, bins)
+        np.testing.assert_array_equal(counts, expected)
+        np.testing.assert_array_equal(edges, expected_edges)

@@ -215,3 +215,18 @@ def test_filter_gallery_of_a_huge_layer_reads_only_what_it_draws():
     assert vmax == pytest.approx(float(weight[:32].abs().max()))  # the scale of every shown filter
     assert "32 of 2048 filters (rows) x 8 of 1024 input channels" in note
     assert decode(figure.png).size == (figure.width, figure.height)
+
+
+@pytest.mark.parametrize("k, h, w", [(16, 8, 8), (5, 6, 10), (3, 1, 30), (7, 2, 2)])
+def test_a_layers_mosaics_laid_out_together_equal_the_tile_grid_of_each_probe(k, h, w):
+    rng = np.random.default_rng(k * h)
+    probes = [ProbeTiles(list(rng.permutation(50)[:k]), rng.integers(0, 255, size=(k, h, w), dtype=np.uint8), -1.0, float(i)) for i in range(3)]
+    mosaics = figures.activation_mosaics(probes, layer="conv", probes=["a", "b", "c"])
+    assert [m.probe for m in mosaics] == ["a", "b", "c"]
+    for tiles, mosaic in zip(probes, mosaics):
+        canvas, cols, rows, corners = figures.tile_grid(figures._stretch_strips(tiles.tiles))
+        np.testing.assert_array_equal(np.asarray(decode(mosaic.figure.png)), canvas)
+        assert (mosaic.columns, mosaic.rows) == (cols, rows)
+        assert [(t.x, t.y) for t in mosaic.tiles] == corners
+        assert [t.label for t in mosaic.tiles] == [str(c) for c in tiles.channels]
+        assert mosaic.vmax == tiles.vmax
