@@ -52,6 +52,16 @@ BOUNDED_LIMITS: dict[type, Callable[[nn.Module], tuple[float, float]]] = {
 
 HISTOGRAM_SAMPLES_PER_PROBE = 4096
 
+#: Elementwise modules that are clamps, so their output's per-(probe, channel) minimum and
+#: maximum are their input's, clamped: exact, and when the input is an output just reduced
+#: (a BatchNorm's before its ReLU) they cost no pass over the values. A third of a ResNet's
+#: activations are ReLU outputs.
+RANGE_FROM_INPUT: dict[type, Callable[[nn.Module], tuple[float | None, float | None]]] = {
+    nn.ReLU: lambda m: (0.0, None),
+    nn.ReLU6: lambda m: (0.0, 6.0),
+    nn.Hardtanh: lambda m: (float(m.min_val), float(m.max_val)),
+}
+
 
 # --------------------------------------------------------------------------------------------
 # Leaving the model exactly as it was
@@ -260,20 +270,27 @@ def _as_lists(*values: torch.Tensor) -> dict[str, list[Any]]:
     return {key: value.tolist() for key, value in zip(keys, values)}
 
 
-def probe_statistics(x: torch.Tensor, *, count_zeros: bool = True, moments: bool = True) -> dict[str, Any]:
+def probe_statistics(
+    x: torch.Tensor,
+    *,
+    count_zeros: bool = True,
+    moments: bool = True,
+    channel_range: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> dict[str, Any]:
     """Per-probe mean, std, min, max, zero count and NaN/Inf counts of an ``(N, ...)`` tensor.
 
     ``count_zeros=False`` and ``moments=False`` skip the zero count (reported as 0) and the
     mean and std (reported as NaN, with no per-channel means), each a pass of its own over the
     values: layers without a section do not show them, and the health checks read only their
-    range, RMS and NaN/Inf counts.
+    range, RMS and NaN/Inf counts. ``channel_range``: the ``(N, C)`` minima and maxima of an
+    ``(N, C, ...)`` tensor when already known (see :data:`RANGE_FROM_INPUT`); finite only.
     """
     flat = _as_float(x).reshape(x.shape[0], -1)
     # For (N, C, ...) activations the reductions run per (probe, channel) over the contiguous
     # spatial axis: one pass then gives the probe's figures and the channel's (range, means).
     grid = flat.reshape(x.shape[0], x.shape[1], -1) if x.dim() >= 3 else None
     if grid is not None:
-        mn_nc, mx_nc = grid.amin(2), grid.amax(2)
+        mn_nc, mx_nc = channel_range if channel_range is not None else (grid.amin(2), grid.amax(2))
         mn, mx = mn_nc.amin(1), mx_nc.amax(1)
     else:
         mn, mx = flat.amin(1), flat.amax(1)
@@ -282,7 +299,7 @@ def probe_statistics(x: torch.Tensor, *, count_zeros: bool = True, moments: bool
     if bool(torch.isfinite(mn).all()) and bool(torch.isfinite(mx).all()):
         extra: dict[str, Any] = {}
         if grid is not None:
-            extra = {"channel_min": mn_nc.amin(0), "channel_max": mx_nc.amax(0)}
+            extra = {"channel_min": mn_nc.amin(0), "channel_max": mx_nc.amax(0), "range_nc": (mn_nc, mx_nc)}
         if not moments:
             rms = torch.linalg.vector_norm(flat, dim=1).double() / math.sqrt(max(flat.shape[1], 1))
             mean = std = torch.full((flat.shape[0],), float("nan"), dtype=torch.float64)
@@ -419,7 +436,7 @@ class ActivationCapture:
         self._gradcam: list[np.ndarray] = []
         self._gradcam_targets: list[int] = []
         self._input_rms: dict[str, list[list[float] | None]] = {}
-        self._recent_rms: dict[int, tuple[Any, int, list[float]]] = {}
+        self._recent_rms: dict[int, _Reduced] = {}
         self.completed: list[str] = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -464,55 +481,62 @@ class ActivationCapture:
             if inp is None or not inp.is_floating_point() or inp.dim() == 0:
                 pending.append(None)
                 return
-            known = self._known_rms(inp)
+            known = self._known(inp)
             if known is not None:
                 pending.append(known)
                 return
             with suspend_recording(), torch.no_grad():
-                pending.append(_rms(inp))
+                pending.append(_Reduced(None, -1, tuple(inp.shape), _rms(inp), None))
 
         return pre_hook
 
     #: Outputs whose RMS is remembered for the next module's input (see _known_rms).
     RECENT_OUTPUTS = 8
 
-    def _remember_rms(self, out: torch.Tensor, rms: list[float]) -> None:
+    def _remember(self, out: torch.Tensor, rms: list[float], range_nc: tuple[torch.Tensor, torch.Tensor] | None) -> None:
         version = _version_of(out)
         if version is None:
             return
         recent = self._recent_rms
         if len(recent) >= self.RECENT_OUTPUTS:
             del recent[next(iter(recent))]
-        recent[id(out)] = (weakref.ref(out), version, rms)
+        recent[id(out)] = _Reduced(weakref.ref(out), version, tuple(out.shape), rms, range_nc)
 
-    def _known_rms(self, inp: torch.Tensor) -> list[float] | None:
-        """The input's RMS if it is an output this pass just reduced, unchanged since.
+    def _known(self, inp: torch.Tensor) -> _Reduced | None:
+        """What this pass already reduced of ``inp``, if it is an output just reduced, unchanged.
 
-        Most modules take the previous module's output as it is, so its RMS is already known:
-        one full pass over every activation saved. The same object (a weak reference, as ids
-        are reused) at the same version counter (an in-place op bumps it) is the same values.
+        Most modules take the previous module's output as it is, so its RMS (and range) is
+        already known: one full pass over every activation saved. The same object (a weak
+        reference, as ids are reused) at the same version counter (an in-place op bumps it)
+        is the same values.
         """
         entry = self._recent_rms.get(id(inp))
-        if entry is None or entry[0]() is not inp or _version_of(inp) != entry[1]:
+        if entry is None or entry.ref() is not inp or _version_of(inp) != entry.version:
             return None
-        return entry[2]
+        return entry
 
     def _make_hook(self, name: str, module: nn.Module) -> Callable[..., Any]:
         detailed = name in self.detailed_names
         limits_of = next((f for t, f in BOUNDED_LIMITS.items() if type(module) is t), None)
+        clamp_of = RANGE_FROM_INPUT.get(type(module))
         type_name = type(module).__name__
         is_cam = name == self.cam_layer
 
         def hook(mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
             out = _first_tensor(output)
             pending = self._input_rms.get(name)
-            input_rms = pending.pop() if pending else None
+            seen_input = pending.pop() if pending else None
+            input_rms = seen_input.rms if seen_input is not None else None
+            known_range = None
+            if clamp_of is not None and seen_input is not None and seen_input.range_nc is not None and out is not None and tuple(out.shape) == seen_input.shape:
+                lo, hi = clamp_of(mod)
+                known_range = tuple(r.clamp(min=lo, max=hi) for r in seen_input.range_nc)
             if out is None or out.dim() == 0 or not out.is_floating_point():
                 return None
             call = self._calls.get(name, 0) + 1
             self._calls[name] = call
             with suspend_recording(), torch.no_grad():
-                self._record(name, type_name, call, out, input_rms, detailed, limits_of, mod)
+                self._record(name, type_name, call, out, input_rms, detailed, limits_of, mod, known_range)
             self.completed.append(name)
             if is_cam and call == 1 and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
                 # Grad-CAM shares this pass: the CAM layer's output becomes a leaf, so autograd
@@ -534,6 +558,7 @@ class ActivationCapture:
         detailed: bool,
         limits_of: Callable[[nn.Module], tuple[float, float]] | None,
         module: nn.Module,
+        known_range: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         key = (name, call)
         layer = self._layers.get(key)
@@ -549,7 +574,7 @@ class ActivationCapture:
             )
             self._order += 1
             self._layers[key] = layer
-        stats = probe_statistics(out, count_zeros=detailed, moments=detailed)
+        stats = probe_statistics(out, count_zeros=detailed, moments=detailed, channel_range=known_range)
         layer.probe_mean += stats["mean"]
         layer.probe_std += stats["std"]
         layer.probe_min += stats["min"]
@@ -558,7 +583,7 @@ class ActivationCapture:
         layer.probe_nan += stats["nan"]
         layer.probe_inf += stats["inf"]
         layer.output_rms += stats["rms"]
-        self._remember_rms(out, stats["rms"])
+        self._remember(out, stats["rms"], stats.get("range_nc"))
         if input_rms is not None and len(input_rms) == out.shape[0]:
             layer.input_rms += input_rms
         if limits_of is not None:
@@ -644,6 +669,17 @@ class ActivationCapture:
             gradcam_layer=self.cam_layer or "",
             gradcam_targets=list(self._gradcam_targets),
         )
+
+
+@dataclass
+class _Reduced:
+    """What the pass computed of one tensor: for reuse when it is the next module's input."""
+
+    ref: Any  # weak reference to the tensor (None: an input reduced in a pre-hook)
+    version: int
+    shape: tuple[int, ...]
+    rms: list[float]
+    range_nc: tuple[torch.Tensor, torch.Tensor] | None  # (N, C) minima and maxima, finite
 
 
 def _version_of(t: torch.Tensor) -> int | None:

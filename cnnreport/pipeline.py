@@ -13,7 +13,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -200,6 +200,18 @@ def top_predictions(probs: torch.Tensor, k: int, class_names: Sequence[str] | No
 # The capture pass
 
 
+@contextlib.contextmanager
+def single_threaded_torch() -> Iterator[None]:
+    """torch ops on one thread each for the block (the pool's threads are the parallelism);
+    the process's setting is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @dataclass
 class PassResult:
     capture: CaptureResult
@@ -368,7 +380,9 @@ def build_report(
     # Sections are independent and their work (PNG encoding, numpy, torch reductions) releases
     # the GIL, so threads use every core; map keeps the order, so the output is unchanged.
     # The health checks and the model fingerprint need no section, so they run beside them.
-    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+    # Each thread's torch ops run on one core: with torch's own thread team per call, the
+    # threads oversubscribed the cores and every op waited at its team's barrier.
+    with single_threaded_torch(), ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
         alerts_job = pool.submit(stats.health_alerts, model, result.capture, None, opts, synthetic_input=batch.synthetic)
         # A copy with the fingerprint and probes of *this* model: a Provenance the caller passes
         # twice must not carry the first model's fingerprint into the second report.

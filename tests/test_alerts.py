@@ -411,3 +411,15 @@ def test_bin_counts_equal_numpy_histogram_also_on_edges():
         counts, edges = stats.bin_counts(values, lo, hi, bins)
         np.testing.assert_array_equal(counts, expected)
         np.testing.assert_array_equal(edges, expected_edges)
+
+
+def test_filter_checks_share_norms_and_still_clean_nan_rows():
+    filters = torch.randn(6, 40, generator=torch.Generator().manual_seed(1))
+    filters[2] = 0.0
+    filters[3, :] = 0.0
+    filters[3, 5] = float("nan")  # zero apart from a NaN: counted as a zero filter
+    filters[4] = 3 * filters[0]
+    norms = stats.filter_norms(filters)
+    assert stats.dead_filter_indices(filters, 1e-6, norms=norms) == stats.dead_filter_indices(filters, 1e-6) == [2, 3]
+    pairs, compared = stats.duplicate_filter_pairs(filters, 0.99, norms=norms)
+    assert [(i, j) for i, j, _ in pairs] == [(0, 4)] and compared == 6

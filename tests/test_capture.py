@@ -152,8 +152,14 @@ def test_model_state_and_rng_exactly_as_before(probes):
     np.random.seed(99)
     random.seed(7)
     torch_rng, np_rng, py_rng = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    threads = torch.get_num_threads()
+    import gc
 
     report = build_report(model, probes, quick_options(attributions=True))
+
+    # Process settings the report changes for its own run come back too.
+    assert torch.get_num_threads() == threads
+    assert gc.isenabled()
 
     after = full_state(model)
     assert after["training"] == before["training"]
@@ -337,6 +343,47 @@ def test_input_rms_of_every_call_is_the_input_it_really_got(probes):
         np.testing.assert_allclose(layers[name].input_rms, expected, rtol=1e-5, err_msg=name)
     # conv3's input is conv2's output tripled in place: a stale reuse would be off by 3x.
     np.testing.assert_allclose(layers["conv3"].input_rms, 3 * np.asarray(layers["conv2"].output_rms), rtol=1e-5)
+
+
+class _Clamps(nn.Module):
+    """Clamp-like activations after outputs the pass just reduced (their range is derived from
+    their input's), in place and not, and one after an op outside any module (not derived)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 5, 3, padding=1)
+        self.bn = nn.BatchNorm2d(5)
+        self.relu = nn.ReLU(inplace=True)
+        self.relu6 = nn.ReLU6()
+        self.tanh_clamp = nn.Hardtanh(-0.3, 0.4)
+        self.conv2 = nn.Conv2d(5, 4, 1)
+        self.after_op = nn.ReLU()
+
+    def forward(self, x):
+        x = self.relu(self.bn(self.conv(x)))
+        x = self.tanh_clamp(self.relu6(x * 7.0))
+        return self.after_op(self.conv2(x) - 0.1)
+
+
+def test_every_layers_channel_range_equals_a_direct_reference(probes):
+    """Per-channel minima and maxima of every leaf (the dead-channel check reads them), also
+    where a clamp-like activation's range is derived from its input's instead of measured."""
+    model = rm.seeded(_Clamps())
+    with torch.no_grad():
+        model.bn.weight[2] = 0.0  # a constant channel: min == max must survive the derivation
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+    ref = reference_outputs(model, probes)
+    with preserved_model_state(model), ActivationCapture(model, set()) as capture, torch.no_grad():
+        capture.start_batch()
+        model(probes)
+    layers = {layer.name: layer for layer in capture.result().layers}
+    for name in ["conv", "bn", "relu", "relu6", "tanh_clamp", "conv2", "after_op"]:
+        out = ref[name][0].float()
+        np.testing.assert_array_equal(layers[name].channel_min, out.amin(dim=(0, 2, 3)).numpy(), err_msg=name)
+        np.testing.assert_array_equal(layers[name].channel_max, out.amax(dim=(0, 2, 3)).numpy(), err_msg=name)
+        np.testing.assert_array_equal(layers[name].probe_min, out.flatten(1).amin(1).tolist(), err_msg=name)
+        np.testing.assert_array_equal(layers[name].probe_max, out.flatten(1).amax(1).tolist(), err_msg=name)
+    assert layers["relu"].channel_min[2] == layers["relu"].channel_max[2]
 
 
 def test_top_channels_are_the_highest_mean_channels():
