@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import figures
-from .capture import CaptureResult, LayerCapture, ProbeTiles
+from .capture import CaptureResult, LayerCapture, ProbeTiles, area_downsample
 from .report import Figure, LayerSection, Mosaic, Report
 
 MB = 1024 * 1024
@@ -113,7 +113,7 @@ def shrink_tiles(tiles: np.ndarray, tile_size: int) -> np.ndarray:
     scale = max(h, w) / tile_size
     out_hw = (max(1, round(h / scale)), max(1, round(w / scale)))
     t = torch.from_numpy(np.ascontiguousarray(tiles)).float()[None]
-    pooled = torch.nn.functional.adaptive_avg_pool2d(t, out_hw)[0]
+    pooled = area_downsample(t, out_hw)[0]
     return pooled.round().clamp(0, 254).to(torch.uint8).numpy()
 
 

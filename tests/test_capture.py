@@ -412,6 +412,15 @@ def test_top_channels_are_the_highest_mean_channels():
         np.testing.assert_allclose(layer.channel_means[i], means[i].numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("h, w, oh, ow", [(56, 56, 48, 48), (112, 112, 48, 48), (7, 9, 3, 4), (100, 3, 17, 2), (5, 5, 5, 5), (224, 100, 48, 21)])
+def test_area_downsample_has_adaptive_pooling_windows(h, w, oh, ow):
+    from cnnreport.capture import area_downsample
+
+    x = torch.randn(3, 4, h, w, generator=torch.Generator().manual_seed(h * w))
+    expected = torch.nn.functional.adaptive_avg_pool2d(x, (oh, ow))
+    torch.testing.assert_close(area_downsample(x, (oh, ow)), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_top_channel_tiles_are_area_downsampled():
     images = torch.zeros(1, 2, 8, 8)
     images[0, 1, :4, :4] = 1.0  # top-left quarter of channel 1
