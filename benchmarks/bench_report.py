@@ -183,13 +183,19 @@ def probe_images(count: int, size: int, seed: int = 0) -> tuple[torch.Tensor, st
 # The runs
 
 
-def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    times, value = [], None
+def paired_median_times(first: Callable[[], Any], second: Callable[[], Any], repeat: int) -> tuple[list[float], list[float], Any]:
+    """Both functions timed ``repeat`` times, alternating, so a slow spell of a shared machine
+    lands on both sides of the ratio rather than on one. Returns both lists of times and the
+    second function's last value."""
+    a, b, value = [], [], None
     for _ in range(repeat):
         t0 = time.perf_counter()
-        value = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), value
+        first()
+        a.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        value = second()
+        b.append(time.perf_counter() - t0)
+    return a, b, value
 
 
 def setup(quick: bool, batch_size: int | None, settings: list[str] = ()) -> tuple[nn.Module, torch.Tensor, str, Any]:
@@ -254,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small model and 4 probes of 64 px: a smoke run")
     parser.add_argument("--skip-recipe", action="store_true", help="do not run the matplotlib recipe")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (median)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (median), forward and report alternating")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--batch-size", type=int, default=0, help="ReportOptions.batch_size (0: the default)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a ReportOptions field (repeatable)")
@@ -279,13 +285,17 @@ def main(argv: list[str] | None = None) -> int:
     # Warm up once each (thread pools, lazy imports, templates, palettes).
     forward()
     report()
-    t_forward, _ = median_time(forward, args.repeat)
-    t_report, html = median_time(report, args.repeat)
+    forwards, reports, html = paired_median_times(forward, report, args.repeat)
+    t_forward, t_report = statistics.median(forwards), statistics.median(reports)
     html_mb = len(html.encode("utf-8")) / MB
     if args.html:
         Path(args.html).write_text(html, encoding="utf-8")
-    print(f"bare forward (median of {args.repeat}): {t_forward:.3f} s")
-    print(f"report wall time (build_report + render_html, median of {args.repeat}): {t_report:.3f} s")
+
+    def spread(times: list[float]) -> str:
+        return f"(median of {len(times)}, alternating; range {min(times):.3f}-{max(times):.3f})"
+
+    print(f"bare forward: {t_forward:.3f} s {spread(forwards)}")
+    print(f"report wall time (build_report + render_html): {t_report:.3f} s {spread(reports)}")
     t_recipe = None
     if not args.skip_recipe:
         from recipe import recipe_html
