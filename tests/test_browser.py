@@ -251,7 +251,9 @@ def test_lightbox_opens_on_click_and_closes_with_escape(visit, demo):
     assert v.page.locator("#lightbox .tile.picked").inner_text() == mosaic.tiles[0].label
     v.page.keyboard.press("Escape")
     assert dialog.evaluate("d => d.open") is False
-    assert v.page.locator("#lightbox .lb-stage").inner_html() == ""
+    # The dialog's "close" event (which empties the stage) is dispatched as a task of its own,
+    # after the key press returns: wait for it rather than race it.
+    v.page.wait_for_function("document.querySelector('#lightbox .lb-stage').innerHTML === ''", timeout=5000)
     # Focus returns to the figure, ready for the next key.
     assert v.page.evaluate("document.activeElement.classList.contains('zoom')")
 
