@@ -21,9 +21,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules import module as module_globals
 
 from .errors import ForwardError
-from .tracing import suspend_recording
+from .tracing import is_passive_hook, passive_hook, suspend_recording
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
@@ -362,7 +363,13 @@ def _window_average_matrix(size: int, out: int, dtype: torch.dtype, device: torc
 def area_downsample(images: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     """``adaptive_avg_pool2d(images, out_hw)`` (same windows, so the same values up to float
     rounding) as two small matrix products: a window's mean is the mean of its rows' means.
-    For ratios like 56 -> 48 px the pooling kernel was a tenth of the capture's own time."""
+    For ratios like 56 -> 48 px the pooling kernel was a tenth of the capture's own time.
+
+    The pooling kernel itself where the products would differ: off the CPU (a GPU may run
+    matrix products in TF32) and for non-finite values (a product spreads one NaN over the
+    whole tile, the pooling keeps it in its window)."""
+    if images.device.type != "cpu" or not bool(torch.isfinite(images).all()):
+        return torch.nn.functional.adaptive_avg_pool2d(images, out_hw)
     h, w = images.shape[-2:]
     rows = _window_average_matrix(h, out_hw[0], images.dtype, images.device)
     cols = _window_average_matrix(w, out_hw[1], images.dtype, images.device)
@@ -470,7 +477,7 @@ class ActivationCapture:
                 if is_leaf or name in self.detailed_names or name == self.cam_layer:
                     # The input's scale is read before the call: an in-place op (ReLU(inplace))
                     # has overwritten the input by the time the forward hook runs.
-                    self._handles.append(module.register_forward_pre_hook(self._make_pre_hook(name)))
+                    self._handles.append(module.register_forward_pre_hook(passive_hook(self._make_pre_hook(name))))
                     self._handles.append(module.register_forward_hook(self._make_hook(name, module)))
         except BaseException:
             self._remove()
@@ -529,7 +536,9 @@ class ActivationCapture:
         Most modules take the previous module's output as it is, so its RMS (and range) is
         already known: one full pass over every activation saved. The same object (a weak
         reference, as ids are reused) at the same version counter (an in-place op bumps it)
-        is the same values.
+        is the same values. Writes that bypass autograd's version counter (``t.data.mul_()``,
+        a numpy view of the tensor, a custom kernel writing through its pointer) between two
+        modules go unseen: the next module's input RMS is then the value before the write.
         """
         entry = self._recent_rms.get(id(inp))
         if entry is None or entry.ref() is not inp or _version_of(inp) != entry.version:
@@ -549,8 +558,17 @@ class ActivationCapture:
             seen_input = pending.pop() if pending else None
             input_rms = seen_input.rms if seen_input is not None else None
             known_range = None
-            if clamp_of is not None and seen_input is not None and seen_input.range_nc is not None and out is not None and tuple(out.shape) == seen_input.shape:
-                lo, hi = clamp_of(mod)
+            if (
+                clamp_of is not None
+                and seen_input is not None
+                and seen_input.range_nc is not None
+                and out is not None
+                and tuple(out.shape) == seen_input.shape
+                and _only_passive_hooks(mod)
+            ):
+                # The limits as the module's dtype holds them: a half Hardtanh(-0.1, 0.1) clamps
+                # at -0.09998, and rounding is monotonic, so this is the exact range.
+                lo, hi = (None if v is None else float(torch.tensor(v, dtype=out.dtype)) for v in clamp_of(mod))
                 known_range = tuple(r.clamp(min=lo, max=hi) for r in seen_input.range_nc)
             if out is None or out.dim() == 0 or not out.is_floating_point():
                 return None
@@ -567,6 +585,7 @@ class ActivationCapture:
                 return leaf.clone()  # a non-leaf, so a following in-place ReLU stays legal
             return None
 
+        hook._cnnreport_capture = True  # type: ignore[attr-defined]
         return hook
 
     def _record(
@@ -701,6 +720,24 @@ class _Reduced:
     shape: tuple[int, ...]
     rms: list[float]
     range_nc: tuple[torch.Tensor, torch.Tensor] | None  # (N, C) minima and maxima, finite
+
+
+def _only_passive_hooks(module: nn.Module) -> bool:
+    """Whether every forward (pre-)hook on ``module``, and every global one, is one of ours
+    that never changes inputs or outputs: otherwise a user's hook (steering, fake quantisation)
+    may have changed what the module returned, and its range must be measured, not derived.
+    The capture's own forward hook may return a new output (Grad-CAM's leaf) but never on a
+    clamp-like module's call that this is asked for; it counts as passive here."""
+    for hooks in (
+        module._forward_pre_hooks,
+        module._forward_hooks,
+        module_globals._global_forward_pre_hooks,
+        module_globals._global_forward_hooks,
+    ):
+        for hook in hooks.values():
+            if not (is_passive_hook(hook) or getattr(hook, "_cnnreport_capture", False)):
+                return False
+    return True
 
 
 def _version_of(t: torch.Tensor) -> int | None:

@@ -67,6 +67,8 @@ def encode_png(pixels: np.ndarray, *, palette_bytes: bytes | None = None, transp
     if data.ndim == 2:
         data = data[:, :, None]
     height, width, channels = data.shape
+    if height == 0 or width == 0:
+        raise ValueError(f"cannot write a PNG of {width}x{height} pixels: PNG images have at least one")
     if channels not in _PNG_COLOUR_TYPE:
         raise ValueError(f"cannot write a PNG of {channels} channels")
     if palette_bytes is not None and channels != 1:
@@ -137,7 +139,10 @@ def _stretch_strips(tiles: np.ndarray) -> np.ndarray:
 
 def activation_mosaic(probe_tiles: ProbeTiles, *, layer: str, probe: str) -> Mosaic:
     """One probe's most active channels of one layer as a labelled palette-PNG mosaic."""
-    return activation_mosaics([probe_tiles], layer=layer, probes=[probe])[0]
+    mosaics = activation_mosaics([probe_tiles], layer=layer, probes=[probe])
+    if not mosaics:
+        raise ValueError(f"{layer}: no channel to draw for {probe}")
+    return mosaics[0]
 
 
 def activation_mosaics(per_probe: Sequence[ProbeTiles], *, layer: str, probes: Sequence[str]) -> list[Mosaic]:
@@ -147,21 +152,20 @@ def activation_mosaics(per_probe: Sequence[ProbeTiles], *, layer: str, probes: S
     out: list[Mosaic | None] = [None] * len(per_probe)
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, tiles in enumerate(per_probe):
+        if tiles.tiles.size == 0:
+            continue  # no channel to show (max_channels 0, or an empty map): no mosaic
         by_shape.setdefault(tuple(tiles.tiles.shape), []).append(i)
     for shape, indices in by_shape.items():
         stacked = np.stack([_stretch_strips(per_probe[i].tiles) for i in indices])  # (P, k, h, w)
         count, k, h, w = stacked.shape
         cols, rows = grid_shape(k, h, w)
-        if k == 0:
-            canvases = np.zeros((count, 0, 0), dtype=np.uint8)
-        else:
-            gap = GAP
-            canvases = np.full((count, rows * (h + gap) + gap, cols * (w + gap) + gap), BACKGROUND_INDEX, dtype=np.uint8)
-            padded = np.full((count, rows * cols, h, w), BACKGROUND_INDEX, dtype=np.uint8)
-            padded[:, :k] = stacked
-            # The canvas without its first gap row and column is a (rows, h+gap, cols, w+gap) grid.
-            cells = canvases[:, gap:, gap:].reshape(count, rows, h + gap, cols, w + gap)
-            cells[:, :, :h, :, :w] = padded.reshape(count, rows, cols, h, w).transpose(0, 1, 3, 2, 4)
+        gap = GAP
+        canvases = np.full((count, rows * (h + gap) + gap, cols * (w + gap) + gap), BACKGROUND_INDEX, dtype=np.uint8)
+        padded = np.full((count, rows * cols, h, w), BACKGROUND_INDEX, dtype=np.uint8)
+        padded[:, :k] = stacked
+        # The canvas without its first gap row and column is a (rows, h+gap, cols, w+gap) grid.
+        cells = canvases[:, gap:, gap:].reshape(count, rows, h + gap, cols, w + gap)
+        cells[:, :, :h, :, :w] = padded.reshape(count, rows, cols, h, w).transpose(0, 1, 3, 2, 4)
         corners = [(GAP + (i % cols) * (w + GAP), GAP + (i // cols) * (h + GAP)) for i in range(k)]
         for slot, i in enumerate(indices):
             tiles = per_probe[i]

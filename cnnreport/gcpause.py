@@ -1,33 +1,44 @@
-"""Python's cyclic garbage collector held off while a report is built and rendered.
+"""Python's cyclic garbage collector held off while a report's figures and page are made.
 
-A report allocates tens of thousands of small objects (tiles, statistics rows, template
-output), and every few thousand allocations the collector walks *every* tracked object of
-the process: torch's and numpy's modules, the user's model, the notebook's state. On a
-ResNet-50 report that was about 0.07 s of ~1 s, for nothing: the report makes no reference
-cycles. Reference counting still frees every tensor and array the moment it is dropped, so
-memory is unchanged; the collector is switched back on (if it was on) when the block ends.
+Making the figures and the page allocates tens of thousands of small objects (tiles,
+statistics rows, template output), and every few thousand allocations the collector walks
+*every* tracked object of the process: torch's and numpy's modules, the user's model, the
+notebook's state. On a ResNet-50 report that was about 0.07 s of ~1 s, for nothing: this
+code makes no reference cycles. Reference counting still frees every array the moment it is
+dropped; the collector is switched back on (if it was on) when the block ends.
+
+Not around the user's forward pass: a model may make cyclic garbage on every batch, which
+the collector must be free to reclaim between batches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic collector off for the block, then back to how it was."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def gc_paused(function: F) -> F:
-    """Run ``function`` with the cyclic collector off, restoring its state afterwards."""
+    """Run ``function`` inside :func:`paused_gc`."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with paused_gc():
             return function(*args, **kwargs)
-        finally:
-            if was_enabled:
-                gc.enable()
 
     return wrapper  # type: ignore[return-value]

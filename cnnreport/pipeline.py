@@ -11,6 +11,7 @@ import dataclasses
 import fnmatch
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
@@ -32,7 +33,7 @@ from .capture import (
     to_model,
 )
 from .errors import CnnReportError, ForwardError, OptionError
-from .gcpause import gc_paused
+from .gcpause import paused_gc
 from .partial import fallback_architecture, partial_report
 from .probes import (
     ProbeBatch,
@@ -200,16 +201,25 @@ def top_predictions(probs: torch.Tensor, k: int, class_names: Sequence[str] | No
 # The capture pass
 
 
+_THREADS_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def single_threaded_torch() -> Iterator[None]:
-    """torch ops on one thread each for the block (the pool's threads are the parallelism);
-    the process's setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    """torch ops on one thread each for the block (the pool's threads are the parallelism).
+
+    torch's thread count is a per-thread setting over a process default that threads without
+    their own read, and ``set_num_threads`` sets both. So two reports may not overlap here:
+    the second would save the first's 1 and put it back for good. They take turns (only the
+    figures' pool is serialised, not the forward passes), and each restores what it saw.
+    """
+    with _THREADS_LOCK:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
 
 @dataclass
@@ -326,7 +336,6 @@ def resolve_probes(model: nn.Module, probes: Any, options: ReportOptions, input_
     return load_probes(probes, channels=channels, sample_ndim=expected_input_ndim(model))
 
 
-@gc_paused
 def build_report(
     model: nn.Module,
     probes: Any = None,
@@ -370,81 +379,86 @@ def build_report(
         except Exception as exc:  # never let the partial report hide the user's real error
             result.error.hint = f"no partial report: {type(exc).__name__}: {exc}"
         raise result.error
-    if arch is None:
-        arch = fallback_architecture(model, example, result.capture, arch_error)
-    modules = dict(model.named_modules())
-    detailed_layers = result.capture.detailed()
-    # Filters are drawn once per module, at its first call.
-    first_calls = {layer.name: layer.call_index for layer in reversed(detailed_layers)}
-    jobs = [(layer, modules.get(layer.name), first_calls[layer.name] == layer.call_index) for layer in detailed_layers]
-    # Sections are independent and their work (PNG encoding, numpy, torch reductions) releases
-    # the GIL, so threads use every core; map keeps the order, so the output is unchanged.
-    # The health checks and the model fingerprint need no section, so they run beside them.
-    # Each thread's torch ops run on one core: with torch's own thread team per call, the
-    # threads oversubscribed the cores and every op waited at its team's barrier.
-    with single_threaded_torch(), ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-        alerts_job = pool.submit(stats.health_alerts, model, result.capture, None, opts, synthetic_input=batch.synthetic)
-        # A copy with the fingerprint and probes of *this* model: a Provenance the caller passes
-        # twice must not carry the first model's fingerprint into the second report.
-        given = dataclasses.replace(provenance, model_fingerprint="", probe_files=[]) if provenance else default_provenance()
-        provenance_job = pool.submit(fill_provenance, given, model, probes=batch, timestamp=opts.timestamp)
-        section_ids = {section_id(layer.name, layer.call_index) for layer in detailed_layers}
-        graph_job = pool.submit(graph_views, result.graph, section_ids, opts)
-        figures_progress = Progress(total=len(jobs), enabled=opts.progress and bool(jobs), label="figures")
-        sections = []
-        for section in pool.map(lambda job: build_section(job[0], job[1], batch.names, opts, with_filters=job[2]), jobs):
-            sections.append(section)
-            figures_progress.advance(1)
-        figures_progress.close()
-        alerts, provenance, drawn_graph = alerts_job.result(), provenance_job.result(), graph_job.result()
-    section_ids = {(s.name, s.call_index): s.id for s in sections}
-    for row in arch.rows:
-        row.section_id = section_ids.get((row.name, row.call_index), "")
-    probes_info = []
-    for i, name in enumerate(batch.names[: opts.max_probes]):
-        thumb = figures.thumbnail(batch.display[i], alt=f"probe {name}") if i < len(batch.display) and batch.display[i].size else None
-        probes_info.append(
-            ProbeInfo(
-                name=name,
-                thumbnail=thumb,
-                predictions=result.predictions[i] if i < len(result.predictions) else [],
-                source=batch.sources[i] if i < len(batch.sources) else "",
-                sha256=batch.sha256[i] if i < len(batch.sha256) else "",
-            )
-        )
-    attributions = gradcam_attributions(result.capture, batch, opts)
-    notes = list(notes) + list(batch.notes) + list(arch.notes)
+    # Saliency's backward runs the user's model again: before the collector is paused.
+    saliency, saliency_notes = [], []
     if opts.attributions and opts.saliency:
-        saliency, why = saliency_attributions(model, batch, opts, result.predictions)
+        saliency, saliency_notes = saliency_attributions(model, batch, opts, result.predictions)
+    # From here on no user code runs, and the figures make tens of thousands of small objects:
+    # the cyclic collector's walks over the whole process would cost ~0.07 s (gcpause.py).
+    with paused_gc():
+        if arch is None:
+            arch = fallback_architecture(model, example, result.capture, arch_error)
+        modules = dict(model.named_modules())
+        detailed_layers = result.capture.detailed()
+        # Filters are drawn once per module, at its first call.
+        first_calls = {layer.name: layer.call_index for layer in reversed(detailed_layers)}
+        jobs = [(layer, modules.get(layer.name), first_calls[layer.name] == layer.call_index) for layer in detailed_layers]
+        # Sections are independent and their work (PNG encoding, numpy, torch reductions) releases
+        # the GIL, so threads use every core; map keeps the order, so the output is unchanged.
+        # The health checks and the model fingerprint need no section, so they run beside them.
+        # Each thread's torch ops run on one core: with torch's own thread team per call, the
+        # threads oversubscribed the cores and every op waited at its team's barrier.
+        with single_threaded_torch(), ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+            alerts_job = pool.submit(stats.health_alerts, model, result.capture, None, opts, synthetic_input=batch.synthetic)
+            # A copy with the fingerprint and probes of *this* model: a Provenance the caller passes
+            # twice must not carry the first model's fingerprint into the second report.
+            given = dataclasses.replace(provenance, model_fingerprint="", probe_files=[]) if provenance else default_provenance()
+            provenance_job = pool.submit(fill_provenance, given, model, probes=batch, timestamp=opts.timestamp)
+            section_ids = {section_id(layer.name, layer.call_index) for layer in detailed_layers}
+            graph_job = pool.submit(graph_views, result.graph, section_ids, opts)
+            figures_progress = Progress(total=len(jobs), enabled=opts.progress and bool(jobs), label="figures")
+            sections = []
+            for section in pool.map(lambda job: build_section(job[0], job[1], batch.names, opts, with_filters=job[2]), jobs):
+                sections.append(section)
+                figures_progress.advance(1)
+            figures_progress.close()
+            alerts, provenance, drawn_graph = alerts_job.result(), provenance_job.result(), graph_job.result()
+        section_ids = {(s.name, s.call_index): s.id for s in sections}
+        for row in arch.rows:
+            row.section_id = section_ids.get((row.name, row.call_index), "")
+        probes_info = []
+        for i, name in enumerate(batch.names[: opts.max_probes]):
+            thumb = figures.thumbnail(batch.display[i], alt=f"probe {name}") if i < len(batch.display) and batch.display[i].size else None
+            probes_info.append(
+                ProbeInfo(
+                    name=name,
+                    thumbnail=thumb,
+                    predictions=result.predictions[i] if i < len(result.predictions) else [],
+                    source=batch.sources[i] if i < len(batch.sources) else "",
+                    sha256=batch.sha256[i] if i < len(batch.sha256) else "",
+                )
+            )
+        attributions = gradcam_attributions(result.capture, batch, opts)
+        notes = list(notes) + list(batch.notes) + list(arch.notes)
         attributions += saliency
-        notes += why
-    if isinstance(model, torch.jit.ScriptModule):
-        # Weights stay readable inside TorchScript: every convolution still shows its filters.
-        sections = [weight_section(name, module, opts) for name, module in model.named_modules() if name and is_convolution(module)]
-        notes.append(
-            "TorchScript model: its layers run outside Python, where no hook reaches, so the report "
-            "shows its table, totals, predictions and filters but no activations or Grad-CAM; for "
-            "those, load the Python class with its weights (MODEL file.py:Class --weights checkpoint)."
+        notes += saliency_notes
+        if isinstance(model, torch.jit.ScriptModule):
+            # Weights stay readable inside TorchScript: every convolution still shows its filters.
+            sections = [weight_section(name, module, opts) for name, module in model.named_modules() if name and is_convolution(module)]
+            notes.append(
+                "TorchScript model: its layers run outside Python, where no hook reaches, so the report "
+                "shows its table, totals, predictions and filters but no activations or Grad-CAM; for "
+                "those, load the Python class with its weights (MODEL file.py:Class --weights checkpoint)."
+            )
+        elif not detailed:
+            notes.append("The model has no convolution layer: no activation sections (choose layers with --layers or --layer-types).")
+        report = Report(
+            title=opts.title or f"{module_type_name(model)} report",
+            model=arch.summary,
+            layers=arch.rows,
+            sections=sections,
+            probes=probes_info,
+            options=opts,
+            provenance=provenance,
+            attributions=attributions,
+            alerts=alerts,
+            synthetic_input=batch.synthetic,
+            notes=notes,
         )
-    elif not detailed:
-        notes.append("The model has no convolution layer: no activation sections (choose layers with --layers or --layer-types).")
-    report = Report(
-        title=opts.title or f"{module_type_name(model)} report",
-        model=arch.summary,
-        layers=arch.rows,
-        sections=sections,
-        probes=probes_info,
-        options=opts,
-        provenance=provenance,
-        attributions=attributions,
-        alerts=alerts,
-        synthetic_input=batch.synthetic,
-        notes=notes,
-    )
-    report.graph_svg, report.graph_full_svg, report.graph_group_svgs = drawn_graph
-    attach_receptive_fields(report.layers, result.graph)
-    report.notes += budget.apply_budget(report, result.capture, opts.max_html_mb)
-    return report
+        report.graph_svg, report.graph_full_svg, report.graph_group_svgs = drawn_graph
+        attach_receptive_fields(report.layers, result.graph)
+        report.notes += budget.apply_budget(report, result.capture, opts.max_html_mb)
+        return report
 
 
 def generate_report(

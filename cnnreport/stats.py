@@ -295,10 +295,10 @@ def duplicate_filter_pairs(filters: torch.Tensor, threshold: float, *, cap: int 
         norms = torch.linalg.vector_norm(f, dim=1)
     live = norms >= min_norm
     inverse = 1.0 / norms.clamp(min=min_norm)
-    upper = torch.triu(torch.ones(f.shape[0], f.shape[0], dtype=torch.bool), diagonal=1) & live[:, None] & live[None, :]
+    upper = torch.triu(torch.ones(f.shape[0], f.shape[0], dtype=torch.bool, device=f.device), diagonal=1) & live[:, None] & live[None, :]
     width = f.shape[1]
     if width > 2 * DUPLICATE_SKETCH_COORDINATES:
-        columns = torch.linspace(0, width - 1, DUPLICATE_SKETCH_COORDINATES).round().long().unique()
+        columns = torch.linspace(0, width - 1, DUPLICATE_SKETCH_COORDINATES, device=f.device).round().long().unique()
         part = f[:, columns] * inverse[:, None]
         sq = (part * part).sum(1)
         partial_distance = sq[:, None] + sq[None, :] - 2.0 * (part @ part.T)

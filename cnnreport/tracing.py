@@ -36,7 +36,7 @@ from torch.overrides import TorchFunctionMode
 from .graph import ExecutedGraph, GraphNode, GroupInfo
 from .report import row_id, section_id
 
-__all__ = ["CallEvent", "CallRecorder", "suspend_recording"]
+__all__ = ["CallEvent", "CallRecorder", "is_passive_hook", "passive_hook", "suspend_recording"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -65,6 +65,20 @@ def suspend_recording() -> Iterator[None]:
             yield
     finally:
         _LOCAL.depth -= 1
+
+
+def passive_hook(function: Any) -> Any:
+    """Mark a hook of ours that reads what a module gets and returns but never changes it.
+
+    The capture may take a clamp-like module's output range from its input's only when every
+    hook around the module is such a hook: a user's hook could change the output."""
+    target = getattr(function, "__func__", function)
+    target._cnnreport_passive = True
+    return function
+
+
+def is_passive_hook(function: Any) -> bool:
+    return bool(getattr(getattr(function, "__func__", function), "_cnnreport_passive", False))
 
 
 def _suspended() -> bool:
@@ -957,3 +971,7 @@ class _Strong:
 
     def __call__(self) -> Any:
         return self.obj
+
+
+for _hook in (CallRecorder._global_pre, CallRecorder._global_post, CallRecorder._pre_hook, CallRecorder._post_hook):
+    passive_hook(_hook)

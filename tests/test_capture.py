@@ -456,3 +456,103 @@ def test_grad_mode_and_function_modes_restored(grad_enabled, probes):
     assert sum(a.method == "Grad-CAM" for a in report.attributions) == 3
     assert all(p.grad is None for p in model.parameters())
     assert all(p.requires_grad for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------------------------
+# What the shortcuts of the capture must not change (found by review)
+
+
+def test_one_nan_pixel_does_not_blank_its_tile():
+    """Downsampling by matrix products would spread one NaN over the whole tile (then cleaned
+    to a flat 0); the pooling windows keep it local, so the tile still shows the map."""
+    images = torch.linspace(0, 1, 2 * 3 * 56 * 56).reshape(2, 3, 56, 56).clone()
+    images[0, 1, 10, 10] = float("nan")
+    images[0, 2, 30, 5] = float("inf")
+    tiles = top_channel_tiles(images, torch.nan_to_num(images.mean((2, 3))), k=3, tile_size=48)
+    for tile in tiles[0].tiles:
+        assert len(np.unique(tile)) > 20  # a gradient (about 43 levels), not one flat level
+
+
+def test_the_collector_runs_during_the_users_forward_pass(probes):
+    """Only the figures and page run with the cyclic GC paused: a model that makes cyclic
+    garbage every batch must have it collected between batches."""
+    seen = []
+
+    class Cyclic(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            seen.append(__import__("gc").isenabled())
+            return self.conv(x)
+
+    build_report(rm.seeded(Cyclic()), probes, quick_options(batch_size=1))
+    assert seen and all(seen)
+
+
+def test_reports_in_parallel_threads_leave_torch_threads_as_they_were(probes):
+    import threading
+
+    before = torch.get_num_threads()
+    after: dict[int, int] = {}
+
+    def run(key: int) -> None:
+        model = rm.seeded(rm.ConvInplaceRelu(cin=3, cout=6))
+        for _ in range(3):
+            build_report(model, probes, quick_options())
+        after[key] = torch.get_num_threads()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    fresh: list[int] = []
+    t = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert after == {0: before, 1: before, 2: before} and fresh == [before]
+    assert torch.get_num_threads() == before
+
+
+class _ReluAfterBn(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        return self.pool(self.relu(self.bn(self.conv(x)))).flatten(1)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_a_users_hook_that_changes_a_relu_output_is_measured_not_derived(probes, inplace):
+    """A ReLU's range may be taken from its input's only when no one else's hook can have
+    changed its output (steering, fake quantisation)."""
+    model = rm.seeded(_ReluAfterBn())
+    hook = (lambda m, i, o: o.mul_(0.5)) if inplace else (lambda m, i, o: o * 10)
+    handle = model.relu.register_forward_hook(hook)
+    try:
+        ref = reference_outputs(model, probes)["relu"][0].float()
+        with preserved_model_state(model), ActivationCapture(model, set()) as capture, torch.no_grad():
+            capture.start_batch()
+            model(probes)
+    finally:
+        handle.remove()
+    relu = next(layer for layer in capture.result().layers if layer.name == "relu")
+    np.testing.assert_allclose(relu.channel_max, ref.amax(dim=(0, 2, 3)).numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_clamp_reports_the_limits_its_dtype_holds(dtype):
+    model = nn.Sequential(nn.Identity(), nn.Hardtanh(-0.1, 0.1)).to(dtype)
+    x = (torch.randn(2, 3, 5, 5) * 3).to(dtype)
+    with preserved_model_state(model), ActivationCapture(model, set()) as capture, torch.no_grad():
+        capture.start_batch()
+        out = model(x)
+    clamp = next(layer for layer in capture.result().layers if layer.name == "1")
+    assert max(clamp.probe_max) == float(out.float().max()) == float(torch.tensor(0.1, dtype=dtype))
+    assert min(clamp.probe_min) == float(out.float().min())

@@ -230,3 +230,12 @@ def test_a_layers_mosaics_laid_out_together_equal_the_tile_grid_of_each_probe(k,
         assert [(t.x, t.y) for t in mosaic.tiles] == corners
         assert [t.label for t in mosaic.tiles] == [str(c) for c in tiles.channels]
         assert mosaic.vmax == tiles.vmax
+
+
+def test_nothing_to_draw_gives_no_mosaic_and_no_invalid_png():
+    empty = ProbeTiles([], np.zeros((0, 6, 6), dtype=np.uint8), 0.0, 1.0)
+    full = ProbeTiles([3], np.full((1, 6, 6), 7, dtype=np.uint8), 0.0, 1.0)
+    mosaics = figures.activation_mosaics([empty, full], layer="l", probes=["a", "b"])
+    assert [m.probe for m in mosaics] == ["b"]
+    with pytest.raises(ValueError, match="pixels"):
+        figures.encode_png(np.zeros((0, 5), dtype=np.uint8))
