@@ -549,6 +549,9 @@ class ActivationCapture:
         detailed = name in self.detailed_names
         limits_of = next((f for t, f in BOUNDED_LIMITS.items() if type(module) is t), None)
         clamp_of = RANGE_FROM_INPUT.get(type(module))
+        # A BatchNorm's range is derived where no section shows it (a section layer computes
+        # its moments in a pass anyway, so measuring its range costs little more there).
+        affine_of = _batchnorm_affine if type(module) in BATCHNORM_TYPES and not detailed else None
         type_name = type(module).__name__
         is_cam = name == self.cam_layer
 
@@ -559,17 +562,21 @@ class ActivationCapture:
             input_rms = seen_input.rms if seen_input is not None else None
             known_range = None
             if (
-                clamp_of is not None
+                (clamp_of is not None or affine_of is not None)
                 and seen_input is not None
                 and seen_input.range_nc is not None
                 and out is not None
                 and tuple(out.shape) == seen_input.shape
                 and _only_passive_hooks(mod)
             ):
-                # The limits as the module's dtype holds them: a half Hardtanh(-0.1, 0.1) clamps
-                # at -0.09998, and rounding is monotonic, so this is the exact range.
-                lo, hi = (None if v is None else float(torch.tensor(v, dtype=out.dtype)) for v in clamp_of(mod))
-                known_range = tuple(r.clamp(min=lo, max=hi) for r in seen_input.range_nc)
+                with torch.no_grad():
+                    if clamp_of is not None:
+                        # The limits as the module's dtype holds them: a half Hardtanh(-0.1, 0.1)
+                        # clamps at -0.09998, and rounding is monotonic, so this is the exact range.
+                        lo, hi = (None if v is None else float(torch.tensor(v, dtype=out.dtype)) for v in clamp_of(mod))
+                        known_range = tuple(r.clamp(min=lo, max=hi) for r in seen_input.range_nc)
+                    else:
+                        known_range = affine_of(mod, seen_input.range_nc, out.dtype)
             if out is None or out.dim() == 0 or not out.is_floating_point():
                 return None
             call = self._calls.get(name, 0) + 1
@@ -720,6 +727,33 @@ class _Reduced:
     shape: tuple[int, ...]
     rms: list[float]
     range_nc: tuple[torch.Tensor, torch.Tensor] | None  # (N, C) minima and maxima, finite
+
+
+BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)  # exactly these: see _batchnorm_affine
+
+
+def _batchnorm_affine(
+    module: nn.Module, range_nc: tuple[torch.Tensor, torch.Tensor], dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """An eval-mode BatchNorm's per-(probe, channel) output range from its input's.
+
+    In eval mode with running statistics a BatchNorm is, per channel, ``y = a x + b`` with
+    ``a`` of the sign of its weight: a monotone map, so the extremes map to the extremes
+    (swapped where the weight is negative). They are mapped by the module's own kernel
+    (``F.batch_norm`` on the extremes alone), which rounds each value as it did in the full
+    tensor. NaN in the statistics stays NaN, so the NaN check still names the BatchNorm. None
+    where the module is not such a map (training mode, no running statistics).
+    """
+    rm, rv = getattr(module, "running_mean", None), getattr(module, "running_var", None)
+    low, high = range_nc
+    if module.training or rm is None or rv is None or low.dim() != 2 or low.shape[1] != rm.numel():
+        return None
+    spatial = {nn.BatchNorm1d: 1, nn.BatchNorm2d: 2, nn.BatchNorm3d: 3}[type(module)]
+    extremes = torch.cat([low, high]).reshape(2 * low.shape[0], low.shape[1], *([1] * spatial)).to(dtype)
+    mapped = torch.nn.functional.batch_norm(extremes, rm, rv, module.weight, module.bias, False, 0.0, module.eps)
+    mapped = mapped.float().reshape(2, *low.shape)
+    flip = (module.weight.detach().float() < 0) if module.weight is not None else torch.zeros(low.shape[1], dtype=torch.bool)
+    return torch.where(flip, mapped[1], mapped[0]), torch.where(flip, mapped[0], mapped[1])
 
 
 def _only_passive_hooks(module: nn.Module) -> bool:

@@ -367,10 +367,13 @@ class _Clamps(nn.Module):
 
 def test_every_layers_channel_range_equals_a_direct_reference(probes):
     """Per-channel minima and maxima of every leaf (the dead-channel check reads them), also
-    where a clamp-like activation's range is derived from its input's instead of measured."""
+    where a BatchNorm's or a clamp-like activation's range is derived from its input's
+    instead of measured: exactly equal, not approximately."""
     model = rm.seeded(_Clamps())
     with torch.no_grad():
         model.bn.weight[2] = 0.0  # a constant channel: min == max must survive the derivation
+        model.bn.weight[3] = -1.7  # a negative scale swaps minimum and maximum
+        model.bn.running_var.uniform_(0.2, 3.0)
         model.bn.running_mean.uniform_(-0.5, 0.5)
     ref = reference_outputs(model, probes)
     with preserved_model_state(model), ActivationCapture(model, set()) as capture, torch.no_grad():
@@ -544,6 +547,28 @@ def test_a_users_hook_that_changes_a_relu_output_is_measured_not_derived(probes,
         handle.remove()
     relu = next(layer for layer in capture.result().layers if layer.name == "relu")
     np.testing.assert_allclose(relu.channel_max, ref.amax(dim=(0, 2, 3)).numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_batchnorm_ranges_of_every_dimension_equal_the_measured_ones(dims):
+    bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dims](6)
+    model = nn.Sequential(nn.Identity(), bn, nn.ReLU()).eval()
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.1, 3)
+        bn.weight.uniform_(-2, 2)
+        bn.bias.uniform_(-1, 1)
+    x = torch.randn(3, 6, *([5] * dims))
+    ref = reference_outputs(model, x)
+    with preserved_model_state(model), ActivationCapture(model, set()) as capture, torch.no_grad():
+        capture.start_batch()
+        model(x)
+    layers = {layer.name: layer for layer in capture.result().layers}
+    for name in ["1", "2"]:
+        out = ref[name][0].float()
+        reduce = (0, *range(2, out.dim()))
+        np.testing.assert_array_equal(layers[name].channel_min, out.amin(dim=reduce).numpy(), err_msg=name)
+        np.testing.assert_array_equal(layers[name].channel_max, out.amax(dim=reduce).numpy(), err_msg=name)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
