@@ -33,7 +33,7 @@ from .capture import (
     to_model,
 )
 from .errors import CnnReportError, ForwardError, OptionError
-from .gcpause import paused_gc
+from .gcpause import collect_young, paused_gc
 from .partial import fallback_architecture, partial_report
 from .probes import (
     ProbeBatch,
@@ -260,7 +260,7 @@ def capture_pass(
     graph = None
     failure = None
     error = None
-    with preserved_model_state(model), capture:
+    with preserved_model_state(model), capture, paused_gc() as collector_was_on:
         for index, inputs in enumerate(_batches(batch, options.batch_size)):
             inputs = to_model(inputs, model)
             capture.start_batch()
@@ -290,6 +290,7 @@ def capture_pass(
                     capture.gradcam_backward(scores, targets)
             del output, scores
             progress.advance(inputs[0].shape[0])
+            collect_young(collector_was_on)
     return PassResult(capture=capture.result(), predictions=predictions, graph=graph, failure=failure, error=error)
 
 

@@ -476,10 +476,18 @@ def test_one_nan_pixel_does_not_blank_its_tile():
         assert len(np.unique(tile)) > 20  # a gradient (about 43 levels), not one flat level
 
 
-def test_the_collector_runs_during_the_users_forward_pass(probes):
-    """Only the figures and page run with the cyclic GC paused: a model that makes cyclic
-    garbage every batch must have it collected between batches."""
-    seen = []
+def test_cyclic_garbage_of_each_forward_batch_is_reclaimed(probes):
+    """The cyclic GC's full walks are held off during a report, but a model that makes cyclic
+    garbage on every batch (a common accident: a list holding itself, a closure over self)
+    must not pile it up over a long run of batches: each batch's cycles are gone by the next."""
+    import gc
+    import weakref
+
+    alive_at_call: list[int] = []
+    refs: list[weakref.ref] = []
+
+    class Junk:
+        pass
 
     class Cyclic(nn.Module):
         def __init__(self) -> None:
@@ -487,11 +495,22 @@ def test_the_collector_runs_during_the_users_forward_pass(probes):
             self.conv = nn.Conv2d(3, 4, 3)
 
         def forward(self, x):
-            seen.append(__import__("gc").isenabled())
+            alive_at_call.append(sum(r() is not None for r in refs))
+            junk = Junk()
+            junk.self = junk  # a reference cycle, unreachable once forward returns
+            junk.payload = torch.zeros(1000)
+            refs.append(weakref.ref(junk))
             return self.conv(x)
 
-    build_report(rm.seeded(Cyclic()), probes, quick_options(batch_size=1))
-    assert seen and all(seen)
+    was_enabled = gc.isenabled()
+    gc.enable()
+    try:
+        build_report(rm.seeded(Cyclic()), probes, quick_options(batch_size=1))
+    finally:
+        if not was_enabled:
+            gc.disable()
+    assert len(alive_at_call) == 1 + len(probes)  # torchinfo's pass, then one per probe
+    assert alive_at_call[2:] == [0] * (len(probes) - 1)  # each batch's cycles gone by the next
 
 
 def test_reports_in_parallel_threads_leave_torch_threads_as_they_were(probes):
