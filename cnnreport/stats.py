@@ -267,7 +267,7 @@ def dead_filter_indices(filters: torch.Tensor, threshold: float, *, norms: torch
 
 
 #: Coordinates the duplicate check first compares long filters on (see duplicate_filter_pairs).
-DUPLICATE_SKETCH_COORDINATES = 256
+DUPLICATE_SKETCH_COORDINATES = 128
 
 
 def duplicate_filter_pairs(filters: torch.Tensor, threshold: float, *, cap: int = DUPLICATE_FILTER_CAP, min_norm: float = 1e-6, norms: torch.Tensor | None = None) -> tuple[list[tuple[int, int, float]], int]:
@@ -279,7 +279,7 @@ def duplicate_filter_pairs(filters: torch.Tensor, threshold: float, *, cap: int 
 
     Exact, and cheap for long filters: for unit vectors, cosine > t means squared distance
     < 2(1 - t), and the distance over a subset of coordinates can only be smaller than the
-    whole. So pairs are first compared on evenly spaced coordinates (a Gram matrix of 256
+    whole. So pairs are first compared on evenly spaced coordinates (a Gram matrix of 128
     columns instead of, for a ResNet's late 3x3 layers, 4,608), and only the pairs still
     close enough there get their full cosine. Unrelated filters are far apart already on the
     subset, so few pairs are left; if many are, the full Gram matrix is used.
