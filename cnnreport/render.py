@@ -122,7 +122,20 @@ def tile_labels(mosaic: Mosaic) -> Markup:
     )
 
 
+def smallest(values: Any) -> Any:
+    """``min`` of plain numbers: Jinja's own ``min`` filter calls a Python function per item
+    (case folding): a tenth of the page's render time on a ResNet-50's channel means."""
+    return min(values)
+
+
+def largest(values: Any) -> Any:
+    """``max`` of plain numbers, without Jinja's per-item overhead (see :func:`smallest`)."""
+    return max(values)
+
+
 FILTERS: dict[str, Callable[..., str]] = {
+    "smallest": smallest,
+    "largest": largest,
     "tile_labels": tile_labels,
     "int": fmt_int,
     "num": fmt_float,
