@@ -130,10 +130,8 @@ def reduced_tiles(probe_tiles: ProbeTiles, channels: int, tile_size: int) -> Pro
 
 def _rebuild(section: LayerSection, layer: LayerCapture, channels: int, tile_size: int, probes: int) -> list[Mosaic]:
     names = [m.probe for m in section.mosaics]
-    shown = list(zip(layer.tiles[:probes], names[:probes]))
-    if not shown:
-        return []
-    return figures.activation_mosaics([reduced_tiles(t, channels, tile_size) for t, _ in shown], layer=section.label, probes=[p for _, p in shown])
+    kept = [reduced_tiles(t, channels, tile_size) for t in layer.tiles[:probes]]
+    return figures.activation_mosaics(kept, layer=section.label, probes=names[:probes])
 
 
 @dataclass(frozen=True)

@@ -463,8 +463,8 @@ class ActivationCapture:
         self._cam_leaf: torch.Tensor | None = None
         self._gradcam: list[np.ndarray] = []
         self._gradcam_targets: list[int] = []
-        self._input_rms: dict[str, list[list[float] | None]] = {}
-        self._recent_rms: dict[int, _Reduced] = {}
+        self._pending_inputs: dict[str, list[_Reduced | None]] = {}  # per module: its pre-hooks' inputs, a stack
+        self._recent: dict[int, _Reduced] = {}
         self.completed: list[str] = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -487,7 +487,7 @@ class ActivationCapture:
     def __exit__(self, *exc: Any) -> None:
         self._remove()
         self._cam_leaf = None
-        self._recent_rms.clear()
+        self._recent.clear()
 
     def _remove(self) -> None:
         for handle in self._handles:
@@ -498,11 +498,11 @@ class ActivationCapture:
         """Call before each forward batch: call counts restart, so call N is the same call."""
         self._calls.clear()
         self._cam_leaf = None
-        self._recent_rms.clear()
+        self._recent.clear()
 
     # -- the hooks --------------------------------------------------------------------------
     def _make_pre_hook(self, name: str) -> Callable[..., Any]:
-        pending = self._input_rms.setdefault(name, [])
+        pending = self._pending_inputs.setdefault(name, [])
 
         def pre_hook(mod: nn.Module, inputs: tuple[Any, ...]) -> None:
             inp = _first_tensor(inputs)
@@ -518,14 +518,14 @@ class ActivationCapture:
 
         return pre_hook
 
-    #: Outputs whose RMS is remembered for the next module's input (see _known_rms).
+    #: Outputs whose RMS and range are remembered for the next module's input (see _known).
     RECENT_OUTPUTS = 8
 
     def _remember(self, out: torch.Tensor, rms: list[float], range_nc: tuple[torch.Tensor, torch.Tensor] | None) -> None:
         version = _version_of(out)
         if version is None:
             return
-        recent = self._recent_rms
+        recent = self._recent
         if len(recent) >= self.RECENT_OUTPUTS:
             del recent[next(iter(recent))]
         recent[id(out)] = _Reduced(weakref.ref(out), version, tuple(out.shape), rms, range_nc)
@@ -540,7 +540,7 @@ class ActivationCapture:
         a numpy view of the tensor, a custom kernel writing through its pointer) between two
         modules go unseen: the next module's input RMS is then the value before the write.
         """
-        entry = self._recent_rms.get(id(inp))
+        entry = self._recent.get(id(inp))
         if entry is None or entry.ref() is not inp or _version_of(inp) != entry.version:
             return None
         return entry
@@ -557,31 +557,15 @@ class ActivationCapture:
 
         def hook(mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
             out = _first_tensor(output)
-            pending = self._input_rms.get(name)
+            pending = self._pending_inputs.get(name)
             seen_input = pending.pop() if pending else None
-            input_rms = seen_input.rms if seen_input is not None else None
-            known_range = None
-            if (
-                (clamp_of is not None or affine_of is not None)
-                and seen_input is not None
-                and seen_input.range_nc is not None
-                and out is not None
-                and tuple(out.shape) == seen_input.shape
-                and _only_passive_hooks(mod)
-            ):
-                with torch.no_grad():
-                    if clamp_of is not None:
-                        # The limits as the module's dtype holds them: a half Hardtanh(-0.1, 0.1)
-                        # clamps at -0.09998, and rounding is monotonic, so this is the exact range.
-                        lo, hi = (None if v is None else float(torch.tensor(v, dtype=out.dtype)) for v in clamp_of(mod))
-                        known_range = tuple(r.clamp(min=lo, max=hi) for r in seen_input.range_nc)
-                    else:
-                        known_range = affine_of(mod, seen_input.range_nc, out.dtype)
             if out is None or out.dim() == 0 or not out.is_floating_point():
                 return None
             call = self._calls.get(name, 0) + 1
             self._calls[name] = call
             with suspend_recording(), torch.no_grad():
+                known_range = _derived_range(mod, seen_input, out, clamp_of, affine_of)
+                input_rms = seen_input.rms if seen_input is not None else None
                 self._record(name, type_name, call, out, input_rms, detailed, limits_of, mod, known_range)
             self.completed.append(name)
             if is_cam and call == 1 and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
@@ -592,8 +576,9 @@ class ActivationCapture:
                 return leaf.clone()  # a non-leaf, so a following in-place ReLU stays legal
             return None
 
-        hook._cnnreport_capture = True  # type: ignore[attr-defined]
-        return hook
+        # Passive for _only_passive_hooks: it returns a new output only for the Grad-CAM layer's
+        # first call, never for the clamp-like and BatchNorm calls that check asks about.
+        return passive_hook(hook)
 
     def _record(
         self,
@@ -756,12 +741,37 @@ def _batchnorm_affine(
     return torch.where(flip, mapped[1], mapped[0]), torch.where(flip, mapped[0], mapped[1])
 
 
+def _derived_range(
+    module: nn.Module,
+    seen_input: _Reduced | None,
+    out: torch.Tensor,
+    clamp_of: Callable[[nn.Module], tuple[float | None, float | None]] | None,
+    affine_of: Callable[..., tuple[torch.Tensor, torch.Tensor] | None] | None,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The output's per-(probe, channel) range from its input's, where that is exact: a
+    clamp-like module or an eval BatchNorm, elementwise, its input reduced just before, and
+    only our own hooks around it. None where it must be measured."""
+    if (
+        (clamp_of is None and affine_of is None)
+        or seen_input is None
+        or seen_input.range_nc is None
+        or tuple(out.shape) != seen_input.shape
+        or not _only_passive_hooks(module)
+    ):
+        return None
+    if clamp_of is not None:
+        # The limits as the module's dtype holds them: a half Hardtanh(-0.1, 0.1) clamps at
+        # -0.09998, and rounding is monotonic, so this is the exact range.
+        lo, hi = (None if v is None else float(torch.tensor(v, dtype=out.dtype)) for v in clamp_of(module))
+        low, high = seen_input.range_nc
+        return low.clamp(min=lo, max=hi), high.clamp(min=lo, max=hi)
+    return affine_of(module, seen_input.range_nc, out.dtype)
+
+
 def _only_passive_hooks(module: nn.Module) -> bool:
     """Whether every forward (pre-)hook on ``module``, and every global one, is one of ours
     that never changes inputs or outputs: otherwise a user's hook (steering, fake quantisation)
-    may have changed what the module returned, and its range must be measured, not derived.
-    The capture's own forward hook may return a new output (Grad-CAM's leaf) but never on a
-    clamp-like module's call that this is asked for; it counts as passive here."""
+    may have changed what the module returned, and its range must be measured, not derived."""
     for hooks in (
         module._forward_pre_hooks,
         module._forward_hooks,
@@ -769,7 +779,7 @@ def _only_passive_hooks(module: nn.Module) -> bool:
         module_globals._global_forward_hooks,
     ):
         for hook in hooks.values():
-            if not (is_passive_hook(hook) or getattr(hook, "_cnnreport_capture", False)):
+            if not is_passive_hook(hook):
                 return False
     return True
 

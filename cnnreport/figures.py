@@ -156,8 +156,11 @@ def activation_mosaic(probe_tiles: ProbeTiles, *, layer: str, probe: str) -> Mos
 def activation_mosaics(per_probe: Sequence[ProbeTiles], *, layer: str, probes: Sequence[str]) -> list[Mosaic]:
     """One mosaic per probe of a layer, laid out together: the probes of a layer share their
     tile size and count, so one numpy assignment places every tile of every probe (a Python
-    loop per tile was a third of the figures' time on a ResNet-50), then each is encoded."""
-    out: list[Mosaic | None] = [None] * len(per_probe)
+    loop per tile was a third of the figures' time on a ResNet-50), then each is encoded.
+    Tiles and probe names pair up in order; the shorter list sets how many mosaics there are."""
+    count = min(len(per_probe), len(probes))
+    per_probe, probes = list(per_probe[:count]), list(probes[:count])
+    out: list[Mosaic | None] = [None] * count
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, tiles in enumerate(per_probe):
         if tiles.tiles.size == 0:

@@ -49,9 +49,7 @@ def build_section(
     )
     if layer.tile_note:
         section.notes.append(layer.tile_note)
-    shown = list(zip(layer.tiles[: options.max_probes], probe_names))
-    if shown:
-        section.mosaics = figures.activation_mosaics([t for t, _ in shown], layer=section.label, probes=[p for _, p in shown])
+    section.mosaics = figures.activation_mosaics(layer.tiles[: options.max_probes], layer=section.label, probes=probe_names)
     means = stats.channel_means(layer)
     if means.size:
         dead = stats.dead_channels(layer)
