@@ -915,11 +915,15 @@ def _esc(text: Any) -> str:
 
 
 def _n(value: float) -> str:
-    """Coordinates with one decimal and no trailing zero: short, and identical run to run."""
-    r = round(value, 1)
-    if r == int(r):
-        return str(int(r))
-    return f"{r:.1f}"
+    """Coordinates with one decimal and no trailing zero: short, and identical run to run.
+
+    Formatting rounds exactly as ``round(value, 1)`` does (both correctly rounded); this
+    form is twice as fast, and the graph views call it some 15,000 times a report."""
+    text = f"{value:.1f}"
+    if text.endswith(".0"):
+        text = text[:-2]
+        return "0" if text == "-0" else text
+    return text
 
 
 def _tooltip(node: GraphNode, rf: tuple[Any, Any] | None) -> str:
@@ -947,6 +951,7 @@ def render_svg(
     title: str = "",
     link_sections: set[str] | None = None,
     lay: Layout | None = None,
+    fields: dict[str, tuple[Any, Any]] | None = None,
 ) -> str:
     """Inline SVG markup of ``graph`` (no XML declaration, no namespace URL, no ids).
 
@@ -956,12 +961,16 @@ def render_svg(
     output shape). ``data-scope`` lists the tokens of the groups a node belongs to and a
     collapsed group carries ``data-group`` with its own token, so the page's script can expand
     it. Colours come from CSS classes only. All text is escaped; the bytes are deterministic.
+
+    ``fields``: :func:`receptive_fields` of the *whole* graph, for a folded view of it. A
+    folded graph's own recurrence skips the convolutions inside its collapsed blocks, so the
+    layers after them would show too small a receptive field.
     """
     lay = lay or layout(graph)
     link_sections = link_sections or set()
     nodes = {n.id: n for n in graph.nodes}
     tokens = {k: g.token for k, g in graph.groups.items()}
-    rfs = receptive_fields(graph)
+    rfs = receptive_fields(graph) if fields is None else fields
     w, h = _n(lay.width), _n(lay.height)
     out: list[str] = [
         f'<svg class="g-svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
@@ -1077,6 +1086,7 @@ def group_views(
         return {}
     views: dict[str, str] = {}
     total = 0
+    fields = receptive_fields(graph)
     for node in folded.nodes:
         if node.kind != "group" or node.id not in graph.groups or len(views) >= max_views:
             continue
@@ -1085,6 +1095,7 @@ def group_views(
             fold(graph, base | inside),
             title=f"Executed graph, {graph.groups[node.id].path or node.id} opened",
             link_sections=link_sections,
+            fields=fields,
         )
         total += len(svg)
         if total > max_bytes:
@@ -1098,11 +1109,12 @@ def build_graph_views(
 ) -> tuple[str, str]:
     """``(collapsed_svg, full_svg)`` for the report: the collapsed view fits ``node_budget``
     (see :func:`collapse`); when the whole graph fits, both strings are equal."""
-    full = render_svg(graph, title="Executed graph, all nodes", link_sections=link_sections)
+    fields = receptive_fields(graph)
+    full = render_svg(graph, title="Executed graph, all nodes", link_sections=link_sections, fields=fields)
     small = collapse(graph, node_budget=node_budget)
     if len(small.nodes) == len(graph.nodes):
         return full, full
     collapsed = render_svg(
-        small, title="Executed graph, repeated blocks collapsed", link_sections=link_sections
+        small, title="Executed graph, repeated blocks collapsed", link_sections=link_sections, fields=fields
     )
     return collapsed, full

@@ -21,6 +21,7 @@ from cnnreport.graph import (
     build_graph_views,
     collapse,
     count_crossings,
+    group_views,
     layout,
     receptive_fields,
     render_svg,
@@ -677,6 +678,20 @@ def test_graph_views_collapsed_groups_expandable():
     assert n_full == len(g.nodes)
     same, same_full = build_graph_views(g, link_sections=set(), node_budget=500)
     assert same == same_full
+
+
+def test_folded_views_show_the_whole_graphs_receptive_fields():
+    # The collapsed view hides the blocks' convolutions; avgpool after them still sees as
+    # far as it does in the real network, not only through the visible stem.
+    _, g, _ = record(TinyResNet(blocks=3), torch.randn(1, 3, 16, 16))
+    true_field = receptive_fields(g)["avgpool"]
+    collapsed, _ = build_graph_views(g, node_budget=20)
+    opened = group_views(g, node_budget=20)
+    assert opened
+    for svg in [collapsed, *opened.values()]:
+        nodes = {e.get("data-node"): e for e in ET.fromstring(svg).iter("g") if e.get("data-node")}
+        tooltip = "".join(nodes["avgpool"].itertext())
+        assert f"receptive field: {true_field[0]}, effective stride: {true_field[1]}" in tooltip
 
 
 def test_layout_of_a_hand_made_graph_and_crossing_count():
