@@ -121,7 +121,14 @@ def weight_stats(weight: torch.Tensor, near_zero: float = 1e-3) -> WeightStats:
     norm = float(torch.linalg.vector_norm(w))
     mean = float(w.sum()) / w.numel()
     std = math.sqrt(max(norm * norm / w.numel() - mean * mean, 0.0))
-    near = int((w.abs() <= near_zero * peak).view(torch.uint8).sum(dtype=torch.int64)) if peak > 0 else w.numel()
+    if peak <= 0:
+        near = w.numel()
+    elif w.device.type == "cpu":
+        # numpy's abs, comparison and count_nonzero are vectorised; torch's took 7x as long
+        # (ResNet-50: 26 ms of the report's figures).
+        near = int(np.count_nonzero(np.abs(w.numpy()) <= near_zero * peak))
+    else:
+        near = int((w.abs() <= near_zero * peak).sum())
     return WeightStats(
         norm=norm,
         mean=mean,
