@@ -288,12 +288,14 @@ def histogram_figure(counts: Sequence[int], *, alt: str, width: int = 160, heigh
     bar_w = max(1, width // bins)
     width = bar_w * bins
     peak = values.max() if values.size and values.max() > 0 else 1.0
-    canvas = np.full((height, width), BACKGROUND_INDEX, dtype=np.uint8)
-    for i, v in enumerate(values):
-        bar = int(round(v / peak * (height - 1)))
-        if v > 0:
-            bar = max(bar, 1)
-        canvas[height - bar :, i * bar_w : (i + 1) * bar_w] = 90
+    # Bar heights in pixels (rint rounds half to even, as round() did); a non-empty bin shows.
+    bars = np.rint(values / peak * (height - 1)).astype(np.intp) if values.size else np.zeros(0, dtype=np.intp)
+    bars[(values > 0) & (bars < 1)] = 1
+    column_bars = np.repeat(bars, bar_w)
+    rows = np.arange(height)[:, None]
+    canvas = np.where(rows >= height - column_bars[None, :], np.uint8(90), np.uint8(BACKGROUND_INDEX))
+    if canvas.shape[1] != width:  # no bins: an empty chart of one bar's width
+        canvas = np.full((height, width), BACKGROUND_INDEX, dtype=np.uint8)
     pal = bytearray(palette(ACTIVATION_CMAP))
     pal[255 * 3 : 256 * 3] = bytes([255, 255, 255])  # white background for bar charts
     png = encode_png(canvas, palette_bytes=bytes(pal), transparent_index=BACKGROUND_INDEX)
