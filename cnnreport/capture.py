@@ -250,23 +250,25 @@ def _zero_count(chunk: torch.Tensor) -> torch.Tensor:
     return chunk.shape[1] - nonzero
 
 
-def _std_and_rms(flat: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Population std and RMS per row: std from the RMS (one fast pass, no temporary) when
-    that is exact enough, else from the squared deviations, summed in chunks."""
+def _std_and_rms(flat: torch.Tensor, mean: np.ndarray, norms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Population std and RMS per row from the rows' float32 ``mean`` and L2 ``norms``: std
+    from the RMS (no pass of its own) when that is exact enough, else from the squared
+    deviations, summed in chunks."""
     count = max(flat.shape[1], 1)
-    rms_sq = (torch.linalg.vector_norm(flat, dim=1).double() ** 2) / count
-    mean64 = mean.double()
+    rms_sq = norms.astype(np.float64) ** 2 / count
+    mean64 = mean.astype(np.float64)
     var = rms_sq - mean64**2
     # rms^2 - mean^2 loses digits when the spread is tiny next to the mean (float32 sums carry
     # ~1e-6 relative error): recompute those rows exactly.
     unsafe = var <= 1e-4 * mean64**2
-    if bool(unsafe.any()):
-        exact = _chunked(flat, lambda c: torch.linalg.vector_norm(c - mean[:, None], dim=1) ** 2, torch.float64) / count
-        var = torch.where(unsafe, exact, var)
-    return var.clamp(min=0).sqrt(), rms_sq.sqrt()
+    if unsafe.any():
+        centre = torch.from_numpy(np.ascontiguousarray(mean, dtype=np.float32)).to(flat.device)
+        exact = _chunked(flat, lambda c: torch.linalg.vector_norm(c - centre[:, None], dim=1) ** 2, torch.float64) / count
+        var = np.where(unsafe, exact.cpu().numpy(), var)
+    return np.sqrt(np.maximum(var, 0.0)), np.sqrt(rms_sq)
 
 
-def _as_lists(*values: torch.Tensor) -> dict[str, list[Any]]:
+def _as_lists(*values: Any) -> dict[str, list[Any]]:
     keys = ("mean", "std", "min", "max", "zeros", "nan", "inf", "rms")
     return {key: value.tolist() for key, value in zip(keys, values)}
 
@@ -285,38 +287,65 @@ def probe_statistics(
     values: layers without a section do not show them, and the health checks read only their
     range, RMS and NaN/Inf counts. ``channel_range``: the ``(N, C)`` minima and maxima of an
     ``(N, C, ...)`` tensor when already known (see :data:`RANGE_FROM_INPUT`); finite only.
+
+    For ``(N, C, ...)`` tensors the result also holds ``channel_min``/``channel_max`` (C,)
+    and, with moments, ``channel_means`` (N, C) as numpy arrays, and ``range_nc`` and
+    ``channel_means_t`` as tensors, when every value is finite.
     """
-    flat = _as_float(x).reshape(x.shape[0], -1)
+    n = x.shape[0]
+    flat = _as_float(x).reshape(n, -1)
     # For (N, C, ...) activations the reductions run per (probe, channel) over the contiguous
     # spatial axis: one pass then gives the probe's figures and the channel's (range, means).
-    grid = flat.reshape(x.shape[0], x.shape[1], -1) if x.dim() >= 3 else None
+    grid = flat.reshape(n, x.shape[1], -1) if x.dim() >= 3 else None
+    # The passes over the values run in torch; everything they leave is small, and goes to
+    # numpy in one copy: this runs for every module call, and a torch op on a handful of
+    # numbers costs several times a numpy one (the hooks made ~75 torch calls a module).
     if grid is not None:
         mn_nc, mx_nc = channel_range if channel_range is not None else (grid.amin(2), grid.amax(2))
-        mn, mx = mn_nc.amin(1), mx_nc.amax(1)
+        parts = [mn_nc.reshape(-1), mx_nc.reshape(-1)]
     else:
-        mn, mx = flat.amin(1), flat.amax(1)
+        parts = [flat.amin(1), flat.amax(1)]
+    norms_t = torch.linalg.vector_norm(flat, dim=1)  # no full-size temporary, unlike x**2
+    parts.append(norms_t)
+    mean_nc_t = None
+    if moments:
+        if grid is not None:
+            mean_nc_t = grid.mean(2)
+            # channels are equal-sized, so the mean of the channel means is the mean
+            parts += [mean_nc_t.reshape(-1), mean_nc_t.mean(1)]
+        else:
+            parts.append(flat.mean(1))
+    small = torch.cat([part.float() for part in parts]).cpu().numpy()
+    if grid is not None:
+        k = mn_nc.numel()
+        mn_nc_np, mx_nc_np = small[:k].reshape(mn_nc.shape), small[k : 2 * k].reshape(mx_nc.shape)
+        mn, mx = mn_nc_np.min(1), mx_nc_np.max(1)
+        rest = small[2 * k :]
+    else:
+        mn, mx, rest = small[:n], small[n : 2 * n], small[2 * n :]
+    norms, rest = rest[:n], rest[n:]
     # amin/amax propagate NaN and keep Inf, so finite extremes mean a finite tensor: the common
     # case skips the NaN/Inf scans, which cost more than every other statistic together.
-    if bool(torch.isfinite(mn).all()) and bool(torch.isfinite(mx).all()):
+    if np.isfinite(mn).all() and np.isfinite(mx).all():
         extra: dict[str, Any] = {}
         if grid is not None:
-            extra = {"channel_min": mn_nc.amin(0), "channel_max": mx_nc.amax(0), "range_nc": (mn_nc, mx_nc)}
+            extra = {"channel_min": mn_nc_np.min(0), "channel_max": mx_nc_np.max(0), "range_nc": (mn_nc, mx_nc)}
         if not moments:
-            rms = torch.linalg.vector_norm(flat, dim=1).double() / math.sqrt(max(flat.shape[1], 1))
-            mean = std = torch.full((flat.shape[0],), float("nan"), dtype=torch.float64)
+            rms = norms.astype(np.float64) / math.sqrt(max(flat.shape[1], 1))
+            mean = std = np.full(n, np.nan)
         else:
             if grid is not None:
-                mean_nc = grid.mean(2)
-                mean = mean_nc.mean(1)  # channels are equal-sized, so the mean of means is exact
-                extra["channel_means"] = mean_nc
+                k = mean_nc_t.numel()
+                extra["channel_means"] = rest[:k].reshape(mean_nc_t.shape)
+                extra["channel_means_t"] = mean_nc_t
+                mean = rest[k:]
             else:
-                mean = flat.mean(1)
-            std, rms = _std_and_rms(flat, mean)
-        if count_zeros and bool(((mn <= 0) & (mx >= 0)).any()):  # no zero can lie outside [min, max]
-            zeros = _chunked(flat, _zero_count, torch.int64)
-        else:
-            zeros = torch.zeros(flat.shape[0], dtype=torch.int64)
-        nan = inf = torch.zeros(flat.shape[0], dtype=torch.int64)
+                mean = rest
+            std, rms = _std_and_rms(flat, mean, norms)
+        zeros = np.zeros(n, dtype=np.int64)
+        if count_zeros and ((mn <= 0) & (mx >= 0)).any():  # no zero can lie outside [min, max]
+            zeros = _chunked(flat, _zero_count, torch.int64).cpu().numpy()
+        nan = inf = np.zeros(n, dtype=np.int64)
         return {**_as_lists(mean, std, mn, mx, zeros, nan, inf, rms), **extra}
     nan = torch.isnan(flat).sum(1)
     inf = torch.isinf(flat).sum(1)
@@ -412,10 +441,9 @@ def top_channel_tiles(
     q = chosen - lo[:, None, None, None]
     q.div_(span[:, None, None, None]).mul_(127).round_().clamp_(0, 127).mul_(2)
     q = q.to(torch.uint8).cpu().numpy()
-    result = []
-    for i in range(n):
-        result.append(ProbeTiles(idx[i].tolist(), q[i], float(lo[i]), float(hi[i])))
-    return result
+    # One conversion each, not one per probe: indexing a tensor row costs a torch call.
+    channels, lows, highs = idx.tolist(), lo.tolist(), hi.tolist()
+    return [ProbeTiles(channels[i], q[i], lows[i], highs[i]) for i in range(n)]
 
 
 def histogram_sample(x: torch.Tensor, per_probe: int = HISTOGRAM_SAMPLES_PER_PROBE) -> list[np.ndarray]:
@@ -644,7 +672,7 @@ class ActivationCapture:
             # out: a flattened map has a "channel" per pixel, and a pixel that is always zero is
             # not a dead unit.
             if "channel_min" in stats:
-                cmin_np, cmax_np = stats["channel_min"].cpu().numpy(), stats["channel_max"].cpu().numpy()
+                cmin_np, cmax_np = stats["channel_min"], stats["channel_max"]
             else:  # non-finite values: the slow path computed no channel figures
                 dims = (0, *range(2, x.dim()))
                 cmin_np = x.amin(dim=dims).float().cpu().numpy()
@@ -659,15 +687,17 @@ class ActivationCapture:
         if x.dim() >= 3:
             dims = tuple(range(2, x.dim()))
             if "channel_means" in stats:
-                cmeans = stats["channel_means"]
+                cmeans, cmeans_np = stats["channel_means_t"], stats["channel_means"]
             else:  # nan_to_num copies the whole activation: only paid when there is a NaN
                 cmeans = torch.nan_to_num(x, nan=0.0).mean(dims)
+                cmeans_np = cmeans.cpu().numpy()
         else:
             cmeans = x.reshape(x.shape[0], -1)
-            cmin_np, cmax_np = cmeans.amin(0).cpu().numpy(), cmeans.amax(0).cpu().numpy()
+            cmeans_np = cmeans.cpu().numpy()
+            cmin_np, cmax_np = cmeans_np.min(0), cmeans_np.max(0)
             layer.channel_min = cmin_np if layer.channel_min is None else np.minimum(layer.channel_min, cmin_np)
             layer.channel_max = cmax_np if layer.channel_max is None else np.maximum(layer.channel_max, cmax_np)
-        layer.channel_means += [row for row in cmeans.cpu().numpy()]
+        layer.channel_means += list(cmeans_np)
         if images is not None and self.max_channels > 0:
             # Finite extremes (the statistics' fast path) mean finite values throughout.
             finite = "channel_min" in stats
