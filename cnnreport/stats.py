@@ -302,7 +302,13 @@ def duplicate_filter_pairs(filters: torch.Tensor, threshold: float, *, cap: int 
         norms = torch.linalg.vector_norm(f, dim=1)
     live = norms >= min_norm
     inverse = 1.0 / norms.clamp(min=min_norm)
-    upper = torch.triu(torch.ones(f.shape[0], f.shape[0], dtype=torch.bool, device=f.device), diagonal=1) & live[:, None] & live[None, :]
+
+    def distinct_live(pairs: torch.Tensor) -> torch.Tensor:
+        # (i, j) index pairs from nonzero (row-major, so sorted): i < j, both filters live. On
+        # the index list rather than as an (n, n) mask: the few hits cost less than the mask.
+        i, j = pairs[:, 0], pairs[:, 1]
+        return pairs[(i < j) & live[i] & live[j]]
+
     width = f.shape[1]
     if width > 2 * DUPLICATE_SKETCH_COORDINATES:
         columns = torch.linspace(0, width - 1, DUPLICATE_SKETCH_COORDINATES, device=f.device).round().long().unique()
@@ -310,7 +316,7 @@ def duplicate_filter_pairs(filters: torch.Tensor, threshold: float, *, cap: int 
         sq = (part * part).sum(1)
         partial_distance = sq[:, None] + sq[None, :] - 2.0 * (part @ part.T)
         # The slack covers float rounding of the expanded square; it only adds candidates.
-        near = torch.nonzero(upper & (partial_distance < 2.0 * (1.0 - threshold) + 1e-4))
+        near = distinct_live(torch.nonzero(partial_distance < 2.0 * (1.0 - threshold) + 1e-4))
         if near.shape[0] <= 4 * f.shape[0]:
             i, j = near[:, 0], near[:, 1]
             cos = (f[i] * f[j]).sum(1) * inverse[i] * inverse[j]
@@ -318,7 +324,7 @@ def duplicate_filter_pairs(filters: torch.Tensor, threshold: float, *, cap: int 
             return [(int(a), int(b), float(c)) for a, b, c in zip(i[keep].tolist(), j[keep].tolist(), cos[keep].tolist())], int(f.shape[0])
     unit = f * inverse[:, None]
     cos = unit @ unit.T
-    hits = torch.nonzero(upper & (cos > threshold))
+    hits = distinct_live(torch.nonzero(cos > threshold))
     pairs = [(int(i), int(j), float(cos[i, j])) for i, j in hits.tolist()]
     return pairs, int(f.shape[0])
 
