@@ -52,6 +52,8 @@ BOUNDED_LIMITS: dict[type, Callable[[nn.Module], tuple[float, float]]] = {
 }
 
 HISTOGRAM_SAMPLES_PER_PROBE = 4096
+#: At most this many values per layer in all (16 probes' worth): fewer per probe beyond that.
+HISTOGRAM_SAMPLES_PER_LAYER = 16 * HISTOGRAM_SAMPLES_PER_PROBE
 
 #: Elementwise modules that are clamps, so their output's per-(probe, channel) minimum and
 #: maximum are their input's, clamped: exact, and when the input is an output just reduced
@@ -490,12 +492,22 @@ class ActivationCapture:
         max_channels: int = 16,
         tile_size: int = 64,
         cam_layer: str | None = None,
+        max_probes: int | None = None,
+        total_probes: int | None = None,
     ) -> None:
         self.model = model
         self.detailed_names = set(detailed)
         self.max_channels = max_channels
         self.tile_size = tile_size
         self.cam_layer = cam_layer
+        # What the page shows bounds what is kept, whatever the number of probes: tiles for
+        # the first ``max_probes`` probes only, and a histogram sample per layer of at most
+        # HISTOGRAM_SAMPLES_PER_LAYER values spread evenly over all ``total_probes``.
+        self.max_probes = max_probes
+        self.samples_per_probe = HISTOGRAM_SAMPLES_PER_PROBE
+        if total_probes:
+            self.samples_per_probe = max(1, min(HISTOGRAM_SAMPLES_PER_PROBE, HISTOGRAM_SAMPLES_PER_LAYER // total_probes))
+        self._first_probe = 0
         self._handles: list[Any] = []
         self._layers: dict[tuple[str, int], LayerCapture] = {}
         self._calls: dict[str, int] = {}
@@ -534,8 +546,10 @@ class ActivationCapture:
             handle.remove()
         self._handles.clear()
 
-    def start_batch(self) -> None:
-        """Call before each forward batch: call counts restart, so call N is the same call."""
+    def start_batch(self, first_probe: int = 0) -> None:
+        """Call before each forward batch: call counts restart, so call N is the same call.
+        ``first_probe``: the index of the batch's first probe among all probes."""
+        self._first_probe = first_probe
         self._calls.clear()
         self._cam_leaf = None
         self._recent.clear()
@@ -698,11 +712,12 @@ class ActivationCapture:
             layer.channel_min = cmin_np if layer.channel_min is None else np.minimum(layer.channel_min, cmin_np)
             layer.channel_max = cmax_np if layer.channel_max is None else np.maximum(layer.channel_max, cmax_np)
         layer.channel_means += list(cmeans_np)
-        if images is not None and self.max_channels > 0:
+        shown = x.shape[0] if self.max_probes is None else max(0, min(x.shape[0], self.max_probes - self._first_probe))
+        if images is not None and self.max_channels > 0 and shown:
             # Finite extremes (the statistics' fast path) mean finite values throughout.
             finite = "channel_min" in stats
-            layer.tiles += top_channel_tiles(images, cmeans, self.max_channels, self.tile_size, finite=finite)
-        layer.samples += histogram_sample(x)
+            layer.tiles += top_channel_tiles(images[:shown], cmeans[:shown], self.max_channels, self.tile_size, finite=finite)
+        layer.samples += histogram_sample(x, self.samples_per_probe)
 
     # -- Grad-CAM ---------------------------------------------------------------------------
     def gradcam_backward(self, scores: torch.Tensor, targets: list[int]) -> bool:

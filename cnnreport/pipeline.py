@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import budget, figures, stats
+from . import budget, figures, heap, stats
 from .architecture import Architecture, inspect_model
 from .capture import (
     CONV_TYPES,
@@ -254,6 +254,8 @@ def capture_pass(
         max_channels=options.max_channels,
         tile_size=options.tile_size,
         cam_layer=cam_layer if want_cam else None,
+        max_probes=options.max_probes,
+        total_probes=len(batch),
     )
     predictions: list[list[Prediction]] = []
     recorder = None
@@ -261,9 +263,11 @@ def capture_pass(
     failure = None
     error = None
     with preserved_model_state(model), capture, paused_gc() as collector_was_on:
+        first_probe = 0
         for index, inputs in enumerate(_batches(batch, options.batch_size)):
             inputs = to_model(inputs, model)
-            capture.start_batch()
+            capture.start_batch(first_probe)
+            first_probe += inputs[0].shape[0]
             # The recorder runs on the first batch even without a graph on the page: it is what
             # names the module or op where a failing forward pass broke.
             record = index == 0
@@ -291,6 +295,7 @@ def capture_pass(
             del output, scores
             progress.advance(inputs[0].shape[0])
             collect_young(collector_was_on)
+            heap.after_batch(index)
     return PassResult(capture=capture.result(), predictions=predictions, graph=graph, failure=failure, error=error)
 
 

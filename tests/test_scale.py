@@ -150,6 +150,69 @@ def test_two_hundred_small_probes_in_batches():
     assert first.stats.max == pytest.approx(float(ref.max()), rel=1e-6)
 
 
+def _kept_bytes(probe_count: int) -> tuple[int, list[int], int]:
+    """What the capture keeps for ``probe_count`` probes (max_probes 4): tile and histogram
+    bytes over all layers, tile counts per layer, the largest per-layer sample."""
+    from cnnreport.pipeline import capture_pass
+    from cnnreport.probes import load_probes
+    from cnnreport.progress import Progress
+
+    model = small_cnn(channels=8)
+    options = ReportOptions(max_probes=4, batch_size=8, attributions=False, **QUIET)
+    batch = load_probes(noise(probe_count, 32))
+    result = capture_pass(model, batch, options, select_layers(model, options), None, Progress(probe_count, enabled=False))
+    layers = result.capture.detailed()
+    tiles = sum(t.tiles.nbytes for layer in layers for t in layer.tiles)
+    samples = [sum(s.size for s in layer.samples) for layer in layers]
+    return tiles + 4 * sum(samples), [len(layer.tiles) for layer in layers], max(samples)
+
+
+def test_what_the_capture_keeps_does_not_grow_with_the_probes_beyond_what_is_shown():
+    from cnnreport.capture import HISTOGRAM_SAMPLES_PER_LAYER
+
+    few_bytes, few_tiles, few_sample = _kept_bytes(20)
+    many_bytes, many_tiles, many_sample = _kept_bytes(200)
+    # Tiles only for the 4 probes the page shows; the histogram sample is capped per layer.
+    assert few_tiles == many_tiles and set(many_tiles) == {4}
+    assert many_sample <= HISTOGRAM_SAMPLES_PER_LAYER
+    assert many_bytes <= 1.05 * few_bytes
+
+
+def test_report_of_many_probes_shows_max_probes_and_counts_them_all():
+    model, probes = small_cnn(channels=8), noise(40, 16)
+    report = build_report(model, probes, max_probes=3, batch_size=8, **QUIET)
+    first = report.sections[0]
+    assert len(first.mosaics) == 3 and len(report.probes) == 3
+    assert len(first.per_probe_stats) == 40 and first.stats.numel == 40 * 8 * 16 * 16
+    # The histogram still counts a sample of every probe.
+    ref = model[0](probes).detach()
+    assert sum(first.histogram.counts) >= 40 * 100
+    assert first.histogram.edges[0] >= float(ref.min()) - 1e-6 and first.histogram.edges[-1] <= float(ref.max()) + 1e-6
+
+
+def test_long_capture_hands_freed_heap_back_every_few_batches(monkeypatch):
+    from cnnreport import heap
+
+    calls = []
+    monkeypatch.setattr(heap, "release_free_heap", lambda: calls.append(1) or True)
+    model, probes = small_cnn(channels=8), noise(2 * heap.BATCHES_PER_RELEASE + 1, 8)
+    build_report(model, probes, batch_size=1, **QUIET)  # 17 batches: released after 8 and 16
+    assert len(calls) == 2
+    calls.clear()
+    build_report(model, probes[:4], batch_size=4, **QUIET)  # a few probes: never
+    assert calls == []
+
+
+def test_heap_release_runs_where_the_c_library_has_it():
+    import platform
+
+    from cnnreport import heap
+
+    released = heap.release_free_heap()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert released
+
+
 # --------------------------------------------------------------------------------------------
 # Channel selection
 
