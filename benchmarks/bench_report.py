@@ -234,16 +234,28 @@ def memory_child(args: argparse.Namespace) -> int:
     """Run in a child process with the pinned allocator: print the memory figures as JSON."""
     model, images, _, options = setup(args.quick, args.batch_size, args.set)
     forward, report = runners(model, images, options)
+
+    def forward_in_batches() -> None:
+        # The bare forward as the report batches it: the part of the report's peak that is
+        # the model's own, so the rest is what the capture adds.
+        with torch.no_grad():
+            for chunk in images.split(max(1, options.batch_size)):
+                model(chunk)
+
     forward()
     report()  # warm: lazy imports, templates, palettes
     with RssPeak() as rss_forward:
         forward()
+    with RssPeak() as rss_batched:
+        forward_in_batches()
     with RssPeak() as rss_report:
         report()
     out = {
         "rss_forward": rss_forward.extra,
+        "rss_batched": rss_batched.extra,
         "rss_report": rss_report.extra,
         "torch_forward": torch_peak(forward),
+        "torch_batched": torch_peak(forward_in_batches),
         "torch_report": torch_peak(report),
     }
     if not args.skip_recipe:
@@ -317,8 +329,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     mem = json.loads(line[len("MEMORY "):])
     rep, fwd = max(mem["rss_report"], mem["torch_report"]), max(mem["rss_forward"], mem["torch_forward"])
+    batched = max(mem["rss_batched"], mem["torch_batched"])
     print(f"peak extra memory, report: rss {mem['rss_report'] / MB:.1f} MB, torch {mem['torch_report'] / MB:.1f} MB")
     print(f"peak extra memory, bare forward: rss {mem['rss_forward'] / MB:.1f} MB, torch {mem['torch_forward'] / MB:.1f} MB")
+    print(
+        f"peak extra memory, bare forward in batches of {options.batch_size}: "
+        f"rss {mem['rss_batched'] / MB:.1f} MB, torch {mem['torch_batched'] / MB:.1f} MB"
+    )
     if "rss_recipe" in mem:
         print(f"peak extra memory, recipe: rss {mem['rss_recipe'] / MB:.1f} MB")
 
@@ -335,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"target HTML <= 8 MB: {html_mb:.2f} MB  {verdict(html_mb <= 8)}")
     print(
         f"target peak extra <= 2x largest activation: {rep / largest:.2f}x  {verdict(rep <= 2 * largest)} "
-        f"(the bare forward alone: {fwd / largest:.2f}x; the report above the bare forward: {(rep - fwd) / largest:.2f}x)"
+        f"(the bare forward alone: {fwd / largest:.2f}x, in batches of {options.batch_size}: {batched / largest:.2f}x; "
+        f"the report above the latter: {(rep - batched) / largest:.2f}x)"
     )
     return 0
 
