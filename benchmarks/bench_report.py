@@ -198,13 +198,25 @@ def paired_median_times(first: Callable[[], Any], second: Callable[[], Any], rep
     return a, b, value
 
 
-def setup(quick: bool, batch_size: int | None, settings: list[str] = ()) -> tuple[nn.Module, torch.Tensor, str, Any]:
-    from models_bench import resnet50, small_resnet
+#: What each ``--scenario`` runs: the model and the probes' count and size.
+SCENARIOS = {
+    "resnet50": "ResNet-50, 8 probes of 224x224 (issue 4's targets)",
+    "large-probes": "ResNet-50, 8 probes of 1024x1024 (the memory rule at 21x the pixels)",
+    "deep-stack": "a 100-convolution plain stack (32 channels), 8 probes of 224x224",
+}
+
+
+def setup(quick: bool, batch_size: int | None, settings: list[str] = (), scenario: str = "resnet50") -> tuple[nn.Module, torch.Tensor, str, Any]:
+    from models_bench import plain_stack, resnet50, small_resnet
 
     from cnnreport.report import ReportOptions
 
-    model = small_resnet() if quick else resnet50()
-    images, source = probe_images(4 if quick else 8, 64 if quick else 224)
+    if quick:
+        model, (images, source) = small_resnet(), probe_images(4, 64)
+    elif scenario == "deep-stack":
+        model, (images, source) = plain_stack(100), probe_images(8, 224)
+    else:
+        model, (images, source) = resnet50(), probe_images(8, 1024 if scenario == "large-probes" else 224)
     options = ReportOptions(progress=False)
     if batch_size:
         options.batch_size = batch_size
@@ -232,7 +244,7 @@ def runners(model: nn.Module, images: torch.Tensor, options: Any) -> tuple[Calla
 
 def memory_child(args: argparse.Namespace) -> int:
     """Run in a child process with the pinned allocator: print the memory figures as JSON."""
-    model, images, _, options = setup(args.quick, args.batch_size, args.set)
+    model, images, _, options = setup(args.quick, args.batch_size, args.set, args.scenario)
     forward, report = runners(model, images, options)
 
     def forward_in_batches() -> None:
@@ -258,7 +270,7 @@ def memory_child(args: argparse.Namespace) -> int:
         "torch_batched": torch_peak(forward_in_batches),
         "torch_report": torch_peak(report),
     }
-    if not args.skip_recipe:
+    if not args.skip_recipe and args.scenario == "resnet50":
         from recipe import recipe_html
 
         with RssPeak() as rss_recipe:
@@ -277,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=0, help="ReportOptions.batch_size (0: the default)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a ReportOptions field (repeatable)")
     parser.add_argument("--html", default="", help="also write the report here")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="resnet50", help="; ".join(f"{k}: {v}" for k, v in SCENARIOS.items()))
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
@@ -284,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_child:
         return memory_child(args)
 
-    model, images, source, options = setup(args.quick, args.batch_size, args.set)
+    model, images, source, options = setup(args.quick, args.batch_size, args.set, args.scenario)
+    if args.scenario != "resnet50":
+        args.skip_recipe = True  # the recipe's target is for the ResNet-50 case only
     forward, report = runners(model, images, options)
     params = sum(p.numel() for p in model.parameters())
     convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())

@@ -87,3 +87,18 @@ def small_resnet(seed: int = 0) -> nn.Module:
     """A quick stand-in for ``--quick``: the same block structure, [1, 1, 1, 1] and width 16."""
     torch.manual_seed(seed)
     return ResNetBench(layers=(1, 1, 1, 1), base=16, num_classes=10).eval()
+
+
+def plain_stack(depth: int = 100, width: int = 32, seed: int = 0) -> nn.Module:
+    """A ``depth``-convolution plain stack (3x3, ``width`` channels, ReLU between, no
+    normalisation), then pooling and a 10-class head: the deep-model case of issue 4."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1)]
+    for _ in range(depth - 1):
+        layers += [nn.ReLU(inplace=True), nn.Conv2d(width, width, 3, padding=1)]
+    for m in layers:
+        if isinstance(m, nn.Conv2d):  # keeps the scale of activations through 100 layers
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10)]
+    return nn.Sequential(*layers).eval()
