@@ -48,12 +48,15 @@ def per_probe_stats(layer: LayerCapture) -> list[ActivationStats]:
     ]
 
 
-def histogram(values: np.ndarray, bins: int) -> Histogram:
-    """Counts of the finite values over ``bins`` equal bins spanning their range."""
+def histogram(values: np.ndarray, bins: int, span: tuple[float, float] | None = None) -> Histogram:
+    """Counts of the finite values over ``bins`` equal bins spanning their range, or ``span``
+    (a range known to hold every value, for a sample of a larger set)."""
     finite = values[np.isfinite(values)].astype(np.float64)
     if finite.size == 0:
         return Histogram(edges=[], counts=[])
     lo, hi = float(finite.min()), float(finite.max())
+    if span is not None and math.isfinite(span[0]) and math.isfinite(span[1]):
+        lo, hi = min(lo, span[0]), max(hi, span[1])
     # A constant (or nearly constant) layer still gets its bins: widen the range relative to
     # the value, since an absolute epsilon vanishes next to large values.
     pad = max(abs(lo), abs(hi), 1.0) * 1e-6 * bins
@@ -81,7 +84,12 @@ def bin_counts(values: np.ndarray, lo: float, hi: float, bins: int) -> tuple[np.
 def activation_histogram(layer: LayerCapture, bins: int) -> Histogram | None:
     if not layer.samples:
         return None
-    return histogram(np.concatenate(layer.samples), bins)
+    # The sample's bins span the layer's true range, so the histogram's axis reads the same
+    # as the min and max beside it (a strided sample rarely holds the extremes).
+    finite_min = [v for v in layer.probe_min if math.isfinite(v)]
+    finite_max = [v for v in layer.probe_max if math.isfinite(v)]
+    span = (min(finite_min), max(finite_max)) if finite_min and finite_max else None
+    return histogram(np.concatenate(layer.samples), bins, span)
 
 
 def channel_means(layer: LayerCapture) -> np.ndarray:

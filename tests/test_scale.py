@@ -190,6 +190,16 @@ def test_report_of_many_probes_shows_max_probes_and_counts_them_all():
     assert first.histogram.edges[0] >= float(ref.min()) - 1e-6 and first.histogram.edges[-1] <= float(ref.max()) + 1e-6
 
 
+def test_activation_histogram_spans_the_layers_true_range():
+    # A strided sample rarely holds the extremes: the axis still reads the layer's min and max.
+    model, probes = small_cnn(channels=8), noise(6, 64)
+    report = build_report(model, probes, batch_size=4, **QUIET)
+    for section in report.sections:
+        edges = section.histogram.edges
+        assert edges[0] == pytest.approx(section.stats.min) and edges[-1] == pytest.approx(section.stats.max)
+        assert sum(section.histogram.counts) > 0
+
+
 def test_long_capture_hands_freed_heap_back_every_few_batches(monkeypatch):
     from cnnreport import heap
 
