@@ -93,6 +93,24 @@ def _sum_container_mult_adds(rows: list[LayerRow]) -> None:
             row.mult_adds = sum(r.mult_adds for r in leaves if r.name.startswith(prefix))
 
 
+def _forget_torchinfo_cache(model: nn.Module, summary_list: Any) -> None:
+    """Drop the entry torchinfo keeps of this call in its module-level cache.
+
+    torchinfo stores every summary's layer list, which references each module, in a global
+    dict keyed by the model's class name, even with ``cache_forward_pass=False``: a report
+    would keep the user's model (and its weights) alive after they delete it. Only the entry
+    this call made is removed (checked by identity)."""
+    try:
+        from torchinfo import torchinfo as torchinfo_module
+
+        cache = torchinfo_module._cached_forward_pass
+    except (ImportError, AttributeError):  # another torchinfo: nothing of ours to drop
+        return
+    name = type(model).__name__
+    if isinstance(cache, dict) and cache.get(name) is summary_list:
+        del cache[name]
+
+
 def inspect_model(model: nn.Module, example: tuple[torch.Tensor, ...]) -> Architecture:
     """Rows and totals for ``model`` on ``example`` (inputs with batch size 1).
 
@@ -103,6 +121,7 @@ def inspect_model(model: nn.Module, example: tuple[torch.Tensor, ...]) -> Archit
 
     with preserved_model_state(model, freeze=False):  # the trainable column reads requires_grad
         stats = summary(model, input_data=list(example), verbose=0, depth=1000, mode="eval")
+    _forget_torchinfo_cache(model, stats.summary_list)
     names = module_names(model)
     shared = shared_parameters(model)
     total, trainable, param_bytes = count_parameters(model)

@@ -136,3 +136,19 @@ def test_inspect_model_keeps_training_flags():
     arch = inspect_model(model, (torch.randn(1, 3, 8, 8),))
     assert arch.summary.was_training is True
     assert model.training and model.drop.training and not model.bn.training
+
+
+def test_report_does_not_keep_the_model_alive():
+    # torchinfo caches every summary (which references the modules) in a global dict; a user
+    # who deletes the model after its report must get the memory back.
+    import gc
+    import weakref
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    alive = weakref.ref(model)
+    report = build_report(model, torch.randn(2, 3, 16, 16), quick_options())
+    assert report.sections
+    del model, report
+    gc.collect()
+    assert alive() is None
+
