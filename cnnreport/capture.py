@@ -449,11 +449,22 @@ def top_channel_tiles(
 
 
 def histogram_sample(x: torch.Tensor, per_probe: int = HISTOGRAM_SAMPLES_PER_PROBE) -> list[np.ndarray]:
-    """A deterministic, evenly strided sample of each probe's values, for the histogram."""
+    """A deterministic sample of ``per_probe`` of each probe's values, for the histogram: one
+    value from each run of ``step`` consecutive positions, at a hashed offset within it.
+
+    Not a plain stride: when ``step`` is a multiple of the map's H*W (2048 channels of 7x7
+    sampled 2,048 times), every stride lands on the same pixel of each channel, and the
+    histogram would be that pixel's (the corner, with zero padding) instead of the layer's."""
     flat = x.detach().reshape(x.shape[0], -1)
-    step = max(1, flat.shape[1] // per_probe)
-    sample = _as_float(flat[:, ::step][:, :per_probe]).cpu().numpy()
-    return [row.copy() for row in sample]
+    count = flat.shape[1]
+    if count <= per_probe:
+        sample = flat
+    else:
+        step = count // per_probe
+        strata = torch.arange(per_probe, dtype=torch.int64)
+        offsets = (strata * 2654435761) % step  # Knuth's multiplicative hash: spread, repeatable
+        sample = flat.index_select(1, (strata * step + offsets).to(flat.device))
+    return list(_as_float(sample).cpu().numpy().copy())
 
 
 # --------------------------------------------------------------------------------------------
@@ -613,7 +624,9 @@ class ActivationCapture:
             out = _first_tensor(output)
             pending = self._pending_inputs.get(name)
             seen_input = pending.pop() if pending else None
-            if out is None or out.dim() == 0 or not out.is_floating_point():
+            # An empty output ((N, C, 0, W) from an odd shape) has no statistics: skipped
+            # rather than failing the user's forward pass in our hook.
+            if out is None or out.dim() == 0 or not out.is_floating_point() or out.numel() == 0:
                 return None
             call = self._calls.get(name, 0) + 1
             self._calls[name] = call
@@ -711,7 +724,10 @@ class ActivationCapture:
             cmin_np, cmax_np = cmeans_np.min(0), cmeans_np.max(0)
             layer.channel_min = cmin_np if layer.channel_min is None else np.minimum(layer.channel_min, cmin_np)
             layer.channel_max = cmax_np if layer.channel_max is None else np.maximum(layer.channel_max, cmax_np)
-        layer.channel_means += list(cmeans_np)
+        # A copy: cmeans_np is a view, of the statistics' whole buffer (three times its size)
+        # or, for a flat (N, F) output, of the activation itself, which an in-place op after
+        # this module (ReLU(inplace=True)) would overwrite.
+        layer.channel_means += list(np.array(cmeans_np, copy=True))
         shown = x.shape[0] if self.max_probes is None else max(0, min(x.shape[0], self.max_probes - self._first_probe))
         if images is not None and self.max_channels > 0 and shown:
             # Finite extremes (the statistics' fast path) mean finite values throughout.

@@ -600,3 +600,52 @@ def test_a_half_precision_clamp_reports_the_limits_its_dtype_holds(dtype):
     clamp = next(layer for layer in capture.result().layers if layer.name == "1")
     assert max(clamp.probe_max) == float(out.float().max()) == float(torch.tensor(0.1, dtype=dtype))
     assert min(clamp.probe_min) == float(out.float().min())
+
+
+def test_histogram_sample_is_not_one_pixel_of_each_channel():
+    # 2,048 samples of 2,048 channels of 7x7: a plain stride would take pixel (0, 0) of every
+    # channel. The sample must spread over the positions.
+    from cnnreport.capture import histogram_sample
+
+    x = torch.arange(49, dtype=torch.float32).repeat(2, 2048, 1).reshape(2, 2048, 7, 7)  # value = pixel index
+    (first, second) = histogram_sample(x, per_probe=2048)
+    assert first.shape == (2048,) and np.array_equal(first, second)
+    assert len(np.unique(first)) == 49  # every pixel position appears
+    assert np.array_equal(histogram_sample(x, per_probe=2048)[0], first)  # deterministic
+    small = torch.randn(3, 10)
+    assert np.array_equal(np.stack(histogram_sample(small, per_probe=64)), small.numpy())  # all when few
+
+
+def test_stored_channel_means_are_copies_not_views_of_the_activation():
+    # A Linear's (N, F) output is its own channel means; an in-place ReLU after it must not
+    # change what the capture stored.
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(inplace=True)).eval()
+    x = torch.randn(4, 6)
+    with torch.no_grad():
+        expected = model[0](x).numpy().copy()
+    with preserved_model_state(model), ActivationCapture(model, {"0"}) as capture, torch.no_grad():
+        capture.start_batch()
+        model(x)
+    (layer,) = [layer for layer in capture.result().layers if layer.name == "0"]
+    assert expected.min() < 0
+    np.testing.assert_allclose(np.stack(layer.channel_means), expected, rtol=1e-6)
+    assert all(row.base is None or row.base.size == expected.size for row in layer.channel_means)
+
+
+def test_an_empty_activation_is_skipped_not_an_error():
+    class Crop(nn.Module):
+        def forward(self, x):
+            return x[:, :, :0]  # a crop that came out empty
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.crop, self.fc = nn.Conv2d(3, 4, 3), Crop(), nn.Linear(4, 2)
+
+        def forward(self, x):
+            y = self.conv(x)
+            self.crop(y)
+            return self.fc(y.mean((2, 3)))
+
+    report = build_report(Net().eval(), torch.randn(2, 3, 12, 12), quick_options())
+    assert [s.name for s in report.sections] == ["conv"]
