@@ -292,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="resnet50", help="; ".join(f"{k}: {v}" for k, v in SCENARIOS.items()))
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.quick and args.scenario != "resnet50":
+        parser.error("--quick runs its own small model: leave --scenario out")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_child:
