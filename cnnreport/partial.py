@@ -96,6 +96,7 @@ def partial_report(
         synthetic_input=batch.synthetic,
         notes=list(batch.notes) + [f"Only the {len(rows)} module calls that completed before the failure are shown."],
         failure=failure,
+        probe_count=len(batch),
     )
     for row in report.layers:
         row.section_id = next((s.id for s in sections if s.name == row.name and s.call_index == row.call_index), "")

@@ -460,6 +460,7 @@ def build_report(
             alerts=alerts,
             synthetic_input=batch.synthetic,
             notes=notes,
+            probe_count=len(batch),
         )
         report.graph_svg, report.graph_full_svg, report.graph_group_svgs = drawn_graph
         attach_receptive_fields(report.layers, result.graph)

@@ -349,6 +349,8 @@ class Report:
     graph_full_svg: str = ""
     graph_group_svgs: dict[str, str] = field(default_factory=dict)  # block token -> view with it opened
     failure: ForwardFailure | None = None
+    # Probes the statistics cover; ``probes`` lists the first ``options.max_probes`` of them.
+    probe_count: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of everything the page shows, figures excepted."""

@@ -188,6 +188,15 @@ def test_report_of_many_probes_shows_max_probes_and_counts_them_all():
     ref = model[0](probes).detach()
     assert sum(first.histogram.counts) >= 40 * 100
     assert first.histogram.edges[0] >= float(ref.min()) - 1e-6 and first.histogram.edges[-1] <= float(ref.max()) + 1e-6
+    # The page counts every probe and says how many it shows.
+    assert report.probe_count == 40 and report.to_dict()["probe_count"] == 40
+    html = report.to_html()
+    assert "40 probes (3 shown)" in html and 'class="count">3 of 40<' in html
+    graphed = build_report(model, probes, max_probes=3, batch_size=8, progress=False)
+    assert "(8 of the 40 probes: the first number of each shape)" in graphed.to_html()
+    from cnnreport.render import render_markdown
+
+    assert "| Probes | 40 |" in render_markdown(report)
 
 
 def test_activation_histogram_spans_the_layers_true_range():
