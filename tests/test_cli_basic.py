@@ -99,6 +99,10 @@ def test_generate_from_a_model_file(tmp_path, user_project):
     conv1 = next(s for s in data["sections"] if s["name"] == "conv1")
     assert conv1["weight_stats"]["max"] == pytest.approx(float(net.conv1.weight.detach().max()), rel=1e-6)
     assert "4 groups" not in html and "2 groups" in html
+    # More probes than shown: the summary line counts them all and says how many are shown.
+    result = run_cli(["generate", f"{model_file}:Net", "--weights", str(weights), str(probe_dir), "-o", str(out), "--max-probes", "2"])
+    assert result.exit_code == 0, result.output
+    assert "2 layer sections, 3 probes (2 shown)" in result.output
 
 
 def test_generate_errors_are_one_line(tmp_path, user_project):
