@@ -246,12 +246,16 @@ def memory_child(args: argparse.Namespace) -> int:
     """Run in a child process with the pinned allocator: print the memory figures as JSON."""
     model, images, _, options = setup(args.quick, args.batch_size, args.set, args.scenario)
     forward, report = runners(model, images, options)
+    from cnnreport.batching import DEFAULT_BATCH
+
+    batch_size = options.batch_size or DEFAULT_BATCH
 
     def forward_in_batches() -> None:
-        # The bare forward as the report batches it: the part of the report's peak that is
-        # the model's own, so the rest is what the capture adds.
+        # The bare forward in the report's (first) batch size: the part of the report's peak
+        # that is the model's own, so the rest is what the capture adds. (Automatic batches
+        # after the first can only be smaller.)
         with torch.no_grad():
-            for chunk in images.split(max(1, options.batch_size)):
+            for chunk in images.split(batch_size):
                 model(chunk)
 
     forward()
@@ -269,6 +273,7 @@ def memory_child(args: argparse.Namespace) -> int:
         "torch_forward": torch_peak(forward),
         "torch_batched": torch_peak(forward_in_batches),
         "torch_report": torch_peak(report),
+        "batch_size": batch_size,
     }
     if not args.skip_recipe and args.scenario == "resnet50":
         from recipe import recipe_html
@@ -308,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(
         f"model: {type(model).__name__}, {params / 1e6:.2f} M parameters, {convs} conv layers; "
-        f"probes: {tuple(images.shape)} from {source}; batch_size {options.batch_size}" + (f"; options {' '.join(args.set)}" if args.set else "")
+        f"probes: {tuple(images.shape)} from {source}; batch_size {options.batch_size or 'automatic'}" + (f"; options {' '.join(args.set)}" if args.set else "")
     )
 
     # Warm up once each (thread pools, lazy imports, templates, palettes).
@@ -350,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak extra memory, report: rss {mem['rss_report'] / MB:.1f} MB, torch {mem['torch_report'] / MB:.1f} MB")
     print(f"peak extra memory, bare forward: rss {mem['rss_forward'] / MB:.1f} MB, torch {mem['torch_forward'] / MB:.1f} MB")
     print(
-        f"peak extra memory, bare forward in batches of {options.batch_size}: "
+        f"peak extra memory, bare forward in batches of {mem['batch_size']}: "
         f"rss {mem['rss_batched'] / MB:.1f} MB, torch {mem['torch_batched'] / MB:.1f} MB"
     )
     if "rss_recipe" in mem:
@@ -369,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"target HTML <= 8 MB: {html_mb:.2f} MB  {verdict(html_mb <= 8)}")
     print(
         f"target peak extra <= 2x largest activation: {rep / largest:.2f}x  {verdict(rep <= 2 * largest)} "
-        f"(the bare forward alone: {fwd / largest:.2f}x, in batches of {options.batch_size}: {batched / largest:.2f}x; "
+        f"(the bare forward alone: {fwd / largest:.2f}x, in batches of {mem['batch_size']}: {batched / largest:.2f}x; "
         f"the report above the latter: {(rep - batched) / largest:.2f}x)"
     )
     return 0

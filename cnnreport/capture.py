@@ -519,6 +519,10 @@ class ActivationCapture:
         if total_probes:
             self.samples_per_probe = max(1, min(HISTOGRAM_SAMPLES_PER_PROBE, HISTOGRAM_SAMPLES_PER_LAYER // total_probes))
         self._first_probe = 0
+        # For the automatic batch size (batching.py): bytes of one probe's largest output so
+        # far, and bytes of the tiles kept so far.
+        self.largest_per_probe = 0
+        self.tile_bytes = 0
         self._handles: list[Any] = []
         self._layers: dict[tuple[str, int], LayerCapture] = {}
         self._calls: dict[str, int] = {}
@@ -660,6 +664,8 @@ class ActivationCapture:
         known_range: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         key = (name, call)
+        if out.shape[0]:
+            self.largest_per_probe = max(self.largest_per_probe, out.numel() // out.shape[0] * out.element_size())
         layer = self._layers.get(key)
         if layer is None:
             layer = LayerCapture(
@@ -732,7 +738,9 @@ class ActivationCapture:
         if images is not None and self.max_channels > 0 and shown:
             # Finite extremes (the statistics' fast path) mean finite values throughout.
             finite = "channel_min" in stats
-            layer.tiles += top_channel_tiles(images[:shown], cmeans[:shown], self.max_channels, self.tile_size, finite=finite)
+            tiles = top_channel_tiles(images[:shown], cmeans[:shown], self.max_channels, self.tile_size, finite=finite)
+            self.tile_bytes += sum(t.tiles.nbytes for t in tiles)
+            layer.tiles += tiles
         layer.samples += histogram_sample(x, self.samples_per_probe)
 
     # -- Grad-CAM ---------------------------------------------------------------------------

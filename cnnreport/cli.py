@@ -145,7 +145,7 @@ def common_report_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-channels", type=click.IntRange(0, 1024), help="Most active channels shown per layer and probe.  [default: 16]"),
         click.option("--max-probes", type=click.IntRange(1), help="Probes shown in mosaics.  [default: 16]"),
         click.option("--tile-size", type=click.IntRange(4, 512), help="Largest side of an activation tile, in pixels.  [default: 48]"),
-        click.option("--batch-size", type=click.IntRange(1), help="Probes per forward pass: bounds memory; raise it for hundreds of small probes.  [default: 4]"),
+        click.option("--batch-size", type=click.IntRange(1), help="Probes per forward pass: bounds memory; raise it for hundreds of small probes.  [default: 4, smaller later batches where a deep model needs the memory]"),
         click.option("--max-html-mb", type=click.FloatRange(0), help="Size budget for the HTML file: smaller tiles, then fewer channels are shown to keep it (the page says so); 0 for no limit.  [default: 8]"),
         click.option("--class-names", metavar="FILE|LIST", help="Class names: a text file (one a line), a JSON list/dict, or 'cat,dog,...'."),
         click.option("--target-class", type=int, help="Class Grad-CAM explains (default: each probe's top prediction)."),

@@ -64,7 +64,7 @@ def _label(weights: str | None, spec: str | None, fallback: str) -> str:
 @click.option("--exclude-layers", multiple=True, metavar="GLOB", help="Layers to leave out, by glob (repeatable).")
 @click.option("--layer-types", multiple=True, metavar="TYPE", help="Layers whose activations are compared, by class name (repeatable).")
 @click.option("--max-probes", type=click.IntRange(1), help="Most probes used.  [default: 16]")
-@click.option("--batch-size", type=click.IntRange(1), help="Probes per forward pass (bounds memory).  [default: 4]")
+@click.option("--batch-size", type=click.IntRange(1), help="Probes per forward pass (bounds memory).  [default: 4, smaller later batches where a deep model needs the memory]")
 @click.option("--max-galleries", type=click.IntRange(0), default=4, show_default=True, help="Most changed convolutions whose filters are drawn side by side.")
 @click.option("--class-names", metavar="FILE|LIST", help="Class names: a text file (one a line), a JSON list/dict, or 'cat,dog,...'.")
 @click.option("--timestamp", is_flag=True, help="Put the creation time in the report (off: output is byte-for-byte reproducible).")

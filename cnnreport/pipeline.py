@@ -22,6 +22,7 @@ from torch import nn
 
 from . import budget, figures, heap, stats
 from .architecture import Architecture, inspect_model
+from .batching import DEFAULT_BATCH, next_batch_size
 from .capture import (
     CONV_TYPES,
     ActivationCapture,
@@ -229,12 +230,7 @@ class PassResult:
     graph: Any = None
     failure: dict[str, Any] | None = None
     error: ForwardError | None = None
-
-
-def _batches(batch: ProbeBatch, size: int) -> Iterable[tuple[torch.Tensor, ...]]:
-    n = len(batch)
-    for start in range(0, n, max(1, size)):
-        yield tuple(t[start : start + size] for t in batch.inputs)
+    batch_sizes: list[int] = dataclasses.field(default_factory=list)
 
 
 def capture_pass(
@@ -244,9 +240,14 @@ def capture_pass(
     detailed: list[str],
     cam_layer: str | None,
     progress: Progress,
+    *,
+    taper: bool = False,
 ) -> PassResult:
     """Forward every probe batch once with the capture hooks (and the graph recorder on the
-    first batch); Grad-CAM backpropagates from the output to the CAM layer only."""
+    first batch); Grad-CAM backpropagates from the output to the CAM layer only.
+
+    Batches of ``options.batch_size`` (default :data:`~cnnreport.batching.DEFAULT_BATCH`);
+    with ``taper``, batches after the first may be smaller (:func:`~cnnreport.batching.next_batch_size`)."""
     want_cam = options.attributions and cam_layer is not None
     capture = ActivationCapture(
         model,
@@ -262,12 +263,28 @@ def capture_pass(
     graph = None
     failure = None
     error = None
+    first_size = max(1, options.batch_size or DEFAULT_BATCH)
+    total = len(batch)
+    batch_sizes: list[int] = []
     with preserved_model_state(model), capture, paused_gc() as collector_was_on:
         first_probe = 0
-        for index, inputs in enumerate(_batches(batch, options.batch_size)):
-            inputs = to_model(inputs, model)
+        index = -1
+        while first_probe < total:
+            index += 1
+            size = first_size
+            if taper and index > 0:
+                size = next_batch_size(
+                    first_size,
+                    probes=total,
+                    done=first_probe,
+                    shown=min(total, options.max_probes),
+                    largest_per_probe=capture.largest_per_probe,
+                    tile_bytes=capture.tile_bytes,
+                )
+            inputs = to_model(tuple(t[first_probe : first_probe + size] for t in batch.inputs), model)
             capture.start_batch(first_probe)
             first_probe += inputs[0].shape[0]
+            batch_sizes.append(inputs[0].shape[0])
             # The recorder runs on the first batch even without a graph on the page: it is what
             # names the module or op where a failing forward pass broke.
             record = index == 0
@@ -296,7 +313,18 @@ def capture_pass(
             progress.advance(inputs[0].shape[0])
             collect_young(collector_was_on)
             heap.after_batch(index)
-    return PassResult(capture=capture.result(), predictions=predictions, graph=graph, failure=failure, error=error)
+    return PassResult(capture=capture.result(), predictions=predictions, graph=graph, failure=failure, error=error, batch_sizes=batch_sizes)
+
+
+def _batch_notes(sizes: list[int], first: int) -> list[str]:
+    """A line for the page when the automatic batches were made smaller than ``first``."""
+    if all(size == first for size in sizes[:-1]):
+        return []
+    return [
+        f"Probes went through the model in batches of {', '.join(str(s) for s in sizes)}: smaller after the "
+        f"first, so that the forward pass and the page's tiles stay within twice the largest activation "
+        f"of all probes together (--batch-size sets one size for all)."
+    ]
 
 
 def _name_failure(error: ForwardError, failure: dict[str, Any] | None) -> None:
@@ -377,7 +405,10 @@ def build_report(
         arch_error: BaseException = exc
     cam_layer = default_cam_layer(model, opts, arch.rows if arch is not None else ()) if opts.attributions else None
     progress = Progress(total=len(batch), enabled=opts.progress, label="forward")
-    result = capture_pass(model, batch, opts, detailed, cam_layer, progress)
+    automatic = opts.batch_size is None
+    if automatic:  # the report states the size it started with
+        opts = dataclasses.replace(opts, batch_size=DEFAULT_BATCH)
+    result = capture_pass(model, batch, opts, detailed, cam_layer, progress, taper=automatic)
     progress.close()
     if result.error is not None:
         try:
@@ -435,7 +466,7 @@ def build_report(
                 )
             )
         attributions = gradcam_attributions(result.capture, batch, opts)
-        notes = list(notes) + list(batch.notes) + list(arch.notes)
+        notes = list(notes) + list(batch.notes) + list(arch.notes) + _batch_notes(result.batch_sizes, opts.batch_size)
         attributions += saliency
         notes += saliency_notes
         if isinstance(model, torch.jit.ScriptModule):

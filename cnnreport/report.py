@@ -273,10 +273,11 @@ class ReportOptions:
     max_channels: int = 16
     max_probes: int = 16
     tile_size: int = 48  # ResNet-50's 56 px maps lose little at 48, and the page stays near 7 MB
-    # Probes per forward pass. 4 halves the forward's own peak memory against one batch of 8
-    # (a ResNet-50 bottleneck holds ~3.5 activations at once) for ~2% more time on a CPU;
-    # raise it for hundreds of small probes, where the per-batch hook cost adds up.
-    batch_size: int = 4
+    # Probes per forward pass. None: automatic, 4 (half the forward's peak memory of a batch of
+    # 8 for ~2% more time), later batches smaller where a deep model's tiles need the room
+    # (batching.py); the built report states the size it started with. Raise it for hundreds
+    # of small probes, where the per-batch hook cost adds up.
+    batch_size: int | None = None
     max_html_mb: float | None = 8.0  # a CI artifact stays small: deeper models show less, and say so; 0 or None: no limit
     top_k: int = 3
     class_names: list[str] | None = None

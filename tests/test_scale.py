@@ -138,6 +138,48 @@ def test_batching_gives_the_same_statistics_and_mosaics():
     assert [p.predictions[0].class_index for p in one.probes] == [p.predictions[0].class_index for p in many.probes]
 
 
+def test_automatic_batches_shrink_only_where_tiles_need_the_room():
+    from cnnreport.batching import next_batch_size
+
+    mb = 1024 * 1024
+    # A 100-layer plain stack (32 x 224 x 224 floats a probe) after a first batch of 4 of 8
+    # probes: the tiles will hold 29.5 MB, so a batch of 4 (3.5 activations alive) would break
+    # twice the largest activation of all 8 probes; 3 fits.
+    stack = dict(probes=8, done=4, shown=8, largest_per_probe=32 * 224 * 224 * 4)
+    assert next_batch_size(4, tile_bytes=int(14.75 * mb), **stack) == 3
+    # ResNet-50 (3.2 MB a probe, 5 MB of tiles in all): 4 fits; with 200 probes the room is large.
+    assert next_batch_size(4, probes=8, done=4, shown=8, largest_per_probe=64 * 112 * 112 * 4, tile_bytes=int(2.55 * mb)) == 4
+    assert next_batch_size(4, tile_bytes=int(14.75 * mb), **{**stack, "probes": 200, "shown": 16}) == 4
+    # Small activations are never split, whatever the tiles; nor is the first batch.
+    assert next_batch_size(4, probes=8, done=4, shown=8, largest_per_probe=4096, tile_bytes=10 * mb) == 4
+    assert next_batch_size(4, tile_bytes=int(14.75 * mb), **{**stack, "done": 0}) == 4
+    # Never below one probe.
+    assert next_batch_size(4, tile_bytes=500 * mb, **stack) == 1
+
+
+def test_automatic_batches_give_the_same_report_and_say_so(monkeypatch):
+    from cnnreport import batching
+
+    monkeypatch.setattr(batching, "TAPER_FLOOR_BYTES", 0)  # a small model, split as a large one would be
+    monkeypatch.setattr(batching, "PEAK_ACTIVATIONS", 1.2)
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Conv2d(3, 8, 3, padding=1)]
+    for _ in range(11):
+        layers += [nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1)]
+    model = nn.Sequential(*layers).eval()
+    probes = noise(9, 16)
+    auto = build_report(model, probes, **QUIET)
+    fixed = build_report(model, probes, batch_size=4, **QUIET)
+    (note,) = [n for n in auto.notes if "Probes went through the model in batches of 4, " in n]
+    assert "--batch-size" in note and not [n for n in fixed.notes if "batches of" in n]
+    assert auto.options.batch_size == 4
+    for a, b in zip(auto.sections, fixed.sections):
+        assert a.stats.numel == b.stats.numel == 9 * int(np.prod(a.output_shape))
+        assert a.stats.mean == pytest.approx(b.stats.mean, rel=1e-5, abs=1e-6)
+        assert a.stats.max == pytest.approx(b.stats.max, rel=1e-5, abs=1e-6)
+        assert len(a.per_probe_stats) == 9
+
+
 def test_two_hundred_small_probes_in_batches():
     model, probes = small_cnn(channels=8), noise(200, 16)
     report = build_report(model, probes, batch_size=16, max_probes=200, **QUIET)
