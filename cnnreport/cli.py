@@ -226,7 +226,7 @@ def _run(
     if not kwargs.get("quiet"):
         size = Path(output).stat().st_size / 1e6
         counts = {s: sum(1 for a in report.alerts if a.severity.value == s) for s in ("error", "warning")}
-        probes = max(report.probe_count, len(report.probes))
+        probes = report.probe_count
         shown = f" ({len(report.probes)} shown)" if probes > len(report.probes) else ""
         click.echo(
             f"wrote {output} ({size:.1f} MB): {len(report.sections)} layer sections, {probes} probes{shown}, "

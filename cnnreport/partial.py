@@ -55,6 +55,15 @@ def fallback_architecture(model: nn.Module, example: tuple[torch.Tensor, ...], c
     return Architecture(rows=rows_from_capture(model, capture, 1), summary=summary, notes=[note])
 
 
+def _probes_covered(batch_sizes: list[int], total: int) -> int:
+    """Probes a partial report's statistics cover: those of the batches before the failing one
+    (the layers that ran before the failure also hold some of the failing batch's probes), or
+    the failing first batch's, when it was the first."""
+    if not batch_sizes:
+        return total
+    return sum(batch_sizes[:-1]) or batch_sizes[0]
+
+
 def partial_report(
     model: nn.Module,
     batch: ProbeBatch,
@@ -96,7 +105,7 @@ def partial_report(
         synthetic_input=batch.synthetic,
         notes=list(batch.notes) + [f"Only the {len(rows)} module calls that completed before the failure are shown."],
         failure=failure,
-        probe_count=len(batch),
+        probe_count=_probes_covered(result.batch_sizes, len(batch)),
     )
     for row in report.layers:
         row.section_id = next((s.id for s in sections if s.name == row.name and s.call_index == row.call_index), "")

@@ -406,6 +406,8 @@ def build_report(
     cam_layer = default_cam_layer(model, opts, arch.rows if arch is not None else ()) if opts.attributions else None
     progress = Progress(total=len(batch), enabled=opts.progress, label="forward")
     automatic = opts.batch_size is None
+    if not automatic and opts.batch_size < 1:
+        raise OptionError(f"batch_size must be at least 1 probe, got {opts.batch_size} (leave it out for the automatic size)")
     if automatic:  # the report states the size it started with
         opts = dataclasses.replace(opts, batch_size=DEFAULT_BATCH)
     result = capture_pass(model, batch, opts, detailed, cam_layer, progress, taper=automatic)

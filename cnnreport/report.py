@@ -353,6 +353,11 @@ class Report:
     # Probes the statistics cover; ``probes`` lists the first ``options.max_probes`` of them.
     probe_count: int = 0
 
+    def __post_init__(self) -> None:
+        # A report built outside the pipeline counts the probes it lists.
+        if not self.probe_count:
+            self.probe_count = len(self.probes)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of everything the page shows, figures excepted."""
         return _plain(self)

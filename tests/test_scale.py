@@ -180,6 +180,43 @@ def test_automatic_batches_give_the_same_report_and_say_so(monkeypatch):
         assert len(a.per_probe_stats) == 9
 
 
+def test_partial_report_counts_the_probes_its_statistics_cover():
+    from cnnreport.errors import ForwardError
+
+    class Picky(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.c2, self.f = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.Linear(4, 3)
+
+        def forward(self, x):
+            y = self.c1(x)
+            if bool((x[:, 0, 0, 0] > 5).any()):
+                raise ValueError("bad probe")
+            return self.f(self.c2(y).mean((2, 3)))
+
+    probes = torch.rand(10, 3, 16, 16)
+    probes[6, 0, 0, 0] = 10  # in the second batch of 4
+    with pytest.raises(ForwardError) as failed:
+        build_report(Picky().eval(), probes, **QUIET)
+    report = failed.value.report
+    assert report.probe_count == 4 and report.to_dict()["probe_count"] == 4
+    probes[1, 0, 0, 0] = 10  # now in the first batch: its 4 probes are what the layers before hold
+    with pytest.raises(ForwardError) as failed:
+        build_report(Picky().eval(), probes, **QUIET)
+    assert failed.value.report.probe_count == 4
+
+
+def test_batch_size_below_one_is_refused_and_unresolved_options_still_render():
+    from cnnreport.errors import OptionError
+
+    model, probes = small_cnn(channels=8), noise(3, 16)
+    with pytest.raises(OptionError, match="batch_size must be at least 1"):
+        build_report(model, probes, batch_size=0, **QUIET)
+    report = build_report(model, probes, progress=False)
+    html = dataclasses.replace(report, options=ReportOptions()).to_html()  # batch_size None
+    assert "(3 of the 3 probes: the first number of each shape)" in html
+
+
 def test_two_hundred_small_probes_in_batches():
     model, probes = small_cnn(channels=8), noise(200, 16)
     report = build_report(model, probes, batch_size=16, max_probes=200, **QUIET)
