@@ -246,9 +246,7 @@ def memory_child(args: argparse.Namespace) -> int:
     """Run in a child process with the pinned allocator: print the memory figures as JSON."""
     model, images, _, options = setup(args.quick, args.batch_size, args.set, args.scenario)
     forward, report = runners(model, images, options)
-    from cnnreport.batching import DEFAULT_BATCH
-
-    batch_size = options.batch_size or DEFAULT_BATCH
+    batch_size = options.first_batch
 
     def forward_in_batches() -> None:
         # The bare forward in the report's (first) batch size: the part of the report's peak

@@ -22,7 +22,7 @@ from torch import nn
 
 from . import budget, figures, heap, stats
 from .architecture import Architecture, inspect_model
-from .batching import DEFAULT_BATCH, next_batch_size
+from .batching import next_batch_size
 from .capture import (
     CONV_TYPES,
     ActivationCapture,
@@ -263,7 +263,7 @@ def capture_pass(
     graph = None
     failure = None
     error = None
-    first_size = max(1, options.batch_size or DEFAULT_BATCH)
+    first_size = options.first_batch
     total = len(batch)
     batch_sizes: list[int] = []
     with preserved_model_state(model), capture, paused_gc() as collector_was_on:
@@ -409,7 +409,7 @@ def build_report(
     if not automatic and opts.batch_size < 1:
         raise OptionError(f"batch_size must be at least 1 probe, got {opts.batch_size} (leave it out for the automatic size)")
     if automatic:  # the report states the size it started with
-        opts = dataclasses.replace(opts, batch_size=DEFAULT_BATCH)
+        opts = dataclasses.replace(opts, batch_size=opts.first_batch)
     result = capture_pass(model, batch, opts, detailed, cam_layer, progress, taper=automatic)
     progress.close()
     if result.error is not None:

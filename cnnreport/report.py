@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
+from .batching import DEFAULT_BATCH
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -307,6 +309,11 @@ class ReportOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
+
+    @property
+    def first_batch(self) -> int:
+        """Probes in the first forward batch: ``batch_size``, or the automatic default."""
+        return max(1, self.batch_size or DEFAULT_BATCH)
 
 
 @dataclass

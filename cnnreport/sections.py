@@ -9,7 +9,6 @@ import numpy as np
 from torch import nn
 
 from . import figures, stats
-from .batching import DEFAULT_BATCH
 from .capture import CaptureResult, LayerCapture, module_type_name, to_model
 from .errors import OptionError
 from .probes import ProbeBatch
@@ -184,7 +183,7 @@ def saliency_attributions(
     targets = [options.target_class if options.target_class is not None else predictions[i][0].class_index for i in shown]
     inputs = tuple(t[shown] for t in to_model(batch.inputs, model))
     try:
-        maps = saliency_maps(model, inputs, targets, batch_size=options.batch_size or DEFAULT_BATCH)
+        maps = saliency_maps(model, inputs, targets, batch_size=options.first_batch)
     except OptionError as exc:  # Captum missing: the report goes on without saliency, and says so
         return [], [exc.one_line()]
     def alt(label: str, probe: str) -> str:

@@ -86,10 +86,8 @@ def activation_histogram(layer: LayerCapture, bins: int) -> Histogram | None:
         return None
     # The sample's bins span the layer's true range, so the histogram's axis reads the same
     # as the min and max beside it (a strided sample rarely holds the extremes).
-    finite_min = [v for v in layer.probe_min if math.isfinite(v)]
-    finite_max = [v for v in layer.probe_max if math.isfinite(v)]
-    span = (min(finite_min), max(finite_max)) if finite_min and finite_max else None
-    return histogram(np.concatenate(layer.samples), bins, span)
+    overall = layer.overall()
+    return histogram(np.concatenate(layer.samples), bins, (overall["min"], overall["max"]))
 
 
 def channel_means(layer: LayerCapture) -> np.ndarray:
