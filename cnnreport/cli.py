@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import shlex
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -18,9 +19,11 @@ from typing import Any, Callable
 import click
 
 from . import __version__
-from .errors import CnnReportError, ForwardError, HealthCheckFailed, OptionError
+from .errors import CnnReportError, ForwardError, HealthCheckFailed, Interrupted, OptionError
 
 EXIT_USAGE = 2
+#: Exit status of a run ended by a signal: 128 + the signal's number, as a shell reports it.
+EXIT_SIGNAL_BASE = 128
 
 
 def _fail(message: str, code: int) -> None:
@@ -40,16 +43,53 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 traceback.print_exc()
             _fail(exc.one_line(), exc.exit_code)
-        except KeyboardInterrupt:
-            _fail("interrupted; no report was written", 130)
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+            _fail(interrupted_message(exc, getattr(exc, "planned_outputs", [])), EXIT_SIGNAL_BASE + int(signum))
 
     return wrapper
+
+
+def interrupted_message(exc: KeyboardInterrupt, outputs: list[str]) -> str:
+    """What an interrupted run did to its outputs: every one replaced, or none (outputs.py)."""
+    name = signal.Signals(exc.signum).name if isinstance(exc, Interrupted) else "SIGINT"
+    replaced = getattr(exc, "replaced_outputs", None)
+    if replaced:
+        return f"interrupted by {name} after every output was written ({', '.join(outputs) or ', '.join(replaced)})"
+    kept = f" ({', '.join(outputs)} left as they were)" if outputs else ""
+    return f"interrupted by {name}; no output was written{kept}"
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def install_signal_handlers(ctx: click.Context) -> None:
+    """SIGTERM and SIGHUP end the run as Ctrl-C does, through every ``finally``: temporary
+    files are removed and the message says what was written. Restored when the command ends."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)):
+        if sig is None:
+            continue
+        try:
+            old = signal.signal(sig, _raise_interrupted)
+        except (ValueError, OSError):
+            continue
+        ctx.call_on_close(functools.partial(signal.signal, sig, old))
 
 
 def partial_path(output: str) -> str:
     """``report.html`` -> ``report.partial.html``: where a failed run leaves what it has."""
     path = Path(output)
-    return str(path.with_name(f"{path.stem}.partial{path.suffix or '.html'}"))
+    suffix = f".partial{path.suffix or '.html'}"
+    stem = path.stem
+    # Keep the name within the file system's usual 255 bytes, where the output's own name fits.
+    while stem and len(os.fsencode(stem + suffix)) > 255:
+        stem = stem[:-1]
+    return str(path.with_name(f"{stem}{suffix}"))
 
 
 def _class_names(value: str | None) -> list[str] | None:
@@ -94,27 +134,107 @@ def _names_from_json(data: Any) -> list[str]:
     return [by_index.get(i, str(i)) for i in range(max(by_index) + 1)]
 
 
-def _write_outputs(report: Any, output: str, json_path: str | None, markdown: str | None) -> None:
-    report.write_html(output)
-    if json_path:
-        report.write_json(json_path)
-    if markdown:
-        report.write_markdown(markdown)
+def spec_file(spec: str | None) -> str | None:
+    """The file a MODEL spec reads (``net.py`` of ``net.py:Net``, a TorchScript file), if any."""
+    if not spec:
+        return None
+    path = os.path.expanduser(spec)
+    if os.path.isfile(path):
+        return path
+    head = path.rpartition(":")[0]
+    return head if head and os.path.isfile(head) else None
 
 
-def _check_writable(*paths: str | None) -> None:
-    """Fail before the (possibly long) forward pass if an output cannot be written."""
-    for p in paths:
-        if not p:
-            continue
-        target = Path(p)
-        folder = target.parent if str(target.parent) else Path(".")
-        if target.is_dir():
-            raise OptionError(f"output {p} is a folder; give a file name such as {target / 'report.html'}")
-        if not folder.is_dir():
-            raise OptionError(f"cannot write {p}: folder {folder} does not exist")
-        if not os.access(folder, os.W_OK):
-            raise OptionError(f"cannot write {p}: folder {folder} is not writable")
+def class_names_file(value: str | None) -> str | None:
+    """The --class-names value when it names a file (it is an input then)."""
+    return value if value and os.path.isfile(value) else None
+
+
+def plan_run_outputs(kwargs: dict[str, Any], inputs: list[tuple[str, str | None]], *, output_key: str = "output") -> Any:
+    """Check every output of this run before any work (see :func:`cnnreport.outputs.plan_outputs`):
+    an output that is an input or another output, or cannot be written, is refused."""
+    from .outputs import plan_outputs
+    from .probes import SUPPORTED_SUFFIXES
+
+    output = kwargs[output_key]
+    return plan_outputs(
+        [("-o", output), ("--json", kwargs.get("json_path")), ("--markdown", kwargs.get("markdown"))],
+        inputs,
+        partial=partial_path(output) if output else None,
+        folder_suffixes=SUPPORTED_SUFFIXES,
+    )
+
+
+def probe_inputs(paths: list[str], probes: Any = None) -> list[tuple[str, str | None]]:
+    """The probe paths as given (files, folders, globs) and every file the loaded probes came from."""
+    found: list[tuple[str, str | None]] = [("the probe", p) for p in paths]
+    for source in getattr(probes, "sources", None) or []:
+        if source:
+            found.append(("the probe", source))
+    return found
+
+
+def write_planned(report: Any, plan: Any) -> None:
+    """Write the report's views to the planned outputs, all or none."""
+    try:
+        report.write(html=_str(plan.path_of("-o")), json=_str(plan.path_of("--json")), markdown=_str(plan.path_of("--markdown")))
+    except KeyboardInterrupt as exc:
+        exc.planned_outputs = [out.given for out in plan.outputs]  # type: ignore[attr-defined]
+        raise
+
+
+def _str(path: Any) -> str | None:
+    return None if path is None else str(path)
+
+
+def write_partial(exc: ForwardError, plan: Any) -> None:
+    """A failed forward pass: write the partial report beside the output, then exit with the
+    forward pass's own error. If the partial report cannot be written, the error still leads."""
+    if exc.report is None or plan.partial is None:
+        raise exc
+    where = plan.partial.given
+    try:
+        exc.report.write(html=str(plan.partial.path))
+    except CnnReportError as write_error:
+        _fail(f"{exc.one_line()}; the partial report {where} could not be written either: {write_error.one_line()}", exc.exit_code)
+    click.echo(f"cnnreport: error: {exc.one_line()}", err=True)
+    click.echo(f"cnnreport: wrote a partial report of what ran to {where}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def refuse_inapplicable(ctx: click.Context, rules: list[tuple[str, bool, str]]) -> None:
+    """Refuse an option given on the command line that the rest of the command makes meaningless.
+
+    Each rule is ``(parameter name, whether it cannot apply, why)``; only options the user typed
+    (not defaults) are refused.
+    """
+    from click.core import ParameterSource
+
+    for name, cannot_apply, why in rules:
+        source = ctx.get_parameter_source(name)
+        if cannot_apply and source not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+            option = next((p.opts[-1] if len(p.opts) == 1 else max(p.opts, key=len) for p in ctx.command.params if p.name == name), name)
+            raise OptionError(f"{option} {why}")
+
+
+def report_option_rules(kwargs: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    """Rules of :func:`refuse_inapplicable` for the options ``generate`` and ``demo`` share."""
+    off = bool(kwargs.get("no_attributions"))
+    return [
+        ("saliency", off, "adds attributions, which --no-attributions turns off: drop one of them"),
+        ("target_class", off, "chooses the class Grad-CAM explains, which --no-attributions turns off: drop one of them"),
+        ("cam_layer", off, "chooses the layer Grad-CAM explains, which --no-attributions turns off: drop one of them"),
+    ]
+
+
+def probe_option_rules(kwargs: dict[str, Any], probe_paths: list[str], *, weights_given: bool) -> list[tuple[str, bool, str]]:
+    """Rules of :func:`refuse_inapplicable` for the model and probe options of ``generate``/``diff``."""
+    return [
+        ("input_size", bool(probe_paths), "sets a synthetic input, but probes are given and would be used instead: drop --input-size or the probes"),
+        ("resize", not kwargs.get("image_size"), "chooses how --image-size resizes, but no --image-size is given"),
+        ("recursive", not probe_paths, "looks for probes in sub-folders, but no probe folder is given"),
+        ("weights_key", not weights_given, "chooses the state dict inside a checkpoint, but no checkpoint (--weights) is given"),
+    ]
 
 
 def _gate(report: Any, fail_on: str | None) -> None:
@@ -197,6 +317,7 @@ def _run(
     probes: Any,
     kwargs: dict[str, Any],
     *,
+    plan: Any,
     provenance: Any = None,
     input_size: Any = None,
     class_names: list[str] | None = None,
@@ -206,23 +327,21 @@ def _run(
     from .pipeline import build_report, default_provenance
 
     output = kwargs["output"]
-    _check_writable(output, kwargs.get("json_path"), kwargs.get("markdown"))
     prov = provenance or default_provenance()
     prov.command_line = "cnnreport " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         overrides = _options_from(kwargs)
         if class_names and "class_names" not in overrides:
             overrides["class_names"] = class_names  # names the checkpoint carries
-        report = build_report(model, probes, input_size=input_size, provenance=prov, notes=notes or [], **overrides)
-    except ForwardError as exc:
-        if exc.report is not None:
-            where = partial_path(output)
-            exc.report.write_html(where)
-            click.echo(f"cnnreport: error: {exc.one_line()}", err=True)
-            click.echo(f"cnnreport: wrote a partial report of what ran to {where}", err=True)
-            sys.exit(exc.exit_code)
+        try:
+            report = build_report(model, probes, input_size=input_size, provenance=prov, notes=notes or [], **overrides)
+        except ForwardError as exc:
+            write_partial(exc, plan)
+        write_planned(report, plan)
+    except KeyboardInterrupt as exc:
+        if not hasattr(exc, "planned_outputs"):
+            exc.planned_outputs = [out.given for out in plan.outputs]  # type: ignore[attr-defined]
         raise
-    _write_outputs(report, output, kwargs.get("json_path"), kwargs.get("markdown"))
     if not kwargs.get("quiet"):
         size = Path(output).stat().st_size / 1e6
         counts = {s: sum(1 for a in report.alerts if a.severity.value == s) for s in ("error", "warning")}
@@ -236,9 +355,30 @@ def _run(
     _gate(report, kwargs.get("fail_on"))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class OneLineErrorGroup(click.Group):
+    """click's own usage errors (a bad option value, a missing argument) as one line, like ours:
+    CI logs and scripts read one ``cnnreport: error: ...`` line whatever went wrong."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.Abort:
+            _fail("aborted", 1)
+        except click.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `cnnreport`: the help
+                click.echo(ctx.get_help())
+                sys.exit(exc.exit_code)
+            where = f" (see '{ctx.command_path} --help')" if isinstance(exc, click.UsageError) and ctx is not None else ""
+            _fail(" ".join(f"{exc.format_message()}{where}".split()), exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="cnnreport")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Turn a PyTorch CNN and a few probe images into one self-contained HTML report:
     architecture, what every layer sees, what it has learned, and what is wrong with it.
 
@@ -247,6 +387,7 @@ def main() -> None:
     Your model:
       cnnreport generate models/net.py:Net --weights ckpt.pt --probes images/ -o report.html
     """
+    install_signal_handlers(ctx)
 
 
 @main.command()
@@ -282,6 +423,12 @@ def generate(model_spec: str, **kwargs: Any) -> None:
     from .pipeline import default_provenance
     from .probes import expected_input_ndim, image_channels, load_probes
 
+    ctx = click.get_current_context()
+    probe_paths = list(kwargs.get("probes") or []) + list(kwargs.get("more_probes") or [])
+    refuse_inapplicable(ctx, probe_option_rules(kwargs, probe_paths, weights_given=bool(kwargs.get("weights"))) + report_option_rules(kwargs))
+    inputs = [("the MODEL file", spec_file(model_spec)), ("the --weights checkpoint", kwargs.get("weights")), ("the --class-names file", class_names_file(kwargs.get("class_names")))]
+    # Before any work: an output that is an input, or that cannot be written, is refused now.
+    plan_run_outputs(kwargs, inputs + probe_inputs(probe_paths))
     loaded = load_model(
         model_spec,
         weights=kwargs.pop("weights"),
@@ -293,7 +440,7 @@ def generate(model_spec: str, **kwargs: Any) -> None:
     probes = None
     # `--probes imgs/*.png` reaches us as one --probes value and the rest as positionals: the
     # shell expanded the glob. Every path after MODEL is a probe, with or without --probes.
-    probe_paths = list(kwargs.pop("probes") or []) + list(kwargs.pop("more_probes") or [])
+    kwargs.pop("probes"), kwargs.pop("more_probes")
     mean, std = kwargs.pop("mean"), kwargs.pop("std")
     image_size, resize, recursive = kwargs.pop("image_size"), kwargs.pop("resize"), kwargs.pop("recursive")
     if probe_paths:
@@ -312,10 +459,12 @@ def generate(model_spec: str, **kwargs: Any) -> None:
         raise OptionError("--mean, --std and --image-size preprocess probe images; with no --probes there is nothing to preprocess")
     if probes is None and not input_size:
         raise OptionError("no probes: pass --probes PATH (images, a folder or tensors), or --input-size C H W for a synthetic input")
+    # Again with every probe file found and every module the model imported.
+    plan = plan_run_outputs(kwargs, inputs + probe_inputs(probe_paths, probes))
     prov = default_provenance()
     prov.checkpoint_path = loaded.checkpoint_path
     prov.checkpoint_sha256 = loaded.checkpoint_sha256
-    _run(loaded.model, probes, kwargs, provenance=prov, input_size=input_size, class_names=loaded.class_names, notes=loaded.notes)
+    _run(loaded.model, probes, kwargs, plan=plan, provenance=prov, input_size=input_size, class_names=loaded.class_names, notes=loaded.notes)
 
 
 def _floats(value: str | None, option: str) -> Any:
@@ -339,16 +488,22 @@ def demo(**kwargs: Any) -> None:
     """
     from .demo import CLASS_NAMES, demo_probe_paths, load_demo_model
 
-    if kwargs.get("output") == "report.html" and "-o" not in sys.argv and "--output" not in sys.argv:
+    from click.core import ParameterSource
+
+    if click.get_current_context().get_parameter_source("output") == ParameterSource.DEFAULT:
         kwargs["output"] = "demo-report.html"
     if not kwargs.get("title"):
         kwargs["title"] = "Demo: DigitsCNN trained on scikit-learn digits"
+    from .demo import WEIGHTS
     from .probes import load_probes
 
-    probes = load_probes([str(p) for p in demo_probe_paths()])
+    refuse_inapplicable(click.get_current_context(), report_option_rules(kwargs))
+    paths = [str(p) for p in demo_probe_paths()]
+    plan = plan_run_outputs(kwargs, [("the demo checkpoint", str(WEIGHTS))] + probe_inputs(paths))
+    probes = load_probes(paths)
     # Paths inside the package, not this machine's: the demo page is the same everywhere.
     probes.sources = [f"cnnreport/data/demo/probes/{Path(p).name}" for p in probes.sources]
-    _run(load_demo_model(), probes, kwargs, class_names=CLASS_NAMES)
+    _run(load_demo_model(), probes, kwargs, plan=plan, class_names=CLASS_NAMES)
 
 
 from .cli_extra import diff as _diff_command  # noqa: E402

@@ -82,7 +82,7 @@ def diff(**kw: Any) -> None:
       cnnreport diff --old-model old.py:Net --old a.pt --new-model new.py:Net --new b.pt \\
           --probes val/ -o diff.html --markdown diff.md
     """
-    from .cli import _check_writable, _class_names, _floats
+    from .cli import _class_names, _floats, class_names_file, plan_run_outputs, probe_inputs, probe_option_rules, refuse_inapplicable, spec_file, write_planned
     from .diff import diff_reports
     from .errors import OptionError
     from .loading import load_model, parse_model_args
@@ -97,7 +97,17 @@ def diff(**kw: Any) -> None:
         raise OptionError("no model: pass --model SPEC with --old and --new checkpoints, or --old-model and --new-model")
     if spec and not (kw["old_weights"] and kw["new_weights"]):
         raise OptionError("--model compares two checkpoints of one architecture: pass both --old CKPT and --new CKPT")
-    _check_writable(kw["output"], kw["json_path"], kw["markdown"])
+    probe_paths = list(kw["probes"] or [])
+    refuse_inapplicable(click.get_current_context(), probe_option_rules(kw, probe_paths, weights_given=bool(kw["old_weights"] or kw["new_weights"])))
+    inputs = [
+        ("the --old checkpoint", kw["old_weights"]),
+        ("the --new checkpoint", kw["new_weights"]),
+        ("the old MODEL file", spec_file(old_spec)),
+        ("the new MODEL file", spec_file(new_spec)),
+        ("the --class-names file", class_names_file(kw["class_names"])),
+    ]
+    # Before any work: an output that is an input, or that cannot be written, is refused now.
+    plan_run_outputs(kw, inputs + probe_inputs(probe_paths))
     model_args = parse_model_args(kw["model_args"])
 
     def load(model_spec: str, weights: str | None) -> Any:
@@ -112,7 +122,6 @@ def diff(**kw: Any) -> None:
 
     old = load(old_spec, kw["old_weights"])
     new = load(new_spec, kw["new_weights"])
-    probe_paths = list(kw["probes"] or [])
     if not probe_paths and not kw["input_size"]:
         raise OptionError("no probes: pass --probes PATH (images, a folder or tensors), or --input-size C H W for a synthetic input")
     overrides = {
@@ -140,6 +149,7 @@ def diff(**kw: Any) -> None:
             recursive=kw["recursive"],
             max_probes=options.max_probes,
         )
+    plan = plan_run_outputs(kw, inputs + probe_inputs(probe_paths, probes))
     command_line = "cnnreport " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     provenances = []
     for loaded in (old, new):
@@ -164,11 +174,7 @@ def diff(**kw: Any) -> None:
         input_size=kw["input_size"],
         max_galleries=kw["max_galleries"],
     )
-    report.write_html(kw["output"])
-    if kw["json_path"]:
-        report.write_json(kw["json_path"])
-    if kw["markdown"]:
-        report.write_markdown(kw["markdown"])
+    write_planned(report, plan)
     if not kw["quiet"]:
         size = Path(kw["output"]).stat().st_size / 1e6
         top = report.weight_changes[0] if report.weight_changes else None

@@ -189,6 +189,13 @@ class DiffReport:
 
         return atomic_write(path, render_diff_markdown(self))
 
+    def write(self, html: str | None = None, json: str | None = None, markdown: str | None = None) -> list[str]:
+        """Write the views asked for as one set (see :meth:`cnnreport.report.Report.write`)."""
+        from .render import write_views
+
+        views = [(p, r) for p, r in ((html, lambda: render_diff_html(self)), (json, lambda: diff_json(self)), (markdown, lambda: render_diff_markdown(self))) if p]
+        return write_views(views)
+
 
 # --------------------------------------------------------------------------------------------
 # Comparisons (pure functions of two models or two reports)

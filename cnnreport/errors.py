@@ -66,3 +66,12 @@ class HealthCheckFailed(CnnReportError):
     """Alerts of at least the ``--fail-on`` severity were found (the report was still written)."""
 
     exit_code = 4
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was ended by a signal (SIGTERM, SIGHUP): raised from the CLI's signal handler so
+    that every ``finally`` runs and no temporary file is left, as for Ctrl-C (SIGINT)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

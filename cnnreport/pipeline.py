@@ -37,6 +37,7 @@ from .errors import CnnReportError, ForwardError, OptionError
 from .gcpause import collect_young, paused_gc
 from .partial import fallback_architecture, partial_report
 from .probes import (
+    SUPPORTED_SUFFIXES,
     ProbeBatch,
     expected_input_ndim,
     image_channels,
@@ -354,6 +355,16 @@ def _graph_of(recorder: Any) -> Any:
 # The public entry points
 
 
+def refuse_meaningless_options(opts: ReportOptions, probes: Any, input_size: Sequence[int] | None) -> None:
+    """An option that the others make meaningless is an error, not silently dropped."""
+    if not opts.attributions:
+        for name, value in (("saliency", opts.saliency or None), ("target_class", opts.target_class), ("cam_layer", opts.cam_layer)):
+            if value is not None:
+                raise OptionError(f"{name}={value!r} needs attributions, which attributions=False turns off: drop one of them")
+    if input_size and probes is not None:
+        raise OptionError("input_size sets a synthetic input, but probes are given and would be used instead: drop one of them")
+
+
 def resolve_probes(model: nn.Module, probes: Any, options: ReportOptions, input_size: Sequence[int] | None) -> ProbeBatch:
     """Whatever the user gave as probes, as one :class:`ProbeBatch` (see :func:`build_report`)."""
     if isinstance(probes, ProbeBatch):
@@ -395,6 +406,7 @@ def build_report(
     opts = make_options(options, **overrides)
     if class_names is not None:
         opts = dataclasses.replace(opts, class_names=list(class_names))
+    refuse_meaningless_options(opts, probes, input_size)
     batch = resolve_probes(model, probes, opts, input_size)
     detailed = select_layers(model, opts)
     example = tuple(t[:1] for t in to_model(batch.inputs, model))
@@ -513,17 +525,34 @@ def generate_report(
 ) -> Report:
     """Build the report and write it to ``output`` (HTML), and optionally ``json``/``markdown``.
 
-    Files are written atomically: an existing report is replaced only by a complete one.
+    Before any work, every output path is checked: one that is an input (a probe file, the
+    checkpoint named in ``provenance``, the source of a loaded Python module such as the model's
+    own), another output, or cannot be written raises :class:`~cnnreport.errors.OutputError`.
+    The files are then written as one set: all are replaced by complete new ones, or none is.
     Returns the :class:`Report`, whose ``to_dict()`` and ``write_json()`` give the JSON view.
     """
+    from .outputs import plan_outputs
+
+    provenance = kwargs.get("provenance")
+    inputs = [("the probe", p) for p in _probe_paths(probes)]
+    if provenance is not None and getattr(provenance, "checkpoint_path", ""):
+        inputs.append(("the checkpoint", provenance.checkpoint_path))
+    planned = [("output", output), ("json", json), ("markdown", markdown)]
+    plan_outputs(planned, inputs, folder_suffixes=SUPPORTED_SUFFIXES)
     report = build_report(model, probes, options, **kwargs)
-    if output:
-        report.write_html(output)
-    if json:
-        report.write_json(json)
-    if markdown:
-        report.write_markdown(markdown)
+    report.write(html=output, json=json, markdown=markdown)
     return report
+
+
+def _probe_paths(probes: Any) -> list[str]:
+    """The paths among what the API was given as probes (a path, a list of paths, a ProbeBatch)."""
+    if isinstance(probes, (str, os.PathLike)):
+        return [os.fspath(probes)]
+    if isinstance(probes, ProbeBatch):
+        return [s for s in probes.sources if s]
+    if isinstance(probes, (list, tuple)):
+        return [os.fspath(p) for p in probes if isinstance(p, (str, os.PathLike))]
+    return []
 
 
 __all__ = ["build_report", "generate_report", "select_layers", "CnnReportError"]

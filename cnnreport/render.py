@@ -11,15 +11,15 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jinja2
 from markupsafe import Markup, escape
 
 from .errors import OutputError
 from .gcpause import gc_paused
+from .outputs import write_output_set
 from .report import JSON_SCHEMA_VERSION, Figure, Mosaic, Report, _plain
 
 
@@ -308,44 +308,19 @@ def render_markdown(report: Report) -> str:
 
 
 def atomic_write(path: str | os.PathLike[str], text: str) -> str:
-    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it over ``path``.
+    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it over ``path``
+    (through a symlink, to the file it names).
 
     Nothing is left behind on failure, and an existing file is only ever replaced whole.
     """
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"cannot write {target}: folder {folder} does not exist")
-    if target.is_dir():
-        raise OutputError(f"cannot write {target}: it is a folder; give a file name such as {target / 'report.html'}")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if target.exists():
-            try:
-                os.chmod(tmp, target.stat().st_mode & 0o777)
-            except OSError:
-                pass
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
-        if isinstance(exc, UnicodeError):  # a name that is not valid text reached the page
-            raise OutputError(f"cannot write {target}: {exc}") from None
-        raise
-    return str(target)
+    return write_output_set([(path, text)])[0]
+
+
+def write_views(views: Sequence[tuple[str | os.PathLike[str], Callable[[], str]]]) -> list[str]:
+    """Render every ``(path, render)`` view first, then write them as one set: a failure in any
+    rendering or write leaves every path as it was (see :mod:`cnnreport.outputs`)."""
+    texts = [(path, render()) for path, render in views]
+    return write_output_set(texts)
 
 
 def write_html(report: Report, path: str) -> str:

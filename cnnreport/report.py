@@ -389,6 +389,14 @@ class Report:
 
         return write_markdown(self, path)
 
+    def write(self, html: str | None = None, json: str | None = None, markdown: str | None = None) -> list[str]:
+        """Write the views asked for as one set: all are rendered first, then all replace their
+        files together, or none does (an existing report is never left beside a new JSON)."""
+        from .render import render_html, render_markdown, report_json, write_views
+
+        views = [(p, r) for p, r in ((html, lambda: render_html(self)), (json, lambda: report_json(self)), (markdown, lambda: render_markdown(self))) if p]
+        return write_views(views)
+
 
 JSON_SCHEMA_VERSION = 1
 
