@@ -85,6 +85,16 @@ def _exists(path: Path) -> bool:
         return False
 
 
+def _identity(path: Path) -> tuple[int, int] | Path:
+    """What makes two paths one file: device and inode (hard links, bind mounts, symlinks), or
+    the resolved path of a file that does not exist."""
+    try:
+        info = os.stat(path)
+        return (info.st_dev, info.st_ino)
+    except (OSError, ValueError):
+        return Path(os.path.realpath(path))
+
+
 def _same_file(a: Path, b: Path) -> bool:
     if a == b:
         return True
@@ -166,11 +176,13 @@ def plan_outputs(
     # Only a file that exists now can be destroyed: outputs that do not exist yet collide with no input.
     existing = [out for out in everything if _exists(out.path)]
     if existing:
+        # One stat per input file: thousands of loaded modules stay cheap.
+        by_identity = {_identity(out.path): out for out in existing}
         for role, given in known_inputs:
             for source in _input_files(given, existing, folder_suffixes):
-                for out in existing:
-                    if _same_file(out.path, source):
-                        raise OutputError(f"{out.role} {out.given} is {role} {given if Path(given) == source else source}: writing there would destroy an input; choose another output name")
+                out = by_identity.get(_identity(source))
+                if out is not None:
+                    raise OutputError(f"{out.role} {out.given} is {role} {given if Path(given) == source else source}: writing there would destroy an input; choose another output name")
     for out in planned:
         _check_target(out)
     return OutputPlan(outputs=tuple(planned), partial=partial_out)
