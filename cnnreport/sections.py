@@ -16,7 +16,6 @@ from .report import (
     ActivationStats,
     Attribution,
     ChannelFact,
-    FilterGallery,
     LayerRow,
     LayerSection,
     Prediction,
@@ -53,10 +52,15 @@ def build_section(
     means = stats.channel_means(layer)
     if means.size:
         dead = stats.dead_channels(layer)
+        bad = stats.nonfinite_channels(layer)
+        bad_alt = f", {len(bad)} holding NaN or Inf (grey)" if bad else ""
         section.channels = ChannelFact(
             means=[float(v) for v in means],
             dead=dead,
-            figure=figures.channel_strip(means, alt=f"{section.label}: mean activation of each of {means.size} channels", dead=dead),
+            figure=figures.channel_strip(
+                means, alt=f"{section.label}: mean activation of each of {means.size} channels{bad_alt}", dead=dead, nonfinite=bad
+            ),
+            nonfinite=bad,
         )
     hist = stats.activation_histogram(layer, options.histogram_bins)
     if hist is not None and hist.counts:
@@ -94,14 +98,13 @@ def add_weights(section: LayerSection, module: nn.Module | None, options: Report
             wh.figure = figures.histogram_figure(wh.counts, alt=f"{section.label}: histogram of weights")
         section.weight_histogram = wh
         if with_filters:
-            fig, note, shown, total, vmax, cmap = figures.filter_gallery(
+            section.filters = figures.draw_filters(
                 weight,
                 layer=section.label,
                 groups=int(getattr(module, "groups", 1)),
                 max_filters=options.max_filters,
                 max_inputs=options.max_filter_inputs,
             )
-            section.filters = FilterGallery(figure=fig, note=note, shown_filters=shown, total_filters=total, vmax=vmax, colormap=cmap)
 
 
 def graph_views(graph: Any, section_ids: set[str], options: ReportOptions) -> tuple[str, str, dict[str, str]]:

@@ -91,10 +91,29 @@ def activation_histogram(layer: LayerCapture, bins: int) -> Histogram | None:
 
 
 def channel_means(layer: LayerCapture) -> np.ndarray:
-    """Mean activation per channel over every probe, shape (C,)."""
+    """Mean activation per channel over every probe, shape (C,): over the probes where the
+    channel's mean is finite, NaN where it is finite in none (never a 0 that was not measured)."""
     if not layer.channel_means:
         return np.zeros(0)
-    return np.mean(np.stack(layer.channel_means), axis=0)
+    stacked = np.stack(layer.channel_means).astype(np.float64)
+    finite = np.isfinite(stacked)
+    if finite.all():
+        return np.mean(stacked, axis=0)
+    counts = finite.sum(axis=0)
+    sums = np.where(finite, stacked, 0.0).sum(axis=0)
+    return np.divide(sums, counts, out=np.full(sums.shape, np.nan), where=counts > 0)
+
+
+def nonfinite_channels(layer: LayerCapture) -> list[int]:
+    """Channels holding a NaN or an Inf at some position of some probe.
+
+    The per-channel minimum and maximum the capture keeps propagate NaN and keep Inf, so a
+    channel is non-finite exactly where either is."""
+    if layer.channel_min is None or layer.channel_max is None:
+        return []
+    lo = np.asarray(layer.channel_min, dtype=np.float64)
+    hi = np.asarray(layer.channel_max, dtype=np.float64)
+    return [int(i) for i in np.flatnonzero(~(np.isfinite(lo) & np.isfinite(hi)))]
 
 
 def dead_channels(layer: LayerCapture) -> list[int]:
@@ -234,7 +253,9 @@ def constant_channels(layer: LayerCapture) -> list[int] | None:
     finite = np.isfinite(lo) & np.isfinite(hi)
     scale = float(np.max(np.abs(np.concatenate([lo[finite], hi[finite]])), initial=0.0))
     tol = max(1e-12, 1e-7 * scale)
-    return [int(i) for i in np.flatnonzero(finite & (hi - lo <= tol))]
+    # Spread measured where both ends are finite only: inf - inf would warn and say nothing.
+    spread = np.subtract(hi, lo, out=np.full(hi.shape, np.inf), where=finite)
+    return [int(i) for i in np.flatnonzero(finite & (spread <= tol))]
 
 
 def scale_ratio(layer: LayerCapture) -> float | None:
@@ -405,13 +426,18 @@ def health_alerts(
     options: ReportOptions,
     *,
     synthetic_input: bool = False,
+    probe_nonfinite: int | None = None,
+    output_nonfinite: int = 0,
 ) -> list[Alert]:
     """Every health finding about ``model`` on the probes of ``capture``, worst first.
 
     Checks, each with the ``ReportOptions`` threshold it uses:
 
     - non-finite values (error): NaN/Inf in a layer's weights or buffers, and the first layer
-      in execution order whose output holds NaN/Inf (later layers only inherit them);
+      in execution order whose output holds NaN/Inf (later layers only inherit them), saying
+      where they came from: the probes (``probe_nonfinite``: NaN/Inf values in the probes,
+      None when unknown), the model's own code between two layers, or the layer itself; and a
+      model output holding NaN/Inf (``output_nonfinite`` values) that no layer's output did;
     - dead channels (``dead_channel_fraction``): channels constant over every probe and
       position. A ReLU channel that is mostly zero is normal; only a constant one is dead.
       Needs the per-channel range the capture keeps for section layers (and for every layer
@@ -490,9 +516,19 @@ def health_alerts(
             f"first layer whose output is non-finite: {' and '.join(p for p in parts if p)} of {total} values "
             f"({probes_hit} of {first_bad.probes} probes); every later layer inherits them"
         )
-        if first_bad.input_rms and not all(math.isfinite(v) for v in first_bad.input_rms):
-            msg += " (its input was already non-finite: check the probes)"
+        msg += "; " + _nonfinite_origin(first_bad, capture, modules, probe_nonfinite)
         add(AlertKind.NON_FINITE, Severity.ERROR, first_bad.name, msg, float(nan + inf), first_bad.call_index, float(first_bad.order))
+    if first_bad is None and output_nonfinite:
+        last = max(capture.layers, key=lambda layer: layer.order, default=None)
+        where = f"after its last layer, {_label(last.name, last.call_index) or '(model)'}, whose output is finite" if last is not None else "outside every layer"
+        add(
+            AlertKind.NON_FINITE,
+            Severity.ERROR,
+            "",
+            f"the model's output holds {output_nonfinite} NaN/Inf values, made by its own forward code {where}",
+            float(output_nonfinite),
+            at=unexecuted,
+        )
 
     # -- activations, per recorded call -------------------------------------------------------
     seen: set[tuple[AlertKind, str]] = set()
@@ -627,6 +663,31 @@ def health_alerts(
 
     found.sort(key=lambda pair: (-pair[0].severity.rank, pair[1]))
     return [alert for alert, _ in found]
+
+
+def _nonfinite_origin(first_bad: LayerCapture, capture: CaptureResult, modules: dict[str, nn.Module], probe_nonfinite: int | None) -> str:
+    """Where the first non-finite output's NaN/Inf came from, as a clause for its alert.
+
+    Its input non-finite: from the probes when they hold NaN/Inf, else from the model's own
+    code since the last layer before it (whose output was finite). Its input finite: the layer
+    made them itself, with finite weights (non-finite ones are their own alert)."""
+    input_bad = bool(first_bad.input_rms) and not all(math.isfinite(v) for v in first_bad.input_rms)
+    if input_bad:
+        if probe_nonfinite:
+            return f"its input was already non-finite: the probes hold {probe_nonfinite} NaN/Inf values, check the probes"
+        before = [layer for layer in capture.layers if layer.order < first_bad.order]
+        previous = max(before, key=lambda layer: layer.order) if before else None
+        where = (
+            f"between {_label(previous.name, previous.call_index) or '(model)'}, whose output is finite, and this layer"
+            if previous is not None
+            else "before this layer, the first to run"
+        )
+        known = "the probes are finite" if probe_nonfinite == 0 else "no layer before it output any"
+        return f"its input was already non-finite though {known}: the model's own forward code made them {where}"
+    module = modules.get(first_bad.name)
+    own = [p for p in module.parameters(recurse=False)] if module is not None else []
+    weights = "its weights are finite" if own else "it has no weights of its own"
+    return f"its input is finite and {weights}: the layer's computation itself made them (an overflow, a division by zero, log or sqrt of a negative?)"
 
 
 def _zero_gamma_channels(module: nn.Module | None, threshold: float) -> set[int]:
