@@ -814,7 +814,9 @@ class ActivationCapture:
                 act, grads = act.mean(2), grads.mean(2)
             weights = grads.mean(dim=(2, 3), keepdim=True)
             cam = torch.relu((weights * act).sum(1))
-            peak = cam.flatten(1).amax(1).clamp(min=1e-12)
+            # Normalised by the largest finite value: a NaN pixel (non-finite activations or
+            # gradients) stays NaN, and is not allowed to blank the whole map.
+            peak = torch.where(torch.isfinite(cam), cam, torch.zeros(())).flatten(1).amax(1).clamp(min=1e-12)
             cam = (cam / peak[:, None, None]).cpu().numpy()
         self._gradcam += [m for m in cam]
         self._gradcam_targets += list(targets)

@@ -59,6 +59,7 @@ from .sections import (
     build_section,
     gradcam_attributions,
     graph_views,
+    nonfinite_attribution_notes,
     saliency_attributions,
     weight_section,
 )
@@ -567,6 +568,7 @@ def build_report(
                 )
             )
         attributions = gradcam_attributions(result.capture, batch, opts)
+        cam_notes = nonfinite_attribution_notes(attributions, result.capture.gradcam)
         notes = list(notes) + list(batch.notes) + list(arch.notes) + _batch_notes(result.batch_sizes, opts.batch_size)
         attributions += saliency
         notes += saliency_notes
@@ -580,7 +582,7 @@ def build_report(
             )
         else:
             notes += _section_notes(model, opts, detailed, result.capture)
-        notes += _output_notes(result, opts)
+        notes += _output_notes(result, opts) + cam_notes
         report = Report(
             title=opts.title or f"{module_type_name(model)} report",
             model=arch.summary,

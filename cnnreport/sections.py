@@ -149,7 +149,9 @@ def _attribution(
     """One probe's heat map over its thumbnail, with the peak in the map's own grid as (x, y)."""
     names = options.class_names
     label = names[target] if names and target < len(names) else str(target)
-    peak = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    finite = np.isfinite(heat)
+    # The peak among the finite values; a map with none has no peak (argmax would pick a NaN).
+    peak = np.unravel_index(int(np.argmax(np.where(finite, heat, -np.inf))), heat.shape) if finite.any() else None
     return Attribution(
         probe=batch.names[index],
         target_class=int(target),
@@ -157,7 +159,7 @@ def _attribution(
         method=method,
         layer=layer,
         figure=figures.heat_overlay(batch.display[index], heat, alt=alt(label, batch.names[index])),
-        peak_xy=(int(peak[-1]), int(peak[-2])) if heat.ndim >= 2 else None,
+        peak_xy=(int(peak[-1]), int(peak[-2])) if heat.ndim >= 2 and peak is not None else None,
     )
 
 
@@ -170,6 +172,20 @@ def gradcam_attributions(capture: CaptureResult, batch: ProbeBatch, options: Rep
         layer = capture.gradcam_layer
         out.append(_attribution(batch, i, cam, target, options, "Grad-CAM", layer, lambda label, probe: f"Grad-CAM of {layer} for class {label} on {probe}"))
     return out
+
+
+def nonfinite_attribution_notes(attributions: Sequence[Attribution], maps: Sequence[np.ndarray]) -> list[str]:
+    """A line when attribution maps hold NaN or Inf, which are drawn without heat: said, not hidden."""
+    bad = [a.probe for a, heat in zip(attributions, maps) if not np.isfinite(heat).all()]
+    if not bad:
+        return []
+    first = attributions[0]
+    shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+    return [
+        f"{first.method} of {first.layer}: the maps of {len(bad)} of {len(attributions)} probes ({shown}) hold NaN/Inf, "
+        "as the layer's activations or their gradients do; those pixels are drawn without heat, and a map with "
+        "no finite value has no peak."
+    ]
 
 
 def saliency_attributions(

@@ -276,3 +276,13 @@ def test_cli_on_the_broken_model_warns_nothing_and_writes_nulls(tmp_path):
     conv2 = next(s for s in data["sections"] if s["name"] == "conv2")
     assert conv2["channels"]["means"] == [None, None, None, None]
     assert "mean NaN" in section_text(out.read_text(encoding="utf-8"), conv2["id"])
+
+
+def test_grad_cam_of_a_nan_layer_is_said_and_has_no_peak(broken):
+    model, x, report, html, md, data = broken
+    cams = [a for a in data["attributions"] if a["method"] == "Grad-CAM"]
+    assert [(a["layer"], a["peak_xy"]) for a in cams] == [("conv2", None), ("conv2", None)]
+    assert (
+        "Grad-CAM of conv2: the maps of 2 of 2 probes (probe 0, probe 1) hold NaN/Inf, as the layer's activations "
+        "or their gradients do; those pixels are drawn without heat, and a map with no finite value has no peak."
+    ) in data["notes"]
