@@ -260,14 +260,14 @@ def draw_filters(weight: np.ndarray | torch.Tensor, *, layer: str, groups: int =
     shown = min(out_ch, max_filters)
     vmax = float(np.abs(w[:shown]).max()) if w.size else 0.0  # non-finite weights are zeros in w
     group_note = f", {groups} groups" if groups > 1 else ""
-    nonfinite = 0
+    nonfinite = drawn_count = 0
     if in_per_group == 3 and groups == 1:
         # First-layer RGB filters: zero maps to mid-grey, so sign stays visible in colour too.
         rgb = np.clip(0.5 + 0.5 * w[:shown] / max(vmax, 1e-12), 0, 1)
         tiles = (np.transpose(rgb, (0, 2, 3, 1)) * 255).round().astype(np.uint8)
         if any_bad:
             bad = bad_all[:shown]
-            nonfinite = int(bad.sum())
+            nonfinite, drawn_count = int(bad.sum()), bad.size
             tiles[np.transpose(bad, (0, 2, 3, 1)).any(axis=3)] = NONFINITE_RGB
         canvas, *_ = tile_grid(tiles)
         png = encode_png(canvas)
@@ -281,7 +281,7 @@ def draw_filters(weight: np.ndarray | torch.Tensor, *, layer: str, groups: int =
         canvas = _quantise_symmetric(matrix, vmax)
         if any_bad:
             bad = bad_all[:rows_shown, :cols_shown, 0, 0]
-            nonfinite = int(bad.sum())
+            nonfinite, drawn_count = int(bad.sum()), bad.size
             canvas[bad] = BACKGROUND_INDEX
         png = indexed_png(canvas, WEIGHT_CMAP)
         shown = rows_shown
@@ -297,7 +297,7 @@ def draw_filters(weight: np.ndarray | torch.Tensor, *, layer: str, groups: int =
         tiles = _quantise_symmetric(sub.reshape(shown * inputs, kh, kw), vmax)
         if any_bad:
             bad = bad_all[:shown, :inputs].reshape(shown * inputs, kh, kw)
-            nonfinite = int(bad.sum())
+            nonfinite, drawn_count = int(bad.sum()), bad.size
             tiles[bad] = BACKGROUND_INDEX
         tiles = _stretch_strips(tiles)
         # One input channel per filter (first grey layer, depthwise): a square grid reads best;
@@ -313,7 +313,10 @@ def draw_filters(weight: np.ndarray | torch.Tensor, *, layer: str, groups: int =
         cmap = WEIGHT_CMAP
     if nonfinite:
         colour = "black" if cmap == "rgb" else "grey"
-        notes.append(f"{nonfinite} NaN/Inf weight{'' if nonfinite == 1 else 's'} drawn {colour}, left out of the scale")
+        if nonfinite == drawn_count:
+            notes.append(f"every weight drawn ({nonfinite}) is NaN/Inf, drawn {colour}: no finite scale")
+        else:
+            notes.append(f"{nonfinite} NaN/Inf weight{'' if nonfinite == 1 else 's'} drawn {colour}, left out of the scale")
     if notes:
         note += "; " + "; ".join(notes)
     image_h, image_w = canvas.shape[:2]

@@ -286,3 +286,53 @@ def test_grad_cam_of_a_nan_layer_is_said_and_has_no_peak(broken):
         "Grad-CAM of conv2: the maps of 2 of 2 probes (probe 0, probe 1) hold NaN/Inf, as the layer's activations "
         "or their gradients do; those pixels are drawn without heat, and a map with no finite value has no peak."
     ) in data["notes"]
+
+
+def test_a_1x1_matrix_gallery_scales_on_the_finite_weights_and_greys_the_rest():
+    from cnnreport.figures import draw_filters
+
+    w = torch.linspace(-0.4, 0.3, 6 * 5).reshape(6, 5, 1, 1)
+    w[2, 1] = float("inf")
+    w[4, 3] = float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        gallery = draw_filters(w, layer="pw")
+    finite = w.numpy()[np.isfinite(w.numpy())]
+    assert gallery.vmax == pytest.approx(float(np.abs(finite).max()))  # 0.4, not 3.4e38
+    assert gallery.nonfinite == 2 and "2 NaN/Inf weights drawn grey" in gallery.note
+    image = np.asarray(decode_data_png(gallery.figure.data_uri()).convert("RGB"))
+    assert tuple(image[2, 1]) == tuple(image[4, 3]) == (128, 128, 128)
+    assert len({tuple(p) for p in image.reshape(-1, 3)}) > 10  # the finite weights keep their colours
+
+
+def test_a_gallery_of_nothing_but_nan_says_it_has_no_scale():
+    from cnnreport.figures import draw_filters
+
+    gallery = draw_filters(torch.full((2, 4, 3, 3), float("nan")), layer="c")
+    assert gallery.vmax == 0.0 and gallery.nonfinite == 72
+    assert "every weight drawn (72) is NaN/Inf, drawn grey: no finite scale" in gallery.note
+
+
+def test_channel_strip_spans_the_finite_means_without_warnings():
+    from cnnreport.figures import channel_strip
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        strip = channel_strip(np.array([1.0, np.inf, np.nan, 3.0, 2.0]), alt="s", nonfinite=[1])
+    row = np.asarray(decode_data_png(strip.data_uri()).convert("RGB"))[0]
+    cell = row.shape[0] // 5
+    colours = [tuple(row[i * cell]) for i in range(5)]
+    assert colours[1] == colours[2] == (128, 128, 128)
+    viridis_low, viridis_high = (68, 1, 84), (253, 231, 37)  # the colour map's two ends
+    assert colours[0] == viridis_low and colours[3] == viridis_high and colours[4] not in (viridis_low, viridis_high)
+
+
+def test_smaller_tiles_keep_non_finite_pixels_marked():
+    from cnnreport.budget import shrink_tiles
+
+    tiles = np.full((1, 8, 8), 100, dtype=np.uint8)
+    tiles[0, :2, :2] = 255  # non-finite
+    small = shrink_tiles(tiles, 4)
+    assert small.shape == (1, 4, 4)
+    assert small[0, 0, 0] == 255 and (small[0][small[0] != 255] == 100).all()
+    assert int((small == 255).sum()) == 1
