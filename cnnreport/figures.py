@@ -394,7 +394,8 @@ def heat_overlay(image: np.ndarray, heat: np.ndarray, *, alt: str, max_size: int
     if max(pil.size) > max_size:
         pil.thumbnail((max_size, max_size), Image.Resampling.BOX)
     grey = np.asarray(pil.convert("L"), dtype=np.float32)[:, :, None].repeat(3, axis=2)
-    heat_img = Image.fromarray(np.clip(np.nan_to_num(heat) * 255, 0, 255).astype(np.uint8), mode="L")
+    # NaN and Inf pixels get no heat (the page's note says so): Inf would overflow the scaling.
+    heat_img = Image.fromarray(np.clip(np.nan_to_num(heat, nan=0.0, posinf=0.0, neginf=0.0) * 255, 0, 255).astype(np.uint8), mode="L")
     heat_img = heat_img.resize(pil.size, Image.Resampling.BILINEAR)
     h = np.asarray(heat_img, dtype=np.uint8)
     colour = lut(HEAT_CMAP)[np.minimum(h, 254)].astype(np.float32)

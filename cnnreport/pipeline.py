@@ -250,6 +250,8 @@ def describe_output(output: Any) -> str:
         shape = "x".join(str(v) for v in output.shape)
         if not output.is_floating_point():
             return f"returned a {str(output.dtype).replace('torch.', '')} tensor of shape {shape}"
+        if output.dim() == 2 and output.shape[1] == 1:
+            return f"returned a tensor of shape {shape} (one value per probe, not a score per class)"
         return f"returned a tensor of shape {shape}"
     return f"returned a {type(output).__name__} holding no (N, classes) tensor"
 
@@ -574,7 +576,7 @@ def build_report(
         notes += saliency_notes
         if isinstance(model, torch.jit.ScriptModule):
             # Weights stay readable inside TorchScript: every convolution still shows its filters.
-            sections = [weight_section(name, module, opts) for name, module in model.named_modules() if name and is_convolution(module)]
+            sections = [weight_section(name, module, opts) for name, module in model.named_modules() if is_convolution(module)]
             notes.append(
                 "TorchScript model: its layers run outside Python, where no hook reaches, so the report "
                 "shows its table, totals, predictions and filters but no activations or Grad-CAM; for "

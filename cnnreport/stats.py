@@ -14,6 +14,7 @@ from torch import nn
 
 from .capture import CONV_TYPES, CaptureResult, LayerCapture
 from .report import (
+    ROOT_LABEL,
     ActivationStats,
     Alert,
     AlertKind,
@@ -223,6 +224,7 @@ _TINY_RMS = 1e-30
 
 
 def _label(name: str, call_index: int = 1) -> str:
+    name = name or ROOT_LABEL  # the root module, as its section is named
     return name if call_index == 1 else f"{name} (call {call_index})"
 
 
@@ -478,10 +480,15 @@ def health_alerts(
     def sid(name: str, call: int = 1) -> str:
         return section_of.get((name, call)) or first_call.get(name, "")
 
-    def add(kind: AlertKind, severity: Severity, name: str, message: str, value: float | None, call: int = 1, at: float | None = None) -> None:
+    def add(
+        kind: AlertKind, severity: Severity, name: str, message: str, value: float | None, call: int = 1, at: float | None = None, *, whole_model: bool = False
+    ) -> None:
+        # The root module (path "") is a layer like any other, named as its section is;
+        # ``whole_model`` findings are about no layer and name none.
+        label = "" if whole_model else _label(name, call)
         found.append(
             (
-                Alert(kind=kind, severity=severity, layer=_label(name, call), message=message, value=finite_or_none(value) if value is not None else None, section_id=sid(name, call)),
+                Alert(kind=kind, severity=severity, layer=label, message=message, value=finite_or_none(value) if value is not None else None, section_id="" if whole_model else sid(name, call)),
                 order(name) if at is None else at,
             )
         )
@@ -506,7 +513,7 @@ def health_alerts(
         msg = "; ".join(problems)
         if first_bad is not None and first_bad.name == owner:
             msg += "; its output is the first non-finite activation of the forward pass"
-        add(AlertKind.NON_FINITE, Severity.ERROR, owner or type(model).__name__, msg, None)
+        add(AlertKind.NON_FINITE, Severity.ERROR, owner, msg, None)
     if first_bad is not None and first_bad.name not in bad_tensors:
         nan, inf = sum(first_bad.probe_nan), sum(first_bad.probe_inf)
         total = first_bad.numel_per_probe * first_bad.probes
@@ -520,7 +527,7 @@ def health_alerts(
         add(AlertKind.NON_FINITE, Severity.ERROR, first_bad.name, msg, float(nan + inf), first_bad.call_index, float(first_bad.order))
     if first_bad is None and output_nonfinite:
         last = max(capture.layers, key=lambda layer: layer.order, default=None)
-        where = f"after its last layer, {_label(last.name, last.call_index) or '(model)'}, whose output is finite" if last is not None else "outside every layer"
+        where = f"after its last layer, {_label(last.name, last.call_index)}, whose output is finite" if last is not None else "outside every layer"
         add(
             AlertKind.NON_FINITE,
             Severity.ERROR,
@@ -528,6 +535,7 @@ def health_alerts(
             f"the model's output holds {output_nonfinite} NaN/Inf values, made by its own forward code {where}",
             float(output_nonfinite),
             at=unexecuted,
+            whole_model=True,
         )
 
     # -- activations, per recorded call -------------------------------------------------------
@@ -657,9 +665,9 @@ def health_alerts(
 
     # -- the model as a whole -------------------------------------------------------------------
     if not any(isinstance(m, CONV_TYPES) for m in modules.values()):
-        add(AlertKind.NO_CONVOLUTION, Severity.INFO, "", "the model has no convolution layer: no filters or activation maps to show", None, at=-1.0)
+        add(AlertKind.NO_CONVOLUTION, Severity.INFO, "", "the model has no convolution layer: no filters or activation maps to show", None, at=-1.0, whole_model=True)
     if synthetic_input:
-        add(AlertKind.SYNTHETIC_INPUT, Severity.INFO, "", "no probes were given: activations come from a synthetic input and say little about real data", None, at=-1.0)
+        add(AlertKind.SYNTHETIC_INPUT, Severity.INFO, "", "no probes were given: activations come from a synthetic input and say little about real data", None, at=-1.0, whole_model=True)
 
     found.sort(key=lambda pair: (-pair[0].severity.rank, pair[1]))
     return [alert for alert, _ in found]
@@ -678,7 +686,7 @@ def _nonfinite_origin(first_bad: LayerCapture, capture: CaptureResult, modules: 
         before = [layer for layer in capture.layers if layer.order < first_bad.order]
         previous = max(before, key=lambda layer: layer.order) if before else None
         where = (
-            f"between {_label(previous.name, previous.call_index) or '(model)'}, whose output is finite, and this layer"
+            f"between {_label(previous.name, previous.call_index)}, whose output is finite, and this layer"
             if previous is not None
             else "before this layer, the first to run"
         )

@@ -169,3 +169,29 @@ def test_cli_bare_conv2d_with_layer_types(tmp_path):
     assert excluded.returncode == 0, excluded.stderr
     notes = json.loads(js.read_text(encoding="utf-8"))["notes"]
     assert "--exclude-layers '*' excluded the model's only convolution: no activation sections." in notes
+
+
+def test_findings_about_the_root_layer_name_it_and_link_to_its_section():
+    model = nn.Conv2d(3, 4, 3)
+    with torch.no_grad():
+        model.weight[1] = float("nan")
+    report = build_report(model, probes(), quick_options())
+    (section,) = report.sections
+    (alert,) = [a for a in report.alerts if a.kind.value == "non_finite"]
+    assert (alert.layer, alert.section_id) == ("(model)", section.id)
+    assert alert.message.startswith("weight has 27 NaN of 108 values")
+
+
+def test_a_torchscript_model_that_is_one_conv2d_shows_its_filters():
+    scripted = torch.jit.script(nn.Conv2d(3, 4, 3))
+    report = build_report(scripted, probes(), quick_options())
+    assert [(s.name, s.label, s.filters.total_filters) for s in report.sections] == [("", "(model)", 4)]
+
+
+def test_a_one_column_output_is_explained():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1))
+    report = build_report(model, probes(), quick_options())
+    assert (
+        "No predictions or Grad-CAM: the model's forward returned a tensor of shape 2x1 (one value per probe, "
+        "not a score per class), not an (N, classes) tensor of class scores." in report.notes
+    )
