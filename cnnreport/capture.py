@@ -210,9 +210,9 @@ class CaptureResult:
     """All calls recorded by one or more forward batches, in execution order."""
 
     layers: list[LayerCapture]
-    gradcam: list[np.ndarray] = field(default_factory=list)
+    gradcam: list[np.ndarray] = field(default_factory=list)  # per probe, float (h, w) in [0, 1]
     #: Module path -> why a call of it kept nothing (see ActivationCapture.skipped).
-    skipped: dict[str, str] = field(default_factory=dict)  # per probe, float (h, w) in [0, 1]
+    skipped: dict[str, str] = field(default_factory=dict)
     gradcam_layer: str = ""
     gradcam_targets: list[int] = field(default_factory=list)
 

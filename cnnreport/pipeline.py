@@ -536,7 +536,8 @@ def build_report(
                 None,
                 opts,
                 synthetic_input=batch.synthetic,
-                probe_nonfinite=_probe_nonfinite(batch),
+                # Only asked where some layer's output is non-finite: a pass over every probe.
+                probe_nonfinite=_probe_nonfinite(batch) if any(sum(c.probe_nan) or sum(c.probe_inf) for c in result.capture.layers) else 0,
                 output_nonfinite=result.output_nonfinite,
             )
             # A copy with the fingerprint and probes of *this* model: a Provenance the caller passes
