@@ -140,13 +140,15 @@ def tile_labels(mosaic: Mosaic) -> Markup:
 def _finite(values: Any) -> list[float]:
     """The finite numbers of ``values``; the list itself when its sum is finite (one C loop:
     a NaN or an Inf anywhere makes the sum non-finite), so the common case costs no test per item."""
-    values = list(values)
+    if not isinstance(values, list):
+        values = list(values)
     try:
         if math.isfinite(sum(values)):
             return values
     except TypeError:
         pass
-    return [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    isfinite = math.isfinite
+    return [v for v in values if isinstance(v, (int, float)) and isfinite(v)]
 
 
 def smallest(values: Any) -> Any:
