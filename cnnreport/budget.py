@@ -113,6 +113,11 @@ def shrink_tiles(tiles: np.ndarray, tile_size: int) -> np.ndarray:
     scale = max(h, w) / tile_size
     out_hw = (max(1, round(h / scale)), max(1, round(w / scale)))
     t = torch.from_numpy(np.ascontiguousarray(tiles)).float()[None]
+    marked = t == 255  # non-finite pixels (see capture.top_channel_tiles): stay marked, not averaged
+    if bool(marked.any()):
+        t = torch.where(marked, torch.nan, t)
+        pooled = area_downsample(t, out_hw, finite=False)[0]  # a window with a marked pixel is NaN
+        return torch.nan_to_num(pooled, nan=255.0).round().clamp(0, 255).to(torch.uint8).numpy()
     pooled = area_downsample(t, out_hw)[0]
     return pooled.round().clamp(0, 254).to(torch.uint8).numpy()
 
@@ -125,6 +130,7 @@ def reduced_tiles(probe_tiles: ProbeTiles, channels: int, tile_size: int) -> Pro
         tiles=shrink_tiles(probe_tiles.tiles[:k], tile_size),
         vmin=probe_tiles.vmin,
         vmax=probe_tiles.vmax,
+        nonfinite=list(probe_tiles.nonfinite[:k]),
     )
 
 

@@ -131,9 +131,15 @@ class ProbeTiles:
     """The most active channels of one probe, downsampled and quantised for one mosaic."""
 
     channels: list[int]
-    tiles: np.ndarray  # uint8 (k, h, w), 0..254 mapped linearly onto [vmin, vmax]
-    vmin: float
+    tiles: np.ndarray  # uint8 (k, h, w), 0..254 mapped linearly onto [vmin, vmax]; 255: non-finite
+    vmin: float  # over the finite values only; NaN when the channels shown hold none
     vmax: float
+    #: Per channel shown, its NaN and Inf values (before downsampling); empty: all finite.
+    nonfinite: list[int] = field(default_factory=list)
+
+    @property
+    def nonfinite_count(self) -> int:
+        return int(sum(self.nonfinite))
 
 
 @dataclass
@@ -205,6 +211,8 @@ class CaptureResult:
 
     layers: list[LayerCapture]
     gradcam: list[np.ndarray] = field(default_factory=list)  # per probe, float (h, w) in [0, 1]
+    #: Module path -> why a call of it kept nothing (see ActivationCapture.skipped).
+    skipped: dict[str, str] = field(default_factory=dict)
     gradcam_layer: str = ""
     gradcam_targets: list[int] = field(default_factory=list)
 
@@ -427,25 +435,44 @@ def top_channel_tiles(
         chosen = images.reshape(n * c, h, w).index_select(0, rows).reshape(n, k, h, w)
     else:  # channels-last or a strided view: the reshape above would copy the whole map
         chosen = torch.gather(images, 1, idx[:, :, None, None].expand(n, k, h, w))
+    # NaN and Inf per shown channel, counted before downsampling spreads them over a window;
+    # only looked for where the values are not known to be finite.
+    bad_counts = None
+    if finite is not True:
+        bad_counts = (~torch.isfinite(chosen)).reshape(n, k, -1).sum(2)
+        if not bool(bad_counts.any()):
+            bad_counts = None
+        finite = bad_counts is None
     scale = max(h, w) / tile_size
     if scale > 1:
         out_hw = (max(1, round(h / scale)), max(1, round(w / scale)))
         chosen = area_downsample(chosen, out_hw, finite=finite)
     chosen = _as_float(chosen)
-    lo, hi = chosen.reshape(n, -1).amin(1), chosen.reshape(n, -1).amax(1)
-    if not (bool(torch.isfinite(lo).all()) and bool(torch.isfinite(hi).all())):  # NaN/Inf: rare, pay only then
-        chosen = torch.nan_to_num(chosen, nan=0.0, posinf=0.0, neginf=0.0)
+    bad = None
+    if bad_counts is None:
         lo, hi = chosen.reshape(n, -1).amin(1), chosen.reshape(n, -1).amax(1)
+    else:  # the colour scale comes from the finite values; the others are drawn grey (255)
+        bad = ~torch.isfinite(chosen)
+        flat = chosen.reshape(n, -1)
+        flat_bad = bad.reshape(n, -1)
+        lo = torch.where(flat_bad, torch.full((), math.inf), flat).amin(1)
+        hi = torch.where(flat_bad, torch.full((), -math.inf), flat).amax(1)
+        none_finite = flat_bad.all(1)
+        lo, hi = lo.masked_fill(none_finite, math.nan), hi.masked_fill(none_finite, math.nan)
+        chosen = torch.where(bad, torch.zeros(()), chosen)
     span = (hi - lo).clamp(min=1e-12)
     # 128 levels (even palette indices 0..254): indistinguishable on the colour map, and the
     # PNGs compress ~14% smaller than with 255 levels of sensor-like noise in the low bits.
     # One temporary, then in place: this runs in the hook of every section layer.
     q = chosen - lo[:, None, None, None]
     q.div_(span[:, None, None, None]).mul_(127).round_().clamp_(0, 127).mul_(2)
+    if bad is not None:
+        q = torch.where(bad, torch.full((), 255.0), torch.nan_to_num(q, nan=0.0))
     q = q.to(torch.uint8).cpu().numpy()
     # One conversion each, not one per probe: indexing a tensor row costs a torch call.
     channels, lows, highs = idx.tolist(), lo.tolist(), hi.tolist()
-    return [ProbeTiles(channels[i], q[i], lows[i], highs[i]) for i in range(n)]
+    counts = bad_counts.tolist() if bad_counts is not None else [[] for _ in range(n)]
+    return [ProbeTiles(channels[i], q[i], lows[i], highs[i], counts[i]) for i in range(n)]
 
 
 def histogram_sample(x: torch.Tensor, per_probe: int = HISTOGRAM_SAMPLES_PER_PROBE) -> list[np.ndarray]:
@@ -485,6 +512,17 @@ def _first_tensor(value: Any) -> torch.Tensor | None:
             if t is not None:
                 return t
     return None
+
+
+def _unrecorded_output(output: Any, tensor: torch.Tensor | None) -> str:
+    """What a module returned that has no statistics, in words for a note."""
+    if tensor is None:
+        return "returned None" if output is None else f"returned no tensor (a {type(output).__name__})"
+    if tensor.dim() == 0:
+        return "returned a scalar (a 0-dimensional tensor)"
+    if not tensor.is_floating_point():
+        return f"returned a {str(tensor.dtype).replace('torch.', '')} tensor, not a floating-point one"
+    return f"returned an empty tensor of shape {tuple(tensor.shape)}"
 
 
 class ActivationCapture:
@@ -533,6 +571,8 @@ class ActivationCapture:
         self._pending_inputs: dict[str, list[_Reduced | None]] = {}  # per module: its pre-hooks' inputs, a stack
         self._recent: dict[int, _Reduced] = {}
         self.completed: list[str] = []
+        #: Module path -> why a call of it kept nothing (its output is None, a scalar ...).
+        self.skipped: dict[str, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "ActivationCapture":
@@ -631,6 +671,8 @@ class ActivationCapture:
             # An empty output ((N, C, 0, W) from an odd shape) has no statistics: skipped
             # rather than failing the user's forward pass in our hook.
             if out is None or out.dim() == 0 or not out.is_floating_point() or out.numel() == 0:
+                if name not in self.skipped:  # why a chosen layer has no section, for the page's notes
+                    self.skipped[name] = _unrecorded_output(output, out)
                 return None
             call = self._calls.get(name, 0) + 1
             self._calls[name] = call
@@ -721,8 +763,11 @@ class ActivationCapture:
             dims = tuple(range(2, x.dim()))
             if "channel_means" in stats:
                 cmeans, cmeans_np = stats["channel_means_t"], stats["channel_means"]
-            else:  # nan_to_num copies the whole activation: only paid when there is a NaN
-                cmeans = torch.nan_to_num(x, nan=0.0).mean(dims)
+            else:  # non-finite values: each channel's mean over its finite values (NaN if none),
+                # as the layer's own statistics are; the copies are paid only in this rare case
+                finite_mask = torch.isfinite(x)
+                total = torch.where(finite_mask, x, torch.zeros((), dtype=x.dtype)).sum(dims, dtype=torch.float64)
+                cmeans = (total / finite_mask.sum(dims)).float()  # 0 / 0 is NaN: a channel with no finite value
                 cmeans_np = cmeans.cpu().numpy()
         else:
             cmeans = x.reshape(x.shape[0], -1)
@@ -769,7 +814,9 @@ class ActivationCapture:
                 act, grads = act.mean(2), grads.mean(2)
             weights = grads.mean(dim=(2, 3), keepdim=True)
             cam = torch.relu((weights * act).sum(1))
-            peak = cam.flatten(1).amax(1).clamp(min=1e-12)
+            # Normalised by the largest finite value: a NaN pixel (non-finite activations or
+            # gradients) stays NaN, and is not allowed to blank the whole map.
+            peak = torch.where(torch.isfinite(cam), cam, torch.zeros(())).flatten(1).amax(1).clamp(min=1e-12)
             cam = (cam / peak[:, None, None]).cpu().numpy()
         self._gradcam += [m for m in cam]
         self._gradcam_targets += list(targets)
@@ -783,6 +830,7 @@ class ActivationCapture:
             gradcam=list(self._gradcam),
             gradcam_layer=self.cam_layer or "",
             gradcam_targets=list(self._gradcam_targets),
+            skipped=dict(self.skipped),
         )
 
 

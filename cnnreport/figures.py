@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from .capture import ProbeTiles
-from .report import Figure, Mosaic, Tile
+from .report import FilterGallery, Figure, Mosaic, Tile
 
 ACTIVATION_CMAP = "viridis"
 WEIGHT_CMAP = "RdBu_r"  # diverging, centred on zero: the sign of a weight stays visible
@@ -200,6 +200,7 @@ def activation_mosaics(per_probe: Sequence[ProbeTiles], *, layer: str, probes: S
                 vmax=tiles.vmax,
                 colormap=ACTIVATION_CMAP,
                 probe=probes[i],
+                nonfinite=tiles.nonfinite_count,
             )
     return [m for m in out if m is not None]
 
@@ -214,30 +215,60 @@ def filter_gallery(weight: np.ndarray | torch.Tensor, *, layer: str, groups: int
     """Draw a convolution's weights: RGB filters as colour images, others on a diverging map.
 
     Returns the figure, a note saying what is shown, the filters shown and in all, the colour
-    scale's ``vmax`` and the colour map name ("rgb" for colour filters).
+    scale's ``vmax`` and the colour map name ("rgb" for colour filters). See
+    :func:`draw_filters`, which also counts the non-finite weights drawn.
     """
+    g = draw_filters(weight, layer=layer, groups=groups, max_filters=max_filters, max_inputs=max_inputs)
+    return g.figure, g.note, g.shown_filters, g.total_filters, g.vmax, g.colormap
+
+
+#: RGB filters: the colour of a pixel with a NaN or Inf weight (mid-grey is zero there).
+NONFINITE_RGB = (0, 0, 0)
+
+
+def _largest_finite_magnitude(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.abs(finite).max()) if finite.size else 0.0
+
+
+def draw_filters(weight: np.ndarray | torch.Tensor, *, layer: str, groups: int = 1, max_filters: int = 32, max_inputs: int = 8) -> FilterGallery:
+    """A convolution's filter gallery (see :func:`filter_gallery`).
+
+    The colour scale is the largest *finite* |weight| drawn; NaN and Inf weights are drawn grey
+    (black for RGB filters, where grey is zero), and the note says how many there are."""
     out_ch, in_per_group = weight.shape[:2]
     # Only the first filters are drawn (64 rows of a 1x1 matrix at most): cut before copying,
     # since a late ResNet layer holds millions of weights.
     drawn = weight[: max(max_filters, 64)]
     if isinstance(drawn, torch.Tensor):
         drawn = drawn.detach().float().cpu().numpy()
-    w = np.nan_to_num(np.asarray(drawn, dtype=np.float32))
+    w = np.asarray(drawn, dtype=np.float32)
+    bad_all = ~np.isfinite(w)
+    any_bad = bool(bad_all.any())
+    if any_bad:
+        w = np.where(bad_all, np.float32(0), w)
     notes = []
     if w.ndim == 5:  # (out, in, d, h, w): the middle depth slice
         w = w[:, :, w.shape[2] // 2]
+        bad_all = bad_all[:, :, bad_all.shape[2] // 2]
         notes.append("3-D kernels: middle depth slice")
     elif w.ndim == 3:  # (out, in, k): a one-pixel-high strip per kernel
         w = w[:, :, None, :]
+        bad_all = bad_all[:, :, None, :]
     elif w.ndim != 4:
         raise ValueError(f"{layer}: cannot draw a weight of shape {tuple(weight.shape)}")
     shown = min(out_ch, max_filters)
-    vmax = float(np.abs(w[:shown]).max()) if w.size else 0.0
+    vmax = float(np.abs(w[:shown]).max()) if w.size else 0.0  # non-finite weights are zeros in w
     group_note = f", {groups} groups" if groups > 1 else ""
+    nonfinite = drawn_count = 0
     if in_per_group == 3 and groups == 1:
         # First-layer RGB filters: zero maps to mid-grey, so sign stays visible in colour too.
         rgb = np.clip(0.5 + 0.5 * w[:shown] / max(vmax, 1e-12), 0, 1)
         tiles = (np.transpose(rgb, (0, 2, 3, 1)) * 255).round().astype(np.uint8)
+        if any_bad:
+            bad = bad_all[:shown]
+            nonfinite, drawn_count = int(bad.sum()), bad.size
+            tiles[np.transpose(bad, (0, 2, 3, 1)).any(axis=3)] = NONFINITE_RGB
         canvas, *_ = tile_grid(tiles)
         png = encode_png(canvas)
         note = f"{shown} of {out_ch} filters as RGB images (mid-grey is zero, scale ±{vmax:.3g})"
@@ -248,6 +279,10 @@ def filter_gallery(weight: np.ndarray | torch.Tensor, *, layer: str, groups: int
         matrix = w[:rows_shown, :cols_shown, 0, 0]
         vmax = float(np.abs(matrix).max()) if matrix.size else 0.0
         canvas = _quantise_symmetric(matrix, vmax)
+        if any_bad:
+            bad = bad_all[:rows_shown, :cols_shown, 0, 0]
+            nonfinite, drawn_count = int(bad.sum()), bad.size
+            canvas[bad] = BACKGROUND_INDEX
         png = indexed_png(canvas, WEIGHT_CMAP)
         shown = rows_shown
         note = (
@@ -260,6 +295,10 @@ def filter_gallery(weight: np.ndarray | torch.Tensor, *, layer: str, groups: int
         sub = w[:shown, :inputs]  # (shown, inputs, kh, kw)
         kh, kw = sub.shape[2:]
         tiles = _quantise_symmetric(sub.reshape(shown * inputs, kh, kw), vmax)
+        if any_bad:
+            bad = bad_all[:shown, :inputs].reshape(shown * inputs, kh, kw)
+            nonfinite, drawn_count = int(bad.sum()), bad.size
+            tiles[bad] = BACKGROUND_INDEX
         tiles = _stretch_strips(tiles)
         # One input channel per filter (first grey layer, depthwise): a square grid reads best;
         # otherwise a row per filter, a column per input channel.
@@ -272,11 +311,17 @@ def filter_gallery(weight: np.ndarray | torch.Tensor, *, layer: str, groups: int
             layout_note = f"{shown} of {out_ch} {what} (rows) x {inputs} of {in_per_group} input channels (columns)"
         note = f"{layout_note}{group_note}; diverging colour map centred on zero, ±{vmax:.3g}"
         cmap = WEIGHT_CMAP
+    if nonfinite:
+        colour = "black" if cmap == "rgb" else "grey"
+        if nonfinite == drawn_count:
+            notes.append(f"every weight drawn ({nonfinite}) is NaN/Inf, drawn {colour}: no finite scale")
+        else:
+            notes.append(f"{nonfinite} NaN/Inf weight{'' if nonfinite == 1 else 's'} drawn {colour}, left out of the scale")
     if notes:
         note += "; " + "; ".join(notes)
     image_h, image_w = canvas.shape[:2]
     figure = Figure(png=png, width=image_w, height=image_h, alt=f"{layer}: weights, {note}")
-    return figure, note, shown, out_ch, vmax, cmap
+    return FilterGallery(figure=figure, note=note, shown_filters=shown, total_filters=out_ch, vmax=vmax, colormap=cmap, nonfinite=nonfinite)
 
 
 def histogram_figure(counts: Sequence[int], *, alt: str, width: int = 160, height: int = 48, log: bool = False) -> Figure:
@@ -302,11 +347,16 @@ def histogram_figure(counts: Sequence[int], *, alt: str, width: int = 160, heigh
     return Figure(png=png, width=width, height=height, alt=alt)
 
 
-def channel_strip(means: np.ndarray, *, alt: str, dead: Sequence[int] = ()) -> Figure:
-    """Per-channel mean activation as one row of colour cells (dead channels stay grey)."""
-    values = np.nan_to_num(np.asarray(means, dtype=np.float64))
-    lo, hi = float(values.min()) if values.size else 0.0, float(values.max()) if values.size else 1.0
-    idx = np.round((values - lo) / max(hi - lo, 1e-12) * 254).astype(np.uint8)
+def channel_strip(means: np.ndarray, *, alt: str, dead: Sequence[int] = (), nonfinite: Sequence[int] = ()) -> Figure:
+    """Per-channel mean activation as one row of colour cells: the colour scale spans the
+    finite means; dead channels, ``nonfinite`` ones and those with a non-finite mean are grey."""
+    values = np.asarray(means, dtype=np.float64)
+    finite = np.isfinite(values)
+    shown = values[finite]
+    lo, hi = (float(shown.min()), float(shown.max())) if shown.size else (0.0, 1.0)
+    idx = np.round((np.where(finite, values, lo) - lo) / max(hi - lo, 1e-12) * 254).astype(np.uint8)
+    idx[~finite] = BACKGROUND_INDEX
+    idx[list(nonfinite)] = BACKGROUND_INDEX
     idx[list(dead)] = BACKGROUND_INDEX
     cell = max(1, min(8, 512 // max(len(values), 1)))
     row = np.repeat(idx[None, :], 10, axis=0)
@@ -344,7 +394,8 @@ def heat_overlay(image: np.ndarray, heat: np.ndarray, *, alt: str, max_size: int
     if max(pil.size) > max_size:
         pil.thumbnail((max_size, max_size), Image.Resampling.BOX)
     grey = np.asarray(pil.convert("L"), dtype=np.float32)[:, :, None].repeat(3, axis=2)
-    heat_img = Image.fromarray(np.clip(np.nan_to_num(heat) * 255, 0, 255).astype(np.uint8), mode="L")
+    # NaN and Inf pixels get no heat (the page's note says so): Inf would overflow the scaling.
+    heat_img = Image.fromarray(np.clip(np.nan_to_num(heat, nan=0.0, posinf=0.0, neginf=0.0) * 255, 0, 255).astype(np.uint8), mode="L")
     heat_img = heat_img.resize(pil.size, Image.Resampling.BILINEAR)
     h = np.asarray(heat_img, dtype=np.uint8)
     colour = lut(HEAT_CMAP)[np.minimum(h, 254)].astype(np.float32)

@@ -13,6 +13,7 @@ from .capture import CaptureResult, is_convolution, module_type_name
 from .probes import ProbeBatch
 from .provenance import default_provenance
 from .report import (
+    ROOT_LABEL,
     ForwardFailure,
     LayerRow,
     ModelSummary,
@@ -108,7 +109,7 @@ def partial_report(
         probe_count=_probes_covered(result.batch_sizes, len(batch)),
     )
     for row in report.layers:
-        row.section_id = next((s.id for s in sections if s.name == row.name and s.call_index == row.call_index), "")
+        row.section_id = next((s.id for s in sections if (s.name or ROOT_LABEL) == row.name and s.call_index == row.call_index), "")
     attach_graph(report, result.graph, options)
     return report
 
@@ -126,9 +127,9 @@ def rows_from_capture(model: nn.Module, capture: CaptureResult, batch_size: int)
         own = sum(p.numel() for p in module.parameters()) if module is not None and layer.call_index == 1 else 0
         rows.append(
             LayerRow(
-                name=layer.name,
+                name=layer.name or ROOT_LABEL,  # the root module (path ""), as torchinfo's row names it
                 type=layer.type,
-                depth=layer.name.count(".") + 1,
+                depth=layer.name.count(".") + 1 if layer.name else 0,
                 input_shape=[],
                 output_shape=[batch_size, *layer.output_shape],
                 kernel_size=_kernel(module),

@@ -60,6 +60,7 @@ from .sections import (
     build_section,
     gradcam_attributions,
     graph_views,
+    nonfinite_attribution_notes,
     saliency_attributions,
     weight_section,
 )
@@ -90,14 +91,16 @@ def select_layers(model: nn.Module, options: ReportOptions) -> list[str]:
     names) add to nothing but themselves; ``exclude_layers`` removes. A pattern that matches no
     module is an error naming a few that exist, since a typo would silently drop sections.
     """
-    named = [(n, m) for n, m in model.named_modules() if n]
+    # The root module is a layer like any other: a model that *is* one Conv2d gets its section
+    # (path "", shown as "(model)"), and its type counts among the model's types.
+    named = list(model.named_modules())
     names = [n for n, _ in named]
     for pattern in [*options.layers, *options.exclude_layers]:
         if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
             raise OptionError(
                 f"layer pattern {pattern!r} matches no module; modules are named like: "
-                + ", ".join(names[:6])
-                + (" ..." if len(names) > 6 else "")
+                + (", ".join(n for n in names[:7] if n) or "(the model has no submodules: its one layer is the model itself, matched by '*')")
+                + (" ..." if len(names) > 7 else "")
             )
     types = {t.lower() for t in options.layer_types}
     if types:
@@ -232,6 +235,36 @@ class PassResult:
     failure: dict[str, Any] | None = None
     error: ForwardError | None = None
     batch_sizes: list[int] = dataclasses.field(default_factory=list)
+    #: What the forward returned, in words ("returned None" ...), when it gave no class scores.
+    unscored_output: str = ""
+    #: NaN and Inf values in the model's outputs over every batch.
+    output_nonfinite: int = 0
+
+
+def describe_output(output: Any) -> str:
+    """What a forward pass returned, in words, for a note saying why there are no predictions."""
+    if output is None:
+        return "returned None"
+    if isinstance(output, torch.Tensor):
+        if output.dim() == 0:
+            return "returned a scalar (a 0-dimensional tensor)"
+        shape = "x".join(str(v) for v in output.shape)
+        if not output.is_floating_point():
+            return f"returned a {str(output.dtype).replace('torch.', '')} tensor of shape {shape}"
+        if output.dim() == 2 and output.shape[1] == 1:
+            return f"returned a tensor of shape {shape} (one value per probe, not a score per class)"
+        return f"returned a tensor of shape {shape}"
+    return f"returned a {type(output).__name__} holding no (N, classes) tensor"
+
+
+def _count_nonfinite(output: Any) -> int:
+    """NaN and Inf values in the output's first tensor (the one predictions come from)."""
+    from .capture import _first_tensor
+
+    t = _first_tensor(output)
+    if t is None or not t.is_floating_point() or t.numel() == 0:
+        return 0
+    return int((~torch.isfinite(t.detach())).sum())
 
 
 def capture_pass(
@@ -267,6 +300,8 @@ def capture_pass(
     first_size = options.first_batch
     total = len(batch)
     batch_sizes: list[int] = []
+    unscored = ""
+    output_nonfinite = 0
     with preserved_model_state(model), capture, paused_gc() as collector_was_on:
         first_probe = 0
         index = -1
@@ -303,6 +338,9 @@ def capture_pass(
             if recorder is not None:
                 graph = _graph_of(recorder)
             scores = classification_scores(output)
+            output_nonfinite += _count_nonfinite(output)
+            if scores is None and index == 0:
+                unscored = describe_output(output)
             if scores is not None:
                 predictions += top_predictions(probabilities(scores), options.top_k, options.class_names)
                 if want_cam:
@@ -314,7 +352,21 @@ def capture_pass(
             progress.advance(inputs[0].shape[0])
             collect_young(collector_was_on)
             heap.after_batch(index)
-    return PassResult(capture=capture.result(), predictions=predictions, graph=graph, failure=failure, error=error, batch_sizes=batch_sizes)
+    return PassResult(
+        capture=capture.result(),
+        predictions=predictions,
+        graph=graph,
+        failure=failure,
+        error=error,
+        batch_sizes=batch_sizes,
+        unscored_output=unscored,
+        output_nonfinite=output_nonfinite,
+    )
+
+
+def _probe_nonfinite(batch: ProbeBatch) -> int:
+    """NaN and Inf values in the probes as the model gets them (the NaN alert's first question)."""
+    return sum(int((~torch.isfinite(t)).sum()) for t in batch.inputs if isinstance(t, torch.Tensor) and t.is_floating_point())
 
 
 def _batch_notes(sizes: list[int], first: int) -> list[str]:
@@ -326,6 +378,45 @@ def _batch_notes(sizes: list[int], first: int) -> list[str]:
         f"first, so that the forward pass and the page's tiles stay within twice the largest activation "
         f"of all probes together (--batch-size sets one size for all)."
     ]
+
+
+def _section_notes(model: nn.Module, options: ReportOptions, chosen: list[str], capture: CaptureResult) -> list[str]:
+    """Lines saying why the page has no section, or fewer than were chosen: the real reason
+    each time (no convolution, every one excluded, a chosen layer that never ran or returned
+    no tensor), never a guess."""
+    excluded = ", ".join(repr(p) for p in options.exclude_layers)
+    if not chosen:
+        if options.layers or options.layer_types:
+            how = " and ".join(
+                part for part in (
+                    f"--layers {', '.join(repr(p) for p in options.layers)}" if options.layers else "",
+                    f"--layer-types {', '.join(options.layer_types)}" if options.layer_types else "",
+                ) if part
+            )
+            return [f"--exclude-layers {excluded} excluded every layer that {how} chose: no activation sections."]
+        convs = [n for n, m in model.named_modules() if isinstance(m, CONV_TYPES)]
+        if not convs:
+            return ["The model has no convolution layer: no activation sections (choose layers with --layers or --layer-types)."]
+        every = "the model's only convolution" if len(convs) == 1 else f"all {len(convs)} of the model's convolutions"
+        return [f"--exclude-layers {excluded} excluded {every}: no activation sections."]
+    captured = {layer.name for layer in capture.detailed()}
+    missing = [name for name in chosen if name not in captured]
+    if not missing:
+        return []
+    def label(name: str) -> str:
+        return name or "(model)"
+    reasons = [f"{label(n)} ({capture.skipped.get(n, 'never called by the forward pass')})" for n in missing[:8]]
+    more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+    lead = "none of the chosen layers has" if len(missing) == len(chosen) else f"{len(missing)} of the {len(chosen)} chosen layers have"
+    return [f"No activation section where {lead} activations to show: {'; '.join(reasons)}{more}."]
+
+
+def _output_notes(result: PassResult, options: ReportOptions) -> list[str]:
+    """A line saying why there are no predictions (and no Grad-CAM), when the output gave none."""
+    if not result.unscored_output or result.predictions:
+        return []
+    cam = " or Grad-CAM" if options.attributions else ""
+    return [f"No predictions{cam}: the model's forward {result.unscored_output}, not an (N, classes) tensor of class scores."]
 
 
 def _name_failure(error: ForwardError, failure: dict[str, Any] | None) -> None:
@@ -450,7 +541,17 @@ def build_report(
         # Each thread's torch ops run on one core: with torch's own thread team per call, the
         # threads oversubscribed the cores and every op waited at its team's barrier.
         with single_threaded_torch(), ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-            alerts_job = pool.submit(stats.health_alerts, model, result.capture, None, opts, synthetic_input=batch.synthetic)
+            alerts_job = pool.submit(
+                stats.health_alerts,
+                model,
+                result.capture,
+                None,
+                opts,
+                synthetic_input=batch.synthetic,
+                # Only asked where some layer's output is non-finite: a pass over every probe.
+                probe_nonfinite=_probe_nonfinite(batch) if any(sum(c.probe_nan) or sum(c.probe_inf) for c in result.capture.layers) else 0,
+                output_nonfinite=result.output_nonfinite,
+            )
             # A copy with the fingerprint and probes of *this* model: a Provenance the caller passes
             # twice must not carry the first model's fingerprint into the second report.
             given = dataclasses.replace(provenance, model_fingerprint="", probe_files=[]) if provenance else default_provenance()
@@ -466,7 +567,9 @@ def build_report(
             alerts, provenance, drawn_graph = alerts_job.result(), provenance_job.result(), graph_job.result()
         section_ids = {(s.name, s.call_index): s.id for s in sections}
         for row in arch.rows:
-            row.section_id = section_ids.get((row.name, row.call_index), "")
+            # The root's row is named "(model)"; its module path (and section's name) is "".
+            path = "" if row.depth == 0 else row.name
+            row.section_id = section_ids.get((path, row.call_index), "")
         probes_info = []
         for i, name in enumerate(batch.names[: opts.max_probes]):
             thumb = figures.thumbnail(batch.display[i], alt=f"probe {name}") if i < len(batch.display) and batch.display[i].size else None
@@ -480,19 +583,21 @@ def build_report(
                 )
             )
         attributions = gradcam_attributions(result.capture, batch, opts)
+        cam_notes = nonfinite_attribution_notes(attributions, result.capture.gradcam)
         notes = list(notes) + list(batch.notes) + list(arch.notes) + _batch_notes(result.batch_sizes, opts.batch_size)
         attributions += saliency
         notes += saliency_notes
         if isinstance(model, torch.jit.ScriptModule):
             # Weights stay readable inside TorchScript: every convolution still shows its filters.
-            sections = [weight_section(name, module, opts) for name, module in model.named_modules() if name and is_convolution(module)]
+            sections = [weight_section(name, module, opts) for name, module in model.named_modules() if is_convolution(module)]
             notes.append(
                 "TorchScript model: its layers run outside Python, where no hook reaches, so the report "
                 "shows its table, totals, predictions and filters but no activations or Grad-CAM; for "
                 "those, load the Python class with its weights (MODEL file.py:Class --weights checkpoint)."
             )
-        elif not detailed:
-            notes.append("The model has no convolution layer: no activation sections (choose layers with --layers or --layer-types).")
+        else:
+            notes += _section_notes(model, opts, detailed, result.capture)
+        notes += _output_notes(result, opts) + cam_notes
         report = Report(
             title=opts.title or f"{module_type_name(model)} report",
             model=arch.summary,

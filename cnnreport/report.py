@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import enum
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
@@ -53,10 +54,16 @@ class Mosaic:
     columns: int
     rows: int
     tiles: list[Tile]
-    vmin: float
+    vmin: float  # the colour scale, over the finite values shown (NaN: none is finite)
     vmax: float
     colormap: str
     probe: str = ""
+    nonfinite: int = 0  # NaN and Inf values in the channels shown, drawn grey
+
+    @property
+    def scaled(self) -> bool:
+        """Whether the colour scale exists: False when no value shown is finite."""
+        return math.isfinite(self.vmin) and math.isfinite(self.vmax)
 
 
 @dataclass
@@ -198,9 +205,10 @@ class Histogram:
 class ChannelFact:
     """Per-channel mean activation over all probes, for the compact strip and dead-channel checks."""
 
-    means: list[float]
+    means: list[float]  # over the finite values of each channel; NaN where it has none
     dead: list[int] = field(default_factory=list)
     figure: Figure | None = None
+    nonfinite: list[int] = field(default_factory=list)  # channels holding NaN or Inf, drawn grey
 
 
 @dataclass
@@ -209,8 +217,9 @@ class FilterGallery:
     note: str
     shown_filters: int
     total_filters: int
-    vmax: float
+    vmax: float  # the colour scale: the largest finite |weight| drawn
     colormap: str
+    nonfinite: int = 0  # NaN and Inf weights among those drawn, drawn grey
 
 
 @dataclass
@@ -235,7 +244,8 @@ class LayerSection:
 
     @property
     def label(self) -> str:
-        return self.name if self.call_index == 1 else f"{self.name} (call {self.call_index})"
+        name = self.name or ROOT_LABEL  # the model itself is one of its layers
+        return name if self.call_index == 1 else f"{name} (call {self.call_index})"
 
 
 @dataclass
@@ -399,6 +409,9 @@ class Report:
 
 
 JSON_SCHEMA_VERSION = 1
+
+#: How the page names the root module (module path ""), as torchinfo's table row does.
+ROOT_LABEL = "(model)"
 
 
 def _slug(name: str) -> str:

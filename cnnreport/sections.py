@@ -16,7 +16,6 @@ from .report import (
     ActivationStats,
     Attribution,
     ChannelFact,
-    FilterGallery,
     LayerRow,
     LayerSection,
     Prediction,
@@ -53,10 +52,15 @@ def build_section(
     means = stats.channel_means(layer)
     if means.size:
         dead = stats.dead_channels(layer)
+        bad = stats.nonfinite_channels(layer)
+        bad_alt = f", {len(bad)} holding NaN or Inf (grey)" if bad else ""
         section.channels = ChannelFact(
             means=[float(v) for v in means],
             dead=dead,
-            figure=figures.channel_strip(means, alt=f"{section.label}: mean activation of each of {means.size} channels", dead=dead),
+            figure=figures.channel_strip(
+                means, alt=f"{section.label}: mean activation of each of {means.size} channels{bad_alt}", dead=dead, nonfinite=bad
+            ),
+            nonfinite=bad,
         )
     hist = stats.activation_histogram(layer, options.histogram_bins)
     if hist is not None and hist.counts:
@@ -94,14 +98,13 @@ def add_weights(section: LayerSection, module: nn.Module | None, options: Report
             wh.figure = figures.histogram_figure(wh.counts, alt=f"{section.label}: histogram of weights")
         section.weight_histogram = wh
         if with_filters:
-            fig, note, shown, total, vmax, cmap = figures.filter_gallery(
+            section.filters = figures.draw_filters(
                 weight,
                 layer=section.label,
                 groups=int(getattr(module, "groups", 1)),
                 max_filters=options.max_filters,
                 max_inputs=options.max_filter_inputs,
             )
-            section.filters = FilterGallery(figure=fig, note=note, shown_filters=shown, total_filters=total, vmax=vmax, colormap=cmap)
 
 
 def graph_views(graph: Any, section_ids: set[str], options: ReportOptions) -> tuple[str, str, dict[str, str]]:
@@ -146,7 +149,9 @@ def _attribution(
     """One probe's heat map over its thumbnail, with the peak in the map's own grid as (x, y)."""
     names = options.class_names
     label = names[target] if names and target < len(names) else str(target)
-    peak = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    finite = np.isfinite(heat)
+    # The peak among the finite values; a map with none has no peak (argmax would pick a NaN).
+    peak = np.unravel_index(int(np.argmax(np.where(finite, heat, -np.inf))), heat.shape) if finite.any() else None
     return Attribution(
         probe=batch.names[index],
         target_class=int(target),
@@ -154,7 +159,7 @@ def _attribution(
         method=method,
         layer=layer,
         figure=figures.heat_overlay(batch.display[index], heat, alt=alt(label, batch.names[index])),
-        peak_xy=(int(peak[-1]), int(peak[-2])) if heat.ndim >= 2 else None,
+        peak_xy=(int(peak[-1]), int(peak[-2])) if heat.ndim >= 2 and peak is not None else None,
     )
 
 
@@ -167,6 +172,20 @@ def gradcam_attributions(capture: CaptureResult, batch: ProbeBatch, options: Rep
         layer = capture.gradcam_layer
         out.append(_attribution(batch, i, cam, target, options, "Grad-CAM", layer, lambda label, probe: f"Grad-CAM of {layer} for class {label} on {probe}"))
     return out
+
+
+def nonfinite_attribution_notes(attributions: Sequence[Attribution], maps: Sequence[np.ndarray]) -> list[str]:
+    """A line when attribution maps hold NaN or Inf, which are drawn without heat: said, not hidden."""
+    bad = [a.probe for a, heat in zip(attributions, maps) if not np.isfinite(heat).all()]
+    if not bad:
+        return []
+    first = attributions[0]
+    shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+    return [
+        f"{first.method} of {first.layer}: the maps of {len(bad)} of {len(attributions)} probes ({shown}) hold NaN/Inf, "
+        "as the layer's activations or their gradients do; those pixels are drawn without heat, and a map with "
+        "no finite value has no peak."
+    ]
 
 
 def saliency_attributions(

@@ -14,6 +14,7 @@ from torch import nn
 
 from .capture import CONV_TYPES, CaptureResult, LayerCapture
 from .report import (
+    ROOT_LABEL,
     ActivationStats,
     Alert,
     AlertKind,
@@ -91,10 +92,29 @@ def activation_histogram(layer: LayerCapture, bins: int) -> Histogram | None:
 
 
 def channel_means(layer: LayerCapture) -> np.ndarray:
-    """Mean activation per channel over every probe, shape (C,)."""
+    """Mean activation per channel over every probe, shape (C,): over the probes where the
+    channel's mean is finite, NaN where it is finite in none (never a 0 that was not measured)."""
     if not layer.channel_means:
         return np.zeros(0)
-    return np.mean(np.stack(layer.channel_means), axis=0)
+    stacked = np.stack(layer.channel_means).astype(np.float64)
+    finite = np.isfinite(stacked)
+    if finite.all():
+        return np.mean(stacked, axis=0)
+    counts = finite.sum(axis=0)
+    sums = np.where(finite, stacked, 0.0).sum(axis=0)
+    return np.divide(sums, counts, out=np.full(sums.shape, np.nan), where=counts > 0)
+
+
+def nonfinite_channels(layer: LayerCapture) -> list[int]:
+    """Channels holding a NaN or an Inf at some position of some probe.
+
+    The per-channel minimum and maximum the capture keeps propagate NaN and keep Inf, so a
+    channel is non-finite exactly where either is."""
+    if layer.channel_min is None or layer.channel_max is None:
+        return []
+    lo = np.asarray(layer.channel_min, dtype=np.float64)
+    hi = np.asarray(layer.channel_max, dtype=np.float64)
+    return [int(i) for i in np.flatnonzero(~(np.isfinite(lo) & np.isfinite(hi)))]
 
 
 def dead_channels(layer: LayerCapture) -> list[int]:
@@ -204,6 +224,7 @@ _TINY_RMS = 1e-30
 
 
 def _label(name: str, call_index: int = 1) -> str:
+    name = name or ROOT_LABEL  # the root module, as its section is named
     return name if call_index == 1 else f"{name} (call {call_index})"
 
 
@@ -234,7 +255,9 @@ def constant_channels(layer: LayerCapture) -> list[int] | None:
     finite = np.isfinite(lo) & np.isfinite(hi)
     scale = float(np.max(np.abs(np.concatenate([lo[finite], hi[finite]])), initial=0.0))
     tol = max(1e-12, 1e-7 * scale)
-    return [int(i) for i in np.flatnonzero(finite & (hi - lo <= tol))]
+    # Spread measured where both ends are finite only: inf - inf would warn and say nothing.
+    spread = np.subtract(hi, lo, out=np.full(hi.shape, np.inf), where=finite)
+    return [int(i) for i in np.flatnonzero(finite & (spread <= tol))]
 
 
 def scale_ratio(layer: LayerCapture) -> float | None:
@@ -405,13 +428,18 @@ def health_alerts(
     options: ReportOptions,
     *,
     synthetic_input: bool = False,
+    probe_nonfinite: int | None = None,
+    output_nonfinite: int = 0,
 ) -> list[Alert]:
     """Every health finding about ``model`` on the probes of ``capture``, worst first.
 
     Checks, each with the ``ReportOptions`` threshold it uses:
 
     - non-finite values (error): NaN/Inf in a layer's weights or buffers, and the first layer
-      in execution order whose output holds NaN/Inf (later layers only inherit them);
+      in execution order whose output holds NaN/Inf (later layers only inherit them), saying
+      where they came from: the probes (``probe_nonfinite``: NaN/Inf values in the probes,
+      None when unknown), the model's own code between two layers, or the layer itself; and a
+      model output holding NaN/Inf (``output_nonfinite`` values) that no layer's output did;
     - dead channels (``dead_channel_fraction``): channels constant over every probe and
       position. A ReLU channel that is mostly zero is normal; only a constant one is dead.
       Needs the per-channel range the capture keeps for section layers (and for every layer
@@ -452,10 +480,15 @@ def health_alerts(
     def sid(name: str, call: int = 1) -> str:
         return section_of.get((name, call)) or first_call.get(name, "")
 
-    def add(kind: AlertKind, severity: Severity, name: str, message: str, value: float | None, call: int = 1, at: float | None = None) -> None:
+    def add(
+        kind: AlertKind, severity: Severity, name: str, message: str, value: float | None, call: int = 1, at: float | None = None, *, whole_model: bool = False
+    ) -> None:
+        # The root module (path "") is a layer like any other, named as its section is;
+        # ``whole_model`` findings are about no layer and name none.
+        label = "" if whole_model else _label(name, call)
         found.append(
             (
-                Alert(kind=kind, severity=severity, layer=_label(name, call), message=message, value=finite_or_none(value) if value is not None else None, section_id=sid(name, call)),
+                Alert(kind=kind, severity=severity, layer=label, message=message, value=finite_or_none(value) if value is not None else None, section_id="" if whole_model else sid(name, call)),
                 order(name) if at is None else at,
             )
         )
@@ -480,7 +513,7 @@ def health_alerts(
         msg = "; ".join(problems)
         if first_bad is not None and first_bad.name == owner:
             msg += "; its output is the first non-finite activation of the forward pass"
-        add(AlertKind.NON_FINITE, Severity.ERROR, owner or type(model).__name__, msg, None)
+        add(AlertKind.NON_FINITE, Severity.ERROR, owner, msg, None)
     if first_bad is not None and first_bad.name not in bad_tensors:
         nan, inf = sum(first_bad.probe_nan), sum(first_bad.probe_inf)
         total = first_bad.numel_per_probe * first_bad.probes
@@ -490,9 +523,20 @@ def health_alerts(
             f"first layer whose output is non-finite: {' and '.join(p for p in parts if p)} of {total} values "
             f"({probes_hit} of {first_bad.probes} probes); every later layer inherits them"
         )
-        if first_bad.input_rms and not all(math.isfinite(v) for v in first_bad.input_rms):
-            msg += " (its input was already non-finite: check the probes)"
+        msg += "; " + _nonfinite_origin(first_bad, capture, modules, probe_nonfinite)
         add(AlertKind.NON_FINITE, Severity.ERROR, first_bad.name, msg, float(nan + inf), first_bad.call_index, float(first_bad.order))
+    if first_bad is None and output_nonfinite:
+        last = max(capture.layers, key=lambda layer: layer.order, default=None)
+        where = f"after its last layer, {_label(last.name, last.call_index)}, whose output is finite" if last is not None else "outside every layer"
+        add(
+            AlertKind.NON_FINITE,
+            Severity.ERROR,
+            "",
+            f"the model's output holds {output_nonfinite} NaN/Inf values, made by its own forward code {where}",
+            float(output_nonfinite),
+            at=unexecuted,
+            whole_model=True,
+        )
 
     # -- activations, per recorded call -------------------------------------------------------
     seen: set[tuple[AlertKind, str]] = set()
@@ -621,12 +665,37 @@ def health_alerts(
 
     # -- the model as a whole -------------------------------------------------------------------
     if not any(isinstance(m, CONV_TYPES) for m in modules.values()):
-        add(AlertKind.NO_CONVOLUTION, Severity.INFO, "", "the model has no convolution layer: no filters or activation maps to show", None, at=-1.0)
+        add(AlertKind.NO_CONVOLUTION, Severity.INFO, "", "the model has no convolution layer: no filters or activation maps to show", None, at=-1.0, whole_model=True)
     if synthetic_input:
-        add(AlertKind.SYNTHETIC_INPUT, Severity.INFO, "", "no probes were given: activations come from a synthetic input and say little about real data", None, at=-1.0)
+        add(AlertKind.SYNTHETIC_INPUT, Severity.INFO, "", "no probes were given: activations come from a synthetic input and say little about real data", None, at=-1.0, whole_model=True)
 
     found.sort(key=lambda pair: (-pair[0].severity.rank, pair[1]))
     return [alert for alert, _ in found]
+
+
+def _nonfinite_origin(first_bad: LayerCapture, capture: CaptureResult, modules: dict[str, nn.Module], probe_nonfinite: int | None) -> str:
+    """Where the first non-finite output's NaN/Inf came from, as a clause for its alert.
+
+    Its input non-finite: from the probes when they hold NaN/Inf, else from the model's own
+    code since the last layer before it (whose output was finite). Its input finite: the layer
+    made them itself, with finite weights (non-finite ones are their own alert)."""
+    input_bad = bool(first_bad.input_rms) and not all(math.isfinite(v) for v in first_bad.input_rms)
+    if input_bad:
+        if probe_nonfinite:
+            return f"its input was already non-finite: the probes hold {probe_nonfinite} NaN/Inf values, check the probes"
+        before = [layer for layer in capture.layers if layer.order < first_bad.order]
+        previous = max(before, key=lambda layer: layer.order) if before else None
+        where = (
+            f"between {_label(previous.name, previous.call_index)}, whose output is finite, and this layer"
+            if previous is not None
+            else "before this layer, the first to run"
+        )
+        known = "the probes are finite" if probe_nonfinite == 0 else "no layer before it output any"
+        return f"its input was already non-finite though {known}: the model's own forward code made them {where}"
+    module = modules.get(first_bad.name)
+    own = [p for p in module.parameters(recurse=False)] if module is not None else []
+    weights = "its weights are finite" if own else "it has no weights of its own"
+    return f"its input is finite and {weights}: the layer's computation itself made them (an overflow, a division by zero, log or sqrt of a negative?)"
 
 
 def _zero_gamma_channels(module: nn.Module | None, threshold: float) -> set[int]:
