@@ -333,10 +333,21 @@ def compare_weights(old_model: nn.Module, new_model: nn.Module) -> list[WeightCh
 
 
 def cosine_change(a: Sequence[float], b: Sequence[float]) -> float:
-    """``1 - cos(a, b)``, 0 when both are zero and 1 when only one is; NaN entries count as 0."""
-    x = np.nan_to_num(np.asarray(a, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    y = np.nan_to_num(np.asarray(b, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    if x.shape == y.shape and np.array_equal(x, y):
+    """``1 - cos(a, b)``, 0 when both are zero and 1 when only one is.
+
+    Only entries finite on both sides count (a NaN is no number, least of all 0); NaN when no
+    entry is finite on both, since the change is then unknown.
+    """
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError("cosine_change needs two sequences of one length")
+    both = np.isfinite(x) & np.isfinite(y)
+    if not both.all():
+        if not both.any():
+            return math.nan
+        x, y = x[both], y[both]
+    if np.array_equal(x, y):
         return 0.0  # exactly, not 1 - cos's rounding error: "unchanged" must read as 0
     nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
     if nx == 0 and ny == 0:
@@ -345,6 +356,12 @@ def cosine_change(a: Sequence[float], b: Sequence[float]) -> float:
         return 1.0
     cos = float(np.dot(x, y) / (nx * ny))
     return float(min(2.0, max(0.0, 1.0 - cos)))
+
+
+def _left_out(a: Sequence[float], b: Sequence[float]) -> int:
+    """How many compared entries :func:`cosine_change` left out as non-finite on a side."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return int((~(np.isfinite(x) & np.isfinite(y))).sum()) if x.shape == y.shape else 0
 
 
 def compare_activations(old_report: Report, new_report: Report) -> list[ActivationChange]:
@@ -361,12 +378,16 @@ def compare_activations(old_report: Report, new_report: Report) -> list[Activati
             continue
         if o.channels is not None and s.channels is not None and len(o.channels.means) == len(s.channels.means) and o.channels.means:
             change, basis = cosine_change(o.channels.means, s.channels.means), "channel means"
+            dropped = _left_out(o.channels.means, s.channels.means)
         else:
             a = [v for st in o.per_probe_stats for v in (st.mean, st.std)]
             b = [v for st in s.per_probe_stats for v in (st.mean, st.std)]
             if len(a) != len(b) or not a:
                 continue
             change, basis = cosine_change(a, b), "per-probe mean and std"
+            dropped = _left_out(a, b)
+        if dropped:
+            basis += f"; {dropped} NaN/Inf value(s) left out" if math.isfinite(change) else "; no value finite on both sides, so the change is unknown"
         out.append(
             ActivationChange(
                 name=s.name,
@@ -380,10 +401,11 @@ def compare_activations(old_report: Report, new_report: Report) -> list[Activati
                 new_frac_zero=s.stats.frac_zero,
             )
         )
-    out.sort(key=lambda a: (-a.change, a.label))
-    top = max((a.change for a in out), default=0.0)
+    # Unknown (NaN) changes sort first: a layer that stopped being finite is what to look at.
+    out.sort(key=lambda a: (math.isfinite(a.change), -a.change if math.isfinite(a.change) else 0.0, a.label))
+    top = max((a.change for a in out if math.isfinite(a.change)), default=0.0)
     for a in out:
-        a.bar = a.change / top if top > 0 else 0.0
+        a.bar = a.change / top if top > 0 and math.isfinite(a.change) else 0.0
     return out
 
 

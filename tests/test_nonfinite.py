@@ -8,7 +8,9 @@ reductions.
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import re
 import subprocess
 import sys
@@ -336,3 +338,37 @@ def test_smaller_tiles_keep_non_finite_pixels_marked():
     assert small.shape == (1, 4, 4)
     assert small[0, 0, 0] == 255 and (small[0][small[0] != 255] == 100).all()
     assert int((small == 255).sum()) == 1
+
+
+def test_diff_cosine_change_counts_only_values_finite_on_both_sides():
+    from cnnreport.diff import cosine_change
+
+    nan = float("nan")
+    assert cosine_change([1.0, 2.0], [1.0, 2.0]) == 0.0
+    # (1, 3) against (1, 3) once the NaN entry is left out: unchanged, not 1 - cos with a 0 in it.
+    assert cosine_change([1.0, nan, 3.0], [1.0, 5.0, 3.0]) == 0.0
+    # (1, 0) vs (0, 1): orthogonal, by hand.
+    assert cosine_change([1.0, 0.0, float("inf")], [0.0, 1.0, 2.0]) == pytest.approx(1.0)
+    assert math.isnan(cosine_change([nan, nan], [1.0, 2.0]))
+
+
+def test_a_layer_that_becomes_nan_shows_an_unknown_change_not_a_number():
+    import json as jsonlib
+
+    from cnnreport import diff_reports
+
+    torch.manual_seed(0)
+    old = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
+    new = copy.deepcopy(old)
+    with torch.no_grad():
+        new[0].weight.fill_(float("nan"))
+    diff = diff_reports(old, new, torch.rand(2, 3, 12, 12))
+    changes = {a.name: a for a in diff.activation_changes}
+    assert math.isnan(changes["0"].change) and math.isnan(changes["2"].change)
+    assert "unknown" in changes["0"].basis
+    assert diff.activation_changes[0].name in ("0", "2")  # unknown changes first
+    from cnnreport.diff import diff_json, render_diff_html
+
+    data = jsonlib.loads(diff_json(diff))
+    assert {a["name"]: a["change"] for a in data["activation_changes"]}["0"] is None
+    assert ">NaN</td>" in render_diff_html(diff)
