@@ -87,7 +87,12 @@ def diff(**kw: Any) -> None:
     from .errors import OptionError
     from .loading import load_model, parse_model_args
     from .pipeline import default_provenance, make_options
-    from .probes import expected_input_ndim, image_channels, load_probes
+    from .probes import expected_input_ndim, image_channels, load_probes, normalisation
+
+    mean, std = _floats(kw["mean"], "--mean"), _floats(kw["std"], "--std")
+    normalisation(mean, std)  # a value that cannot work is refused before the models load
+    if not kw["probes"] and (mean is not None or std is not None or kw["image_size"]):
+        raise OptionError("--mean, --std and --image-size preprocess probe images; with no --probes there is nothing to preprocess")
 
     spec, old_spec, new_spec = kw["model_spec"], kw["old_model"], kw["new_model"]
     if spec and (old_spec or new_spec):
@@ -108,6 +113,7 @@ def diff(**kw: Any) -> None:
             model_args=model_args,
             trust_checkpoint=kw["trust_checkpoint"],
             device=kw["device"],
+            keep_stored_weights=True,  # weights compare in the checkpoints' own precision
         )
 
     old = load(old_spec, kw["old_weights"])
@@ -133,8 +139,8 @@ def diff(**kw: Any) -> None:
             probe_paths if len(probe_paths) > 1 else probe_paths[0],
             image_size=tuple(kw["image_size"]) if kw["image_size"] else None,
             resize=kw["resize"],
-            mean=_floats(kw["mean"], "--mean"),
-            std=_floats(kw["std"], "--std"),
+            mean=mean,
+            std=std,
             channels=image_channels(old.model),
             sample_ndim=expected_input_ndim(old.model),
             recursive=kw["recursive"],
@@ -163,6 +169,8 @@ def diff(**kw: Any) -> None:
         new_provenance=provenances[1],
         input_size=kw["input_size"],
         max_galleries=kw["max_galleries"],
+        old_stored_weights=old.stored_weights,
+        new_stored_weights=new.stored_weights,
     )
     report.write_html(kw["output"])
     if kw["json_path"]:
