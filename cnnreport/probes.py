@@ -633,7 +633,10 @@ def _to_float32(tensor: torch.Tensor, label: str, notes: list[str]) -> torch.Ten
         return tensor.float()
     if tensor.numel() == 0:
         return tensor.float()
-    low, high = int(tensor.min()), int(tensor.max())
+    # float64 holds every integer up to 2^53 exactly, and unsigned dtypes (uint16, uint32)
+    # lack min/max of their own
+    values = tensor.to(torch.float64)
+    low, high = int(values.min()), int(values.max())
     span = f"values {low}..{high}"
     if dtype == torch.uint8:
         divisor, what = 255, "8-bit"
@@ -649,14 +652,14 @@ def _to_float32(tensor: torch.Tensor, label: str, notes: list[str]) -> torch.Ten
             f"scaled the {name} values of {label} ({span}) as full-scale signed samples: "
             f"divided by {divisor}, to [-1, 1)"
         )
-        return tensor.double().div(divisor).float()
+        return values.div(divisor).float()
     else:
         notes.append(
             f"fed the {name} values of {label} ({span}) unscaled as float32: they fit no 8- or "
             "16-bit range, so no scale could be assumed"
             + (" (values beyond 2^24 lose precision)" if max(abs(low), abs(high)) > 2**24 else "")
         )
-        return tensor.double().float()
+        return values.float()
     if dtype == torch.uint8:
         notes.append(f"scaled uint8 values of {label} to [0, 1] (divided by 255)")
     else:
@@ -664,7 +667,7 @@ def _to_float32(tensor: torch.Tensor, label: str, notes: list[str]) -> torch.Ten
             f"scaled the {name} values of {label} ({span}) to [0, 1] as {what} values "
             f"(divided by {divisor})"
         )
-    return tensor.double().div(divisor).float()
+    return values.div(divisor).float()
 
 
 def _channels_first(tensor: torch.Tensor, label: str, notes: list[str]) -> torch.Tensor:
