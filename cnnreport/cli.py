@@ -205,7 +205,7 @@ def common_report_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--tile-size", type=click.IntRange(4, 512), help="Largest side of an activation tile, in pixels.  [default: 48]"),
         click.option("--batch-size", type=click.IntRange(1), help="Probes per forward pass: bounds memory; raise it for hundreds of small probes.  [default: 4, smaller later batches where a deep model needs the memory]"),
         click.option("--max-html-mb", type=click.FloatRange(0), help="Size budget for the HTML file: smaller tiles, then fewer channels are shown to keep it (the page says so); 0 for no limit.  [default: 8]"),
-        click.option("--class-names", metavar="FILE|LIST", help="Class names: a text file (one a line), a JSON list/dict, or 'cat,dog,...'."),
+        click.option("--class-names", metavar="FILE|LIST", help="Class names: a text file (one a line; a blank line is an unnamed class), a JSON list or index map, or 'cat,dog,...'; matched to the model's classes, the page notes what does not fit."),
         click.option("--target-class", type=int, help="Class Grad-CAM explains (default: each probe's top prediction)."),
         click.option("--cam-layer", metavar="LAYER", help="Layer Grad-CAM explains (default: the outermost block around the last feature map, e.g. layer4 of a ResNet)."),
         click.option("--no-attributions", is_flag=True, help="Skip Grad-CAM and saliency."),
@@ -319,8 +319,8 @@ def main() -> None:
 @click.option("--recursive", is_flag=True, help="Look for probe images in sub-folders too.")
 @click.option("--image-size", nargs=2, type=click.IntRange(1), metavar="H W", help="Resize probes to H x W (shorter side, then centre crop).")
 @click.option("--resize", type=click.Choice(["crop", "stretch"]), default="crop", show_default=True, help="How --image-size resizes.")
-@click.option("--mean", metavar="PRESET|M,M,M", help="Normalisation mean: 'imagenet', 'none' or comma-separated values.")
-@click.option("--std", metavar="S,S,S", help="Normalisation std (comma-separated).")
+@click.option("--mean", metavar="PRESET|M,M,M", help="Normalisation mean: 'imagenet' (sets the std too), 'none' or comma-separated values on the [0, 1] scale.")
+@click.option("--std", metavar="S,S,S", help="Normalisation std: comma-separated values above 0 (with a numeric --mean; default 1).")
 @click.option("--input-size", nargs=3, type=click.IntRange(1), metavar="C H W", help="Without probes: report on a synthetic input of this size.")
 @common_report_options
 @handle_errors
