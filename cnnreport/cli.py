@@ -356,6 +356,7 @@ def generate(model_spec: str, **kwargs: Any) -> None:
     # shell expanded the glob. Every path after MODEL is a probe, with or without --probes.
     probe_paths = list(kwargs.pop("probes") or []) + list(kwargs.pop("more_probes") or [])
     image_size, resize, recursive = kwargs.pop("image_size"), kwargs.pop("resize"), kwargs.pop("recursive")
+    _resize_needs_image_size(image_size)
     if probe_paths:
         probes = load_probes(
             probe_paths if len(probe_paths) > 1 else probe_paths[0],
@@ -376,6 +377,14 @@ def generate(model_spec: str, **kwargs: Any) -> None:
     prov.checkpoint_path = loaded.checkpoint_path
     prov.checkpoint_sha256 = loaded.checkpoint_sha256
     _run(loaded.model, probes, kwargs, provenance=prov, input_size=input_size, class_names=loaded.class_names, notes=loaded.notes)
+
+
+def _resize_needs_image_size(image_size: Any) -> None:
+    """Refuse ``--resize`` given without ``--image-size``: with no size to reach, it does nothing."""
+    context = click.get_current_context(silent=True)
+    given = context is not None and context.get_parameter_source("resize") == click.core.ParameterSource.COMMANDLINE
+    if given and not image_size:
+        raise OptionError("--resize says how --image-size resizes; without --image-size H W nothing is resized")
 
 
 def _floats(value: str | None, option: str) -> Any:

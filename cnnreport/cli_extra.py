@@ -82,7 +82,7 @@ def diff(**kw: Any) -> None:
       cnnreport diff --old-model old.py:Net --old a.pt --new-model new.py:Net --new b.pt \\
           --probes val/ -o diff.html --markdown diff.md
     """
-    from .cli import _check_writable, _class_names, _floats
+    from .cli import _check_writable, _class_names, _floats, _resize_needs_image_size
     from .diff import diff_reports
     from .errors import OptionError
     from .loading import load_model, parse_model_args
@@ -91,6 +91,7 @@ def diff(**kw: Any) -> None:
 
     mean, std = _floats(kw["mean"], "--mean"), _floats(kw["std"], "--std")
     normalisation(mean, std)  # a value that cannot work is refused before the models load
+    _resize_needs_image_size(kw["image_size"])
     if not kw["probes"] and (mean is not None or std is not None or kw["image_size"]):
         raise OptionError("--mean, --std and --image-size preprocess probe images; with no --probes there is nothing to preprocess")
 

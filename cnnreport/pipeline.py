@@ -608,6 +608,8 @@ def build_report(
     saliency, saliency_notes = [], []
     if opts.attributions and opts.saliency:
         saliency, saliency_notes = saliency_attributions(model, batch, opts, result.predictions)
+        if result.class_count is None:
+            saliency_notes.append("No saliency maps: --saliency explains a class score, and the model's output is not class scores (an (N, classes) tensor).")
     # From here on no user code runs, and the figures make tens of thousands of small objects:
     # the cyclic collector's walks over the whole process would cost ~0.07 s (gcpause.py).
     with paused_gc():

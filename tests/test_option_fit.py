@@ -303,3 +303,18 @@ def test_the_api_takes_a_map_and_refuses_a_string():
     assert report.to_dict()["options"]["class_names"] == ["0", "dog", "2"]
     with pytest.raises(OptionError, match="class_names 'cat,dog' is one string"):
         build_report(model, x, class_names="cat,dog", progress=False)
+
+
+def test_resize_without_image_size_is_refused(ws):
+    assert "--resize says how --image-size resizes" in refused(ws, ["--resize", "stretch"])
+    # with --image-size it works, and the page says how the probes were resized
+    data = generate_json(ws, "--resize", "stretch", "--image-size", "8", "10")
+    assert "resized to 8×10 without keeping the aspect ratio (2 image(s))" in data["notes"]
+
+
+def test_saliency_on_a_model_without_class_scores_is_noted():
+    pytest.importorskip("captum")
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    report = build_report(model, torch.rand(1, 3, 8, 8), saliency=True, progress=False)
+    assert [a for a in report.attributions if a.method == "Saliency"] == []
+    assert "No saliency maps: --saliency explains a class score, and the model's output is not class scores (an (N, classes) tensor)." in report.notes
