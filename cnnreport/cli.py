@@ -52,6 +52,10 @@ def partial_path(output: str) -> str:
     return str(path.with_name(f"{path.stem}.partial{path.suffix or '.html'}"))
 
 
+#: Largest ``--class-names`` file read: its names are held in memory and shown on the page.
+MAX_CLASS_NAMES_BYTES = 16 * 10**6
+
+
 def _class_names(value: str | None) -> list[str] | dict[int, str] | None:
     """Class names from a text file (one a line), a JSON list or index map, or 'a,b,c'.
 
@@ -65,6 +69,12 @@ def _class_names(value: str | None) -> list[str] | dict[int, str] | None:
         return None
     path = Path(value)
     if path.is_file():
+        size = path.stat().st_size
+        if size > MAX_CLASS_NAMES_BYTES:
+            raise OptionError(
+                f"--class-names {value} is {size / 1e6:.1f} MB; a class-name file is a few KB "
+                f"(ImageNet-21k's 21,843 names are under 1 MB): limit {MAX_CLASS_NAMES_BYTES // 10**6} MB"
+            )
         try:
             text = path.read_text(encoding="utf-8-sig")  # a BOM is not part of the first name
         except (OSError, UnicodeDecodeError) as exc:

@@ -318,3 +318,12 @@ def test_saliency_on_a_model_without_class_scores_is_noted():
     report = build_report(model, torch.rand(1, 3, 8, 8), saliency=True, progress=False)
     assert [a for a in report.attributions if a.method == "Saliency"] == []
     assert "No saliency maps: --saliency explains a class score, and the model's output is not class scores (an (N, classes) tensor)." in report.notes
+
+
+def test_an_oversized_class_name_file_is_refused_before_it_is_read(ws):
+    big = ws / "huge.txt"
+    with open(big, "wb") as handle:  # sparse: 17 MB on paper, nothing on disk
+        handle.truncate(17 * 10**6)
+    line = refused(ws, ["--class-names", "huge.txt"])
+    assert "--class-names huge.txt is 17.0 MB; a class-name file is a few KB" in line
+    big.unlink()
