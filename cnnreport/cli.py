@@ -92,46 +92,114 @@ def partial_path(output: str) -> str:
     return str(path.with_name(f"{stem}{suffix}"))
 
 
-def _class_names(value: str | None) -> list[str] | None:
-    """Class names from a text file (one a line), a JSON list or index map, or 'a,b,c'."""
+#: Largest ``--class-names`` file read: its names are held in memory and shown on the page.
+MAX_CLASS_NAMES_BYTES = 16 * 10**6
+
+
+def _class_names(value: str | None) -> list[str] | dict[int, str] | None:
+    """Class names from a text file (one a line), a JSON list or index map, or 'a,b,c'.
+
+    Every form keeps each name's slot: a blank line or an empty field between commas is a
+    class without a name (shown by its number), never a shift of every later name. Trailing
+    blanks (a final newline, a trailing comma) are not classes. A JSON map stays a map of the
+    indices it names, however far apart they are; the report matches it to the model's
+    classes and says what did not fit (:func:`cnnreport.pipeline.resolve_class_names`).
+    """
     if not value:
         return None
     path = Path(value)
     if path.is_file():
+        size = path.stat().st_size
+        if size > MAX_CLASS_NAMES_BYTES:
+            raise OptionError(
+                f"--class-names {value} is {size / 1e6:.1f} MB; a class-name file is a few KB "
+                f"(ImageNet-21k's 21,843 names are under 1 MB): limit {MAX_CLASS_NAMES_BYTES // 10**6} MB"
+            )
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # a BOM is not part of the first name
         except (OSError, UnicodeDecodeError) as exc:
             raise OptionError(f"--class-names {value}: cannot read it as UTF-8 text ({exc})") from None
         if path.suffix.lower() != ".json":
-            return [line.strip() for line in text.splitlines() if line.strip()]
+            names = _slots(text.splitlines())
+            if not any(names):
+                raise OptionError(f"--class-names {value}: the file holds no names; give one name a line")
+            return names
         try:
-            return _names_from_json(json.loads(text))
+            return _names_from_json(json.loads(text, object_pairs_hook=_unique_keys))
         except (ValueError, TypeError) as exc:
             raise OptionError(
                 f"--class-names {value}: {exc}; give a JSON list of names, or a map of index to name "
                 '(also {"0": ["n01440764", "tench"]}) or of name to index'
             ) from None
     if "," in value:
-        return [v.strip() for v in value.split(",")]
+        names = _slots(value.split(","))
+        if not any(names):
+            raise OptionError(f"--class-names {value!r} holds no names; give them as 'cat,dog,...'")
+        return names
     raise OptionError(f"--class-names {value!r}: not a file; give a text file (one name a line), a JSON file or a comma-separated list")
 
 
-def _names_from_json(data: Any) -> list[str]:
-    """Class names by index; indices a map leaves out are named by their number."""
+def _slots(fields: list[str]) -> list[str]:
+    """Names by position, stripped; blank ones keep their place, trailing blanks are dropped."""
+    names = [f.strip() for f in fields]
+    while names and not names[-1]:
+        names.pop()
+    return names
+
+
+def _names_from_json(data: Any) -> list[str] | dict[int, str]:
+    """Class names by index: a list, or a map of only the indices the file names.
+
+    A map is never expanded here: ``{"0": "cat", "20000000": "dog"}`` is two names, and the
+    report matches them against the model's own class count.
+    """
     if isinstance(data, list):
-        return [str(v[-1] if isinstance(v, list) and v else v) for v in data]
+        return [_json_name(v, f"entry {i}") for i, v in enumerate(data)]
     if not isinstance(data, dict):
         raise TypeError(f"a JSON {type(data).__name__} is neither a list nor a map")
-    if data and all(isinstance(v, int) for v in data.values()):  # {"cat": 0, ...}
-        by_index = {int(i): str(name) for name, i in data.items()}
-    else:  # {"0": "cat"} or {"0": ["wnid", "cat"]}
-        try:
-            by_index = {int(k): str(v[-1] if isinstance(v, list) and v else v) for k, v in data.items()}
-        except ValueError:
-            raise ValueError("its keys are not class indices") from None
-    if not by_index or min(by_index) < 0:
-        raise ValueError("no class indices from 0 up")
-    return [by_index.get(i, str(i)) for i in range(max(by_index) + 1)]
+    if not data:
+        raise ValueError("the map is empty")
+    by_index: dict[int, str] = {}
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in data.values()):  # {"cat": 0, ...}
+        for name, index in data.items():
+            if index < 0:
+                raise ValueError(f"{name!r} maps to {index}, not a class index 0, 1, 2 ...")
+            if index in by_index:
+                raise ValueError(f"class {index} is named twice ({by_index[index]!r} and {name!r})")
+            by_index[index] = name.strip()
+        return by_index
+    for key, v in data.items():  # {"0": "cat"} or {"0": ["wnid", "cat"]}
+        text = key.strip()
+        if not (text.isascii() and text.isdigit()):  # int() also takes "-1", "+1", "1_000"
+            raise ValueError(f"key {key!r:.40} is not a class index 0, 1, 2 ...")
+        index = int(text)
+        if index in by_index:
+            raise ValueError(f"class {index} is named twice")
+        by_index[index] = _json_name(v, f"class {key}")
+    return by_index
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique: a repeated key would silently drop a name."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r:.40} appears twice")
+        out[key] = value
+    return out
+
+
+def _json_name(value: Any, where: str) -> str:
+    """One class name from a JSON value: a string, a number, ``[wnid, name]``, or null (no name)."""
+    if isinstance(value, list):
+        value = value[-1] if value else None
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(f"{where} is a JSON {type(value).__name__}, not a name")
 
 
 def spec_file(spec: str | None) -> str | None:
@@ -267,7 +335,7 @@ def common_report_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--tile-size", type=click.IntRange(4, 512), help="Largest side of an activation tile, in pixels.  [default: 48]"),
         click.option("--batch-size", type=click.IntRange(1), help="Probes per forward pass: bounds memory; raise it for hundreds of small probes.  [default: 4, smaller later batches where a deep model needs the memory]"),
         click.option("--max-html-mb", type=click.FloatRange(0), help="Size budget for the HTML file: smaller tiles, then fewer channels are shown to keep it (the page says so); 0 for no limit.  [default: 8]"),
-        click.option("--class-names", metavar="FILE|LIST", help="Class names: a text file (one a line), a JSON list/dict, or 'cat,dog,...'."),
+        click.option("--class-names", metavar="FILE|LIST", help="Class names: a text file (one a line; a blank line is an unnamed class), a JSON list or index map, or 'cat,dog,...'; matched to the model's classes, the page notes what does not fit."),
         click.option("--target-class", type=int, help="Class Grad-CAM explains (default: each probe's top prediction)."),
         click.option("--cam-layer", metavar="LAYER", help="Layer Grad-CAM explains (default: the outermost block around the last feature map, e.g. layer4 of a ResNet)."),
         click.option("--no-attributions", is_flag=True, help="Skip Grad-CAM and saliency."),
@@ -402,8 +470,8 @@ def main(ctx: click.Context) -> None:
 @click.option("--recursive", is_flag=True, help="Look for probe images in sub-folders too.")
 @click.option("--image-size", nargs=2, type=click.IntRange(1), metavar="H W", help="Resize probes to H x W (shorter side, then centre crop).")
 @click.option("--resize", type=click.Choice(["crop", "stretch"]), default="crop", show_default=True, help="How --image-size resizes.")
-@click.option("--mean", metavar="PRESET|M,M,M", help="Normalisation mean: 'imagenet', 'none' or comma-separated values.")
-@click.option("--std", metavar="S,S,S", help="Normalisation std (comma-separated).")
+@click.option("--mean", metavar="PRESET|M,M,M", help="Normalisation mean: 'imagenet' (sets the std too), 'none' or comma-separated values on the [0, 1] scale.")
+@click.option("--std", metavar="S,S,S", help="Normalisation std: comma-separated values above 0 (with a numeric --mean; default 1).")
 @click.option("--input-size", nargs=3, type=click.IntRange(1), metavar="C H W", help="Without probes: report on a synthetic input of this size.")
 @common_report_options
 @handle_errors
@@ -421,11 +489,14 @@ def generate(model_spec: str, **kwargs: Any) -> None:
     """
     from .loading import load_model, parse_model_args
     from .pipeline import default_provenance
-    from .probes import expected_input_ndim, image_channels, load_probes
+    from .probes import expected_input_ndim, image_channels, load_probes, normalisation
 
     ctx = click.get_current_context()
     probe_paths = list(kwargs.get("probes") or []) + list(kwargs.get("more_probes") or [])
     refuse_inapplicable(ctx, probe_option_rules(kwargs, probe_paths, weights_given=bool(kwargs.get("weights"))) + report_option_rules(kwargs))
+    # Option values that cannot work are refused before the (possibly slow) model load.
+    mean, std = _floats(kwargs.pop("mean"), "--mean"), _floats(kwargs.pop("std"), "--std")
+    normalisation(mean, std)
     inputs = [("the MODEL file", spec_file(model_spec)), ("the --weights checkpoint", kwargs.get("weights")), ("the --class-names file", class_names_file(kwargs.get("class_names")))]
     # Before any work: an output that is an input, or that cannot be written, is refused now.
     plan_run_outputs(kwargs, inputs + probe_inputs(probe_paths))
@@ -441,21 +512,21 @@ def generate(model_spec: str, **kwargs: Any) -> None:
     # `--probes imgs/*.png` reaches us as one --probes value and the rest as positionals: the
     # shell expanded the glob. Every path after MODEL is a probe, with or without --probes.
     kwargs.pop("probes"), kwargs.pop("more_probes")
-    mean, std = kwargs.pop("mean"), kwargs.pop("std")
     image_size, resize, recursive = kwargs.pop("image_size"), kwargs.pop("resize"), kwargs.pop("recursive")
+    _resize_needs_image_size(image_size)
     if probe_paths:
         probes = load_probes(
             probe_paths if len(probe_paths) > 1 else probe_paths[0],
             image_size=tuple(image_size) if image_size else None,
             resize=resize,
-            mean=_floats(mean, "--mean"),
-            std=_floats(std, "--std"),
+            mean=mean,
+            std=std,
             channels=image_channels(loaded.model),
             sample_ndim=expected_input_ndim(loaded.model),
             recursive=recursive,
         )
     input_size = kwargs.pop("input_size")
-    if probes is None and (mean or std or image_size):
+    if probes is None and (mean is not None or std is not None or image_size):
         raise OptionError("--mean, --std and --image-size preprocess probe images; with no --probes there is nothing to preprocess")
     if probes is None and not input_size:
         raise OptionError("no probes: pass --probes PATH (images, a folder or tensors), or --input-size C H W for a synthetic input")
@@ -467,7 +538,18 @@ def generate(model_spec: str, **kwargs: Any) -> None:
     _run(loaded.model, probes, kwargs, plan=plan, provenance=prov, input_size=input_size, class_names=loaded.class_names, notes=loaded.notes)
 
 
+def _resize_needs_image_size(image_size: Any) -> None:
+    """Refuse ``--resize`` given without ``--image-size``: with no size to reach, it does nothing."""
+    context = click.get_current_context(silent=True)
+    given = context is not None and context.get_parameter_source("resize") == click.core.ParameterSource.COMMANDLINE
+    if given and not image_size:
+        raise OptionError("--resize says how --image-size resizes; without --image-size H W nothing is resized")
+
+
 def _floats(value: str | None, option: str) -> Any:
+    """``--mean``/``--std`` text as numbers or a preset name; whether the values can work
+    (finite, a positive std, presets only where they mean what they say) is
+    :func:`cnnreport.probes.normalisation`'s to judge, for the API and the CLI alike."""
     if value is None:
         return None
     if value.strip().lower() in ("imagenet", "none"):
@@ -475,6 +557,8 @@ def _floats(value: str | None, option: str) -> Any:
     try:
         return [float(v) for v in value.split(",")]
     except ValueError:
+        if option == "--std":
+            raise OptionError(f"--std {value!r}: give comma-separated numbers such as 0.229,0.224,0.225") from None
         raise OptionError(f"{option} {value!r}: give 'imagenet', 'none' or comma-separated numbers such as 0.5,0.5,0.5") from None
 
 

@@ -51,8 +51,8 @@ def _label(weights: str | None, spec: str | None, fallback: str) -> str:
 @click.option("--recursive", is_flag=True, help="Look for probe images in sub-folders too.")
 @click.option("--image-size", nargs=2, type=click.IntRange(1), metavar="H W", help="Resize probes to H x W.")
 @click.option("--resize", type=click.Choice(["crop", "stretch"]), default="crop", show_default=True, help="How --image-size resizes.")
-@click.option("--mean", metavar="PRESET|M,M,M", help="Normalisation mean: 'imagenet', 'none' or comma-separated values.")
-@click.option("--std", metavar="S,S,S", help="Normalisation std (comma-separated).")
+@click.option("--mean", metavar="PRESET|M,M,M", help="Normalisation mean: 'imagenet' (sets the std too), 'none' or comma-separated values on the [0, 1] scale.")
+@click.option("--std", metavar="S,S,S", help="Normalisation std: comma-separated values above 0 (with a numeric --mean; default 1).")
 @click.option("--input-size", nargs=3, type=click.IntRange(1), metavar="C H W", help="Without probes: compare on a synthetic input of this size.")
 @click.option("-o", "--output", default="diff.html", show_default=True, type=click.Path(dir_okay=False), help="HTML diff report to write (atomically).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the JSON view.")
@@ -66,7 +66,7 @@ def _label(weights: str | None, spec: str | None, fallback: str) -> str:
 @click.option("--max-probes", type=click.IntRange(1), help="Most probes used.  [default: 16]")
 @click.option("--batch-size", type=click.IntRange(1), help="Probes per forward pass (bounds memory).  [default: 4, smaller later batches where a deep model needs the memory]")
 @click.option("--max-galleries", type=click.IntRange(0), default=4, show_default=True, help="Most changed convolutions whose filters are drawn side by side.")
-@click.option("--class-names", metavar="FILE|LIST", help="Class names: a text file (one a line), a JSON list/dict, or 'cat,dog,...'.")
+@click.option("--class-names", metavar="FILE|LIST", help="Class names: a text file (one a line; a blank line is an unnamed class), a JSON list or index map, or 'cat,dog,...'; matched to the model's classes, the page notes what does not fit.")
 @click.option("--timestamp", is_flag=True, help="Put the creation time in the report (off: output is byte-for-byte reproducible).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary line.")
 @click.option("--debug", is_flag=True, help="Show the full traceback on error.")
@@ -82,12 +82,18 @@ def diff(**kw: Any) -> None:
       cnnreport diff --old-model old.py:Net --old a.pt --new-model new.py:Net --new b.pt \\
           --probes val/ -o diff.html --markdown diff.md
     """
-    from .cli import _class_names, _floats, class_names_file, plan_run_outputs, probe_inputs, probe_option_rules, refuse_inapplicable, spec_file, write_planned
+    from .cli import _class_names, _floats, _resize_needs_image_size, class_names_file, plan_run_outputs, probe_inputs, probe_option_rules, refuse_inapplicable, spec_file, write_planned
     from .diff import diff_reports
     from .errors import OptionError
     from .loading import load_model, parse_model_args
     from .pipeline import default_provenance, make_options
-    from .probes import expected_input_ndim, image_channels, load_probes
+    from .probes import expected_input_ndim, image_channels, load_probes, normalisation
+
+    mean, std = _floats(kw["mean"], "--mean"), _floats(kw["std"], "--std")
+    normalisation(mean, std)  # a value that cannot work is refused before the models load
+    _resize_needs_image_size(kw["image_size"])
+    if not kw["probes"] and (mean is not None or std is not None or kw["image_size"]):
+        raise OptionError("--mean, --std and --image-size preprocess probe images; with no --probes there is nothing to preprocess")
 
     spec, old_spec, new_spec = kw["model_spec"], kw["old_model"], kw["new_model"]
     if spec and (old_spec or new_spec):
@@ -118,6 +124,7 @@ def diff(**kw: Any) -> None:
             model_args=model_args,
             trust_checkpoint=kw["trust_checkpoint"],
             device=kw["device"],
+            keep_stored_weights=True,  # weights compare in the checkpoints' own precision
         )
 
     old = load(old_spec, kw["old_weights"])
@@ -142,8 +149,8 @@ def diff(**kw: Any) -> None:
             probe_paths if len(probe_paths) > 1 else probe_paths[0],
             image_size=tuple(kw["image_size"]) if kw["image_size"] else None,
             resize=kw["resize"],
-            mean=_floats(kw["mean"], "--mean"),
-            std=_floats(kw["std"], "--std"),
+            mean=mean,
+            std=std,
             channels=image_channels(old.model),
             sample_ndim=expected_input_ndim(old.model),
             recursive=kw["recursive"],
@@ -173,6 +180,8 @@ def diff(**kw: Any) -> None:
         new_provenance=provenances[1],
         input_size=kw["input_size"],
         max_galleries=kw["max_galleries"],
+        old_stored_weights=old.stored_weights,
+        new_stored_weights=new.stored_weights,
     )
     write_planned(report, plan)
     if not kw["quiet"]:

@@ -16,7 +16,7 @@ import difflib
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -303,10 +303,74 @@ def _flat(params: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([p.detach().to(device="cpu", dtype=torch.float64).reshape(-1) for p in params.values()]) if params else torch.zeros(0, dtype=torch.float64)
 
 
-def compare_weights(old_model: nn.Module, new_model: nn.Module) -> list[WeightChange]:
+def common_precision(a: torch.dtype, b: torch.dtype) -> torch.dtype:
+    """The coarser of two floating dtypes (the larger rounding step): the precision both hold.
+
+    Weights compared there are equal when one side is the other rounded to its format, so
+    re-saving a checkpoint in float16 is no change, while a change either format can tell
+    from rounding still shows."""
+    if a == b or not (a.is_floating_point and b.is_floating_point):
+        return a
+    fa, fb = torch.finfo(a), torch.finfo(b)
+    return a if (fa.eps, -fa.max) > (fb.eps, -fb.max) else b
+
+
+def _as_compared(op: dict[str, torch.Tensor], np_: dict[str, torch.Tensor], prefix: str, old_stored: Mapping[str, torch.Tensor], new_stored: Mapping[str, torch.Tensor], seen: dict[tuple[str, str, str], int]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Each parameter pair as compared: the checkpoint's own tensor where the model holds a
+    cast of it, both sides rounded to their common precision; *seen* counts the dtypes met."""
+    a_out, b_out = {}, {}
+    for key in op:
+        a = old_stored.get(prefix + key, op[key]).detach().cpu()
+        b = new_stored.get(prefix + key, np_[key]).detach().cpu()
+        common = common_precision(a.dtype, b.dtype)
+        trio = (str(a.dtype), str(b.dtype), str(common))
+        seen[trio] = seen.get(trio, 0) + 1
+        if common.is_floating_point:
+            a, b = a.to(common), b.to(common)
+        a_out[key], b_out[key] = a, b
+    return a_out, b_out
+
+
+def precision_notes(seen: Mapping[tuple[str, str, str], int], old_label: str = "old", new_label: str = "new", model_dtype: str = "") -> list[str]:
+    """Lines for the page on the precision weights were compared in, when it is not plain
+    float32 on both sides."""
+    def name(dtype: str) -> str:
+        return dtype.replace("torch.", "")
+
+    notes = []
+    for (a, b, common), count in sorted(seen.items()):
+        what = f"{count} parameter tensor{'s' if count != 1 else ''}"
+        if a != b:
+            notes.append(
+                f"Weights are compared at {name(common)}, the coarser of the two precisions ({old_label} {name(a)}, "
+                f"{new_label} {name(b)}; {what}): a difference that is only rounding to {name(common)} shows as no change. "
+                "Activations and predictions come from the models as loaded, so they may still differ by that rounding."
+            )
+        elif model_dtype and name(a) != model_dtype:
+            notes.append(
+                f"Weights are compared in the checkpoints' own {name(a)} ({what}); the models compute in {model_dtype}."
+            )
+    return notes
+
+
+def compare_weights(
+    old_model: nn.Module,
+    new_model: nn.Module,
+    *,
+    old_stored: Mapping[str, torch.Tensor] | None = None,
+    new_stored: Mapping[str, torch.Tensor] | None = None,
+    precisions: dict[tuple[str, str, str], int] | None = None,
+) -> list[WeightChange]:
     """Relative weight change per module present in both models with the same parameter
-    names and shapes, largest first (a change from all-zero weights counts as largest)."""
+    names and shapes, largest first (a change from all-zero weights counts as largest).
+
+    Weights are compared in their own precision: ``old_stored``/``new_stored`` are the
+    checkpoints' tensors by state-dict key where the model holds a cast of them
+    (:attr:`cnnreport.loading.LoadedModel.stored_weights`), and two sides of different dtypes
+    are compared at the coarser (:func:`common_precision`). ``precisions``, when given,
+    counts the (old, new, compared) dtypes met, for :func:`precision_notes`."""
     old_mods, new_mods = _modules(old_model), _modules(new_model)
+    seen: dict[tuple[str, str, str], int] = precisions if precisions is not None else {}
     out: list[WeightChange] = []
     for name, o in old_mods.items():
         n = new_mods.get(name)
@@ -315,6 +379,8 @@ def compare_weights(old_model: nn.Module, new_model: nn.Module) -> list[WeightCh
         op, np_ = _own_params(o), _own_params(n)
         if not op or list(op) != list(np_) or any(tuple(op[k].shape) != tuple(np_[k].shape) for k in op):
             continue
+        prefix = "" if name == "(model)" else name + "."
+        op, np_ = _as_compared(op, np_, prefix, old_stored or {}, new_stored or {}, seen)
         wo, wn = _flat(op), _flat(np_)
         old_norm = float(torch.linalg.vector_norm(wo))
         new_norm = float(torch.linalg.vector_norm(wn))
@@ -498,25 +564,33 @@ def diff_reports(
     new_label: str = "new",
     old_provenance: Provenance | None = None,
     new_provenance: Provenance | None = None,
-    class_names: Sequence[str] | None = None,
+    class_names: Sequence[str] | Mapping[int, str] | None = None,
     input_size: Sequence[int] | None = None,
     max_galleries: int = DEFAULT_MAX_GALLERIES,
+    old_stored_weights: Mapping[str, torch.Tensor] | None = None,
+    new_stored_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> DiffReport:
     """Compare two models on the same probes and return the :class:`DiffReport`.
 
     ``probes`` takes what :func:`cnnreport.build_report` takes; it is loaded once and fed to
     both models. ``options`` shape both reports (layer selection, thresholds); Grad-CAM and
-    the graph are skipped, since the diff page shows neither. Both models are left exactly
-    as they were.
+    the graph are skipped, since the diff page shows neither (so attribution options are
+    refused). ``old_stored_weights``/``new_stored_weights``: the checkpoints' tensors as
+    stored where the models hold a cast of them, so weights compare in their own precision
+    (see :func:`compare_weights`). Both models are left exactly as they were.
     """
-    from .pipeline import build_report, default_provenance, make_options, resolve_probes
+    from .pipeline import build_report, check_class_names, default_provenance, make_options, resolve_probes
 
     for which, m in (("old", old_model), ("new", new_model)):
         if not isinstance(m, nn.Module):
             raise OptionError(f"{which} model must be a torch.nn.Module, got {type(m).__name__}")
     opts = make_options(options)
     if class_names is not None:
-        opts = dataclasses.replace(opts, class_names=list(class_names))
+        opts = dataclasses.replace(opts, class_names=class_names)  # type: ignore[arg-type]
+    opts = dataclasses.replace(opts, class_names=check_class_names(opts.class_names))
+    unused = [flag for flag, on in (("cam_layer", opts.cam_layer), ("target_class", opts.target_class is not None), ("saliency", opts.saliency)) if on]
+    if unused:
+        raise OptionError(f"{', '.join(unused)}: a diff shows no Grad-CAM or saliency, so {'this option has' if len(unused) == 1 else 'these options have'} no effect; leave {'it' if len(unused) == 1 else 'them'} out")
     batch = resolve_probes(old_model, probes, opts, input_size)  # once: both models see the same tensors
     inner = dataclasses.replace(opts, attributions=False, graph=False)
     provs = [
@@ -526,9 +600,14 @@ def diff_reports(
     old_report = build_report(old_model, batch, inner, provenance=provs[0])
     new_report = build_report(new_model, batch, inner, provenance=provs[1])
     architecture, unchanged = compare_architecture(old_model, new_model, old_report, new_report)
-    weights = compare_weights(old_model, new_model)
+    precisions: dict[tuple[str, str, str], int] = {}
+    weights = compare_weights(old_model, new_model, old_stored=old_stored_weights, new_stored=new_stored_weights, precisions=precisions)
     appeared, disappeared, kept = compare_alerts(old_report, new_report)
-    notes = []
+    notes = list(batch.notes)
+    # What the inner reports said about the class names (both models see the same names).
+    notes += [n for n in dict.fromkeys(old_report.notes + new_report.notes) if n.startswith("--class-names")]
+    notes += precision_notes(precisions, old_label, new_label, new_report.model.dtype)
+    opts = dataclasses.replace(opts, class_names=new_report.options.class_names)  # one name per class, as shown
     if batch.synthetic:
         notes.append("No probe images were given: activations and predictions come from a synthetic input.")
     if old_report.model.input_shape != new_report.model.input_shape:
@@ -601,10 +680,12 @@ __all__ = [
     "compare_alerts",
     "compare_architecture",
     "compare_predictions",
+    "common_precision",
     "compare_weights",
     "cosine_change",
     "diff_json",
     "diff_reports",
+    "precision_notes",
     "render_diff_html",
     "render_diff_markdown",
 ]

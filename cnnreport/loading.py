@@ -100,6 +100,9 @@ class LoadedModel:
     checkpoint_sha256: str = ""
     notes: list[str] = field(default_factory=list)  # human lines about what loading did
     class_names: list[str] | None = None  # when the checkpoint carries them
+    # Checkpoint tensors whose dtype differs from the model's (by state-dict key), as stored:
+    # kept only when asked (``load_model(keep_stored_weights=True)``, for ``diff``).
+    stored_weights: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -251,8 +254,13 @@ def load_model(
     model_args: Mapping[str, Any] | None = None,
     trust_checkpoint: bool = False,
     device: str = "cpu",
+    keep_stored_weights: bool = False,
 ) -> LoadedModel:
     """Build the model named by *spec*, load *weights* into it and move it to *device*.
+
+    A checkpoint whose floating tensors have another dtype than the model's is cast on load,
+    and a note says so; ``keep_stored_weights`` also keeps those tensors as stored
+    (:attr:`LoadedModel.stored_weights`), so a comparison can use their own precision.
 
     *spec* is ``path/to/file.py:Name``, ``package.module:Name`` or the path of a TorchScript
     archive (or of a pickled ``nn.Module`` when ``trust_checkpoint`` is true). ``model_args``
@@ -291,7 +299,7 @@ def load_model(
     if weights is not None:
         checkpoint = read_checkpoint(weights, key=weights_key, trust_checkpoint=trust_checkpoint)
         notes.extend(checkpoint.notes)
-        notes.extend(_apply_checkpoint(model, checkpoint))
+        notes.extend(_apply_checkpoint(model, checkpoint, loaded.stored_weights if keep_stored_weights else None))
         loaded.checkpoint_path = str(weights)
         loaded.checkpoint_sha256 = checkpoint.sha256
         loaded.class_names = checkpoint.class_names
@@ -912,15 +920,15 @@ def load_weights(
     return checkpoint.notes + _apply_checkpoint(model, checkpoint)
 
 
-def _apply_checkpoint(model: nn.Module, checkpoint: Checkpoint) -> list[str]:
+def _apply_checkpoint(model: nn.Module, checkpoint: Checkpoint, stored: dict[str, torch.Tensor] | None = None) -> list[str]:
     # When the first state dict found does not fit but another one does (a checkpoint whose
     # "model" entry is something else), use the one that fits and say so.
     try:
-        return apply_state_dict(model, checkpoint.state_dict, source=checkpoint.path)
+        return apply_state_dict(model, checkpoint.state_dict, source=checkpoint.path, stored=stored)
     except WeightsError as first_error:
         for where, state in checkpoint.alternatives.items():
             try:
-                notes = apply_state_dict(model, state, source=checkpoint.path)
+                notes = apply_state_dict(model, state, source=checkpoint.path, stored=stored)
             except WeightsError:
                 continue
             return [f"the first entry did not fit the model; used checkpoint key {where!r}"] + notes
@@ -928,12 +936,18 @@ def _apply_checkpoint(model: nn.Module, checkpoint: Checkpoint) -> list[str]:
 
 
 def apply_state_dict(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "the checkpoint"
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    source: str = "the checkpoint",
+    stored: dict[str, torch.Tensor] | None = None,
 ) -> list[str]:
     """Load *state_dict* into *model* strictly after stripping wrapper prefixes that get in the way.
 
-    Returns notes such as ``"stripped prefix 'module.' from 42 keys"``. Raises
-    :class:`WeightsError` naming missing/unexpected keys and shape mismatches.
+    Returns notes such as ``"stripped prefix 'module.' from 42 keys"``, and one saying so
+    when floating tensors were cast to the model's dtype. *stored*, when given, receives those
+    tensors as the checkpoint holds them (by the model's key). Raises :class:`WeightsError`
+    naming missing/unexpected keys and shape mismatches.
     """
     expected = model.state_dict()
     metadata = getattr(state_dict, "_metadata", None)
@@ -998,7 +1012,42 @@ def apply_state_dict(
             f"loading weights {source} into {model_name} failed: {_first_line(exc)}"
         ) from exc
     notes.append(f"loaded {len(state)} tensors into {model_name}")
+    cast = {
+        k: v for k, v in state.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and k in expected
+        and isinstance(expected[k], torch.Tensor) and expected[k].is_floating_point() and v.dtype != expected[k].dtype
+    }
+    if cast:
+        notes.append(_cast_note(cast, expected))
+        if stored is not None:
+            stored.update({k: v.detach() for k, v in cast.items()})
     return notes
+
+
+def _cast_note(cast: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> str:
+    """One line on the checkpoint tensors whose dtype the model's own tensors changed."""
+    pairs: dict[tuple[torch.dtype, torch.dtype], int] = {}
+    for key, tensor in cast.items():
+        pair = (tensor.dtype, expected[key].dtype)
+        pairs[pair] = pairs.get(pair, 0) + 1
+    parts = []
+    for (have, want), count in pairs.items():
+        exact = _represents(want, have)
+        parts.append(
+            f"{count} {_dtype_name(have)} tensor{'s' if count != 1 else ''} "
+            + (f"copied exactly into the model's {_dtype_name(want)}" if exact else f"rounded to the model's {_dtype_name(want)}")
+        )
+    return "the checkpoint's dtype is not the model's: " + "; ".join(parts)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _represents(wide: torch.dtype, narrow: torch.dtype) -> bool:
+    """Whether every value of *narrow* is exactly a value of *wide* (float16 in float32: yes)."""
+    a, b = torch.finfo(wide), torch.finfo(narrow)
+    return a.bits >= b.bits and a.eps <= b.eps and a.max >= b.max and a.tiny <= b.tiny
 
 
 def _strip_prefixes(

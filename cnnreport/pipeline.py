@@ -14,7 +14,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -132,17 +132,18 @@ def default_cam_layer(model: nn.Module, options: ReportOptions, rows: Sequence[L
     (torchinfo could not run), the last convolution in definition order.
     """
     names = dict(model.named_modules())
+    def spatial(shape: Sequence[Any]) -> bool:
+        return len(shape) >= 3 and all(isinstance(v, int) for v in shape) and math.prod(shape[2:]) > 1
+
+    maps = [r for r in rows if r.name and r.name in names and r.call_index == 1 and spatial(r.output_shape)]
     if options.cam_layer:
         if options.cam_layer not in names:
             raise OptionError(
                 f"--cam-layer {options.cam_layer!r} is not a module of the model; convolutions are: "
                 + ", ".join([n for n, m in names.items() if isinstance(m, CONV_TYPES)][-6:])
             )
+        _check_cam_layer(options.cam_layer, names[options.cam_layer], rows, [r.name for r in maps])
         return options.cam_layer
-    def spatial(shape: Sequence[Any]) -> bool:
-        return len(shape) >= 3 and all(isinstance(v, int) for v in shape) and math.prod(shape[2:]) > 1
-
-    maps = [r for r in rows if r.name and r.name in names and r.call_index == 1 and spatial(r.output_shape)]
     if maps:
         last = maps[-1].name
         with_map = {r.name for r in maps}
@@ -154,6 +155,44 @@ def default_cam_layer(model: nn.Module, options: ReportOptions, rows: Sequence[L
         return last
     convs = [n for n, m in names.items() if n and isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Conv3d))]
     return convs[-1] if convs else None
+
+
+def _check_cam_layer(name: str, module: nn.Module, rows: Sequence[LayerRow], with_maps: list[str]) -> None:
+    """Refuse a ``--cam-layer`` that cannot give a Grad-CAM map, from torchinfo's record of
+    what each module returned (before the capture pass, so it costs no forward pass): one
+    that never runs, returns no tensor, or returns no spatial map (a Linear layer's
+    ``(N, features)``, a pooled ``(N, C, 1, 1)``), where the map would be nothing or one flat
+    value. Without torchinfo's rows the pass itself finds out, and the page says so."""
+    if not rows:
+        return
+    own = [r for r in rows if r.name == name]
+    where = f"--cam-layer {name!r} ({type(module).__name__})"
+    maps = f"layers with one: {', '.join(with_maps[-6:])}" if with_maps else "the model has no layer with one"
+    if not own:
+        raise OptionError(f"{where} never runs in the forward pass, so Grad-CAM has nothing to explain; {maps}")
+    shape = own[0].output_shape
+    if not (isinstance(shape, (list, tuple)) and shape and all(isinstance(v, int) for v in shape)):
+        raise OptionError(f"{where} does not return one tensor ({_shape_words(shape)}): Grad-CAM needs its feature map (N, C, H, W); {maps}")
+    if len(shape) < 3 or math.prod(shape[2:]) <= 1:
+        got = "×".join(str(v) for v in shape)
+        why = "a map of one position, which Grad-CAM would paint one flat value" if len(shape) >= 3 else "no spatial map"
+        raise OptionError(f"{where} outputs {got}: {why}; Grad-CAM needs a feature map (N, C, H, W) or (N, C, L); {maps}")
+
+
+def _shape_words(shape: Any) -> str:
+    if isinstance(shape, (list, tuple)) and shape and all(isinstance(v, (list, tuple)) for v in shape):
+        return f"{len(shape)} tensors"
+    return f"output {shape!r:.40}" if shape else "no tensor output"
+
+
+def _attribution_conflicts(options: ReportOptions, model: nn.Module) -> None:
+    """Refuse attribution options that the other options make meaningless."""
+    if not options.attributions:
+        given = [flag for flag, on in (("--cam-layer", options.cam_layer), ("--target-class", options.target_class is not None), ("--saliency", options.saliency)) if on]
+        if given:
+            raise OptionError(f"{' and '.join(given)} {'has' if len(given) == 1 else 'have'} no effect with --no-attributions (attributions=False), which turns Grad-CAM and saliency off; leave one out")
+    if isinstance(model, torch.jit.ScriptModule) and options.cam_layer:
+        raise OptionError(f"--cam-layer {options.cam_layer!r}: a TorchScript model's layers run outside Python, where Grad-CAM's hook cannot reach; load the Python class with its weights instead")
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,7 +223,120 @@ def probabilities(scores: torch.Tensor) -> torch.Tensor:
     return torch.softmax(s, dim=1)
 
 
-def top_predictions(probs: torch.Tensor, k: int, class_names: Sequence[str] | None) -> list[list[Prediction]]:
+# --------------------------------------------------------------------------------------------
+# Class names
+
+
+ClassNames = Union[Sequence[str], Mapping[int, str]]
+
+
+def check_class_names(names: Any) -> list[str] | dict[int, str] | None:
+    """``class_names`` as a list (by position) or a map of index to name, or a one-line
+    :class:`OptionError`: before the forward pass, so a wrong value costs no time.
+
+    A map stays a map until the model's class count is known (:func:`resolve_class_names`):
+    ``{0: "cat", 20000000: "dog"}`` is two names, never a list of twenty million.
+    Blank names (``""`` or ``None``) keep their slot and are shown by the class number.
+    """
+    if names is None:
+        return None
+    if isinstance(names, (str, bytes)):
+        raise OptionError(
+            f"class_names {names!r:.60} is one string; give a list of names (or a map of index to name)"
+        )
+    if isinstance(names, Mapping):
+        out: dict[int, str] = {}
+        for key, value in names.items():
+            if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or key < 0:
+                raise OptionError(f"class_names maps {key!r:.40}: the keys must be class indices 0, 1, 2 ...")
+            out[int(key)] = _name_text(value, f"class {key}")
+        return out
+    try:
+        items = list(names)
+    except TypeError:
+        raise OptionError(f"class_names must be a list of names or a map of index to name, not {type(names).__name__}") from None
+    return [_name_text(value, f"entry {i}") for i, value in enumerate(items)]
+
+
+def _name_text(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return str(value)
+    raise OptionError(f"class_names {where} is a {type(value).__name__} ({value!r:.40}), not a name")
+
+
+def class_label(names: ClassNames | None, index: int) -> str:
+    """The name of class ``index``, or its number when it has none."""
+    if not names:
+        return str(index)
+    if isinstance(names, Mapping):
+        name = names.get(index, "")
+    else:
+        name = names[index] if index < len(names) else ""
+    return name or str(index)
+
+
+def _span(indices: Sequence[int], limit: int = 6) -> str:
+    shown = ", ".join(str(i) for i in indices[:limit])
+    return shown + (f" and {len(indices) - limit} more" if len(indices) > limit else "")
+
+
+def resolve_class_names(names: ClassNames | None, class_count: int | None) -> tuple[list[str] | None, list[str]]:
+    """The names the report shows, one per class of the model's output, and notes on every
+    name that did not fit: too few or too many names, blank ones, map indices beyond the
+    model's classes, or names for a model whose output is not class scores.
+
+    Returns ``(names, notes)``; the list has exactly ``class_count`` entries (classes without
+    a name are named by their number), or is None when no names were given or none can apply.
+    """
+    if names is None:
+        return None, []
+    if class_count is None:
+        return None, [
+            "--class-names: the model's output is not class scores (an (N, classes) tensor), "
+            "so the names are not used."
+        ]
+    notes: list[str] = []
+    if isinstance(names, Mapping):
+        beyond = sorted(i for i in names if i >= class_count)
+        if beyond:
+            notes.append(
+                f"--class-names names index {_span(beyond)}, beyond the model's {class_count} classes "
+                f"(0 to {class_count - 1}): {'that name is' if len(beyond) == 1 else 'those names are'} not used."
+            )
+        named = sorted(i for i, name in names.items() if i < class_count and name)
+        resolved = [names.get(i, "") or str(i) for i in range(class_count)]
+        if len(named) < class_count:
+            notes.append(
+                f"--class-names names {len(named)} of the model's {class_count} classes; "
+                "the others are shown by their number."
+            )
+        return resolved, notes
+    given = list(names)
+    if len(given) < class_count:
+        notes.append(
+            f"--class-names gives {len(given)} names, but the model has {class_count} classes: "
+            + (f"class {class_count - 1} is shown by its number." if len(given) == class_count - 1 else f"classes {len(given)} to {class_count - 1} are shown by their number.")
+        )
+    elif len(given) > class_count:
+        extra = len(given) - class_count
+        notes.append(
+            f"--class-names gives {len(given)} names, but the model has {class_count} classes: "
+            f"the last {extra} (from {given[class_count]!r:.40}) are not used."
+        )
+    kept = given[:class_count]
+    blank = [i for i, name in enumerate(kept) if not name]
+    if blank:
+        notes.append(
+            f"--class-names leaves class {_span(blank)} blank: shown by {'its' if len(blank) == 1 else 'their'} number."
+        )
+    return [name or str(i) for i, name in enumerate(kept)] + [str(i) for i in range(len(kept), class_count)], notes
+
+
+def top_predictions(probs: torch.Tensor, k: int, class_names: ClassNames | None) -> list[list[Prediction]]:
     k = min(k, probs.shape[1])
     values, indices = torch.topk(probs, k, dim=1)
     result = []
@@ -193,7 +345,7 @@ def top_predictions(probs: torch.Tensor, k: int, class_names: Sequence[str] | No
             [
                 Prediction(
                     class_index=i,
-                    label=class_names[i] if class_names and i < len(class_names) else str(i),
+                    label=class_label(class_names, i),
                     probability=float(v),
                 )
                 for v, i in zip(vals, idxs)
@@ -235,6 +387,8 @@ class PassResult:
     failure: dict[str, Any] | None = None
     error: ForwardError | None = None
     batch_sizes: list[int] = dataclasses.field(default_factory=list)
+    class_count: int | None = None  # width of the (N, classes) scores; None: no class scores
+    gradcam_missing: bool = False  # a batch had class scores, but no Grad-CAM map came back
     #: What the forward returned, in words ("returned None" ...), when it gave no class scores.
     unscored_output: str = ""
     #: NaN and Inf values in the model's outputs over every batch.
@@ -302,6 +456,8 @@ def capture_pass(
     batch_sizes: list[int] = []
     unscored = ""
     output_nonfinite = 0
+    class_count: int | None = None
+    gradcam_missing = False
     with preserved_model_state(model), capture, paused_gc() as collector_was_on:
         first_probe = 0
         index = -1
@@ -342,12 +498,14 @@ def capture_pass(
             if scores is None and index == 0:
                 unscored = describe_output(output)
             if scores is not None:
+                class_count = int(scores.shape[1])
                 predictions += top_predictions(probabilities(scores), options.top_k, options.class_names)
                 if want_cam:
                     targets = [options.target_class] * scores.shape[0] if options.target_class is not None else scores.detach().argmax(1).tolist()
                     if options.target_class is not None and not 0 <= options.target_class < scores.shape[1]:
                         raise OptionError(f"--target-class {options.target_class} is outside the model's {scores.shape[1]} classes")
-                    capture.gradcam_backward(scores, targets)
+                    if not capture.gradcam_backward(scores, targets):
+                        gradcam_missing = True
             del output, scores
             progress.advance(inputs[0].shape[0])
             collect_young(collector_was_on)
@@ -361,12 +519,33 @@ def capture_pass(
         batch_sizes=batch_sizes,
         unscored_output=unscored,
         output_nonfinite=output_nonfinite,
+        class_count=class_count,
+        gradcam_missing=gradcam_missing,
     )
 
 
 def _probe_nonfinite(batch: ProbeBatch) -> int:
     """NaN and Inf values in the probes as the model gets them (the NaN alert's first question)."""
     return sum(int((~torch.isfinite(t)).sum()) for t in batch.inputs if isinstance(t, torch.Tensor) and t.is_floating_point())
+
+
+def _gradcam_notes(options: ReportOptions, cam_layer: str | None, result: PassResult, drawn: bool, model: nn.Module) -> list[str]:
+    """Why there is no Grad-CAM, when one was asked for (``--cam-layer``, ``--target-class``) or
+    the model is a classifier that would have had one; silent for models without class scores
+    that were given no attribution option."""
+    if not options.attributions or drawn or isinstance(model, torch.jit.ScriptModule):
+        return []
+    asked = options.cam_layer is not None or options.target_class is not None
+    which = f"--cam-layer {options.cam_layer!r}" if options.cam_layer else (f"layer {cam_layer!r}" if cam_layer else "")
+    if result.class_count is None:
+        if not asked:
+            return []
+        return [f"No Grad-CAM: it explains a class score, and the model's output is not class scores (an (N, classes) tensor); {which or '--target-class'} has no effect."]
+    if cam_layer is None:
+        return ["No Grad-CAM: the model has no layer with a spatial feature map (N, C, H, W) to explain; choose one with --cam-layer."]
+    if result.gradcam_missing or not result.capture.gradcam:
+        return [f"No Grad-CAM of {which}: the class scores do not depend on its output, or it returned no tensor with a spatial map during the pass."]
+    return []
 
 
 def _batch_notes(sizes: list[int], first: int) -> list[str]:
@@ -496,7 +675,9 @@ def build_report(
         raise OptionError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     opts = make_options(options, **overrides)
     if class_names is not None:
-        opts = dataclasses.replace(opts, class_names=list(class_names))
+        opts = dataclasses.replace(opts, class_names=class_names)  # type: ignore[arg-type]
+    opts = dataclasses.replace(opts, class_names=check_class_names(opts.class_names))
+    _attribution_conflicts(opts, model)
     refuse_meaningless_options(opts, probes, input_size)
     batch = resolve_probes(model, probes, opts, input_size)
     detailed = select_layers(model, opts)
@@ -515,6 +696,10 @@ def build_report(
         opts = dataclasses.replace(opts, batch_size=opts.first_batch)
     result = capture_pass(model, batch, opts, detailed, cam_layer, progress, taper=automatic)
     progress.close()
+    # The model's class count is known now: the names become one per class, and every name
+    # that did not fit is said on the page.
+    shown_names, name_notes = resolve_class_names(opts.class_names, result.class_count)
+    opts = dataclasses.replace(opts, class_names=shown_names)
     if result.error is not None:
         try:
             result.error.report = partial_report(model, batch, opts, result, provenance)
@@ -525,6 +710,8 @@ def build_report(
     saliency, saliency_notes = [], []
     if opts.attributions and opts.saliency:
         saliency, saliency_notes = saliency_attributions(model, batch, opts, result.predictions)
+        if result.class_count is None:
+            saliency_notes.append("No saliency maps: --saliency explains a class score, and the model's output is not class scores (an (N, classes) tensor).")
     # From here on no user code runs, and the figures make tens of thousands of small objects:
     # the cyclic collector's walks over the whole process would cost ~0.07 s (gcpause.py).
     with paused_gc():
@@ -585,6 +772,7 @@ def build_report(
         attributions = gradcam_attributions(result.capture, batch, opts)
         cam_notes = nonfinite_attribution_notes(attributions, result.capture.gradcam)
         notes = list(notes) + list(batch.notes) + list(arch.notes) + _batch_notes(result.batch_sizes, opts.batch_size)
+        notes += name_notes + _gradcam_notes(opts, cam_layer, result, bool(attributions), model)
         attributions += saliency
         notes += saliency_notes
         if isinstance(model, torch.jit.ScriptModule):

@@ -4,8 +4,9 @@
 (PNG, JPEG, BMP, GIF first frame, TIFF, WebP via Pillow, EXIF orientation applied), ``.npy`` and
 ``.pt`` tensors, in-memory tensors and numpy arrays, and lists of any of those. Images are
 scaled to ``[0, 1]``, converted to the channel count asked for, resized to one size and then,
-only if asked, normalised with a mean and std. Tensors pass through unchanged unless a
-preprocessing option asks otherwise.
+only if asked, normalised with a mean and std. Float tensors pass through unchanged unless a
+preprocessing option asks otherwise; integer and boolean tensors are scaled to floats by one
+rule (:data:`INTEGER_SCALING_RULE`), and the batch's notes say what was done.
 
 :func:`synthetic_probes` makes a deterministic noise input when there are no probes.
 This module never runs the model; :func:`expected_input_channels` only reads its layers.
@@ -14,6 +15,7 @@ This module never runs the model; :func:`expected_input_channels` only reads its
 from __future__ import annotations
 
 import glob as globlib
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -31,6 +33,7 @@ from .hashing import file_sha256
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "INTEGER_SCALING_RULE",
     "MEAN_STD_PRESETS",
     "ProbeBatch",
     "SUPPORTED_SUFFIXES",
@@ -38,6 +41,7 @@ __all__ = [
     "expected_input_channels",
     "expected_input_ndim",
     "load_probes",
+    "normalisation",
     "synthetic_probes",
 ]
 
@@ -245,6 +249,8 @@ def load_probes(
     _gather(source, pieces, recursive, notes, top=True)
     if not pieces:
         raise ProbeError("no probes given", hint="pass a folder, image files, a glob or a tensor")
+    if norm is not None and any(p.image for p in pieces):
+        _check_image_scale(norm)
     for piece in pieces:
         if not piece.image:
             piece.tensor = _batched(piece.tensor, sample_ndim, piece, notes)  # type: ignore[arg-type]
@@ -292,35 +298,97 @@ def _check_size(image_size: Any) -> tuple[int, int] | None:
     return values[0], values[1]
 
 
+def normalisation(
+    mean: Sequence[float] | str | None, std: Sequence[float] | str | None
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``(mean, std)`` as :func:`load_probes` will apply them, or ``None``; a one-line
+    :class:`OptionError` naming ``--mean`` or ``--std`` for values that cannot work. Call it
+    early to refuse a bad value before any slow work."""
+    return _mean_std(mean, std)
+
+
 def _mean_std(
     mean: Sequence[float] | str | None, std: Sequence[float] | str | None
 ) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """Resolve presets and defaults to ``(mean, std)`` tuples, or ``None`` for no normalisation."""
-    if isinstance(mean, str) or isinstance(std, str):
-        name = mean if isinstance(mean, str) else std
-        other = std if isinstance(mean, str) else mean
-        key = str(name).strip().lower()
+    """Resolve presets and defaults to ``(mean, std)`` tuples, or ``None`` for no normalisation.
+
+    A preset is a ``--mean`` value and sets both mean and std (``--std`` may repeat it); a std
+    preset alone, a numeric std beside a preset, or ``--std`` with ``--mean none`` is refused,
+    as each would do something other than what it says. Means must be finite; stds finite and
+    positive. Each message names the option at fault.
+    """
+    if isinstance(std, str):
+        key = std.strip().lower()
+        if not (isinstance(mean, str) and mean.strip().lower() == key):
+            if key in MEAN_STD_PRESETS:
+                raise OptionError(
+                    f"--std {std!r}: presets are given with --mean (--mean {key} sets both the "
+                    "mean and the std); or give --std as numbers"
+                )
+            raise OptionError(f"--std {std!r} must be numbers, e.g. 0.229,0.224,0.225")
+    if isinstance(mean, str):
+        key = mean.strip().lower()
         if key not in MEAN_STD_PRESETS:
             raise OptionError(
-                f"--mean {name!r} is not a preset ({', '.join(MEAN_STD_PRESETS)}) or numbers"
+                f"--mean {mean!r} is not a preset ({', '.join(MEAN_STD_PRESETS)}) or numbers"
             )
-        if other is not None and not (isinstance(other, str) and other.strip().lower() == key):
+        if std is not None and not isinstance(std, str):
+            if MEAN_STD_PRESETS[key] is None:
+                raise OptionError(
+                    f"--std has no effect with --mean {key}, which turns normalisation off; "
+                    "leave out --std, or give --mean as numbers"
+                )
             raise OptionError(
-                f"give --std as numbers only with numeric --mean (not with preset {key!r})"
+                f"give --std as numbers only with numeric --mean (not with preset {key!r}, "
+                "which sets the std too)"
             )
         return MEAN_STD_PRESETS[key]
     if mean is None and std is None:
         return None
-    try:
-        mean_t = tuple(float(m) for m in (mean if mean is not None else [0.0]))
-        std_t = tuple(float(s) for s in (std if std is not None else [1.0]))
-    except (TypeError, ValueError):
-        raise OptionError(f"--mean {mean!r} / --std {std!r} must be numbers") from None
-    if not mean_t or not std_t:
-        raise OptionError("--mean and --std need at least one value")
-    if any(s == 0 or not np.isfinite(s) for s in std_t) or not all(np.isfinite(mean_t)):
-        raise OptionError(f"--std {' '.join(map(str, std_t))} must be finite and non-zero")
+    mean_t = _numbers(mean, "--mean", [0.0])
+    std_t = _numbers(std, "--std", [1.0])
+    bad_mean = [m for m in mean_t if not math.isfinite(m)]
+    if bad_mean:
+        raise OptionError(f"--mean {_listed(mean_t)} must be finite numbers (got {_listed(bad_mean)})")
+    bad_std = [s for s in std_t if not (math.isfinite(s) and s > 0)]
+    if bad_std:
+        raise OptionError(
+            f"--std {_listed(std_t)} must be finite numbers above 0 (got {_listed(bad_std)}); "
+            "a probe is divided by it"
+        )
     return mean_t, std_t
+
+
+def _numbers(values: Any, option: str, default: list[float]) -> tuple[float, ...]:
+    """*values* as a tuple of floats; a bare number counts as one value."""
+    if values is None:
+        return tuple(default)
+    if isinstance(values, (int, float)) and not isinstance(values, bool):
+        values = [values]
+    try:
+        numbers = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise OptionError(f"{option} {values!r} must be numbers, e.g. 0.5,0.5,0.5") from None
+    if not numbers:
+        raise OptionError(f"{option} needs at least one value")
+    return numbers
+
+
+def _listed(values: Sequence[float]) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
+def _check_image_scale(norm: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
+    """Refuse a mean or std on the 0..255 scale: images are read as values in [0, 1], whose
+    mean lies in [0, 1] and whose std is at most 0.5, so a value above 1 would wash every
+    probe out to nearly one colour instead of normalising it."""
+    for option, values in (("--mean", norm[0]), ("--std", norm[1])):
+        if max(values) > 1:
+            scaled = ",".join(f"{v / 255:.4g}" for v in values)
+            raise OptionError(
+                f"{option} {_listed(values)} is on the 0..255 scale, but probe images are read as "
+                f"values in [0, 1]: give {option} {scaled} (each divided by 255)"
+            )
 
 
 # -- gathering sources ------------------------------------------------------------------------
@@ -496,9 +564,14 @@ def _array_piece(array: Any, path: str, sha: str) -> _Piece:
 
 
 def _batched(
-    tensor: torch.Tensor, sample_ndim: int | None, piece: _Piece, notes: list[str]
+    tensor: torch.Tensor, sample_ndim: int | None, piece: _Piece, notes: list[str],
+    *, scale: bool = True,
 ) -> torch.Tensor:
-    """Give *tensor* its batch dimension, make it float32 and name its probes."""
+    """Give *tensor* its batch dimension, make it float32 and name its probes.
+
+    ``scale=False`` (a multi-input model's inputs after the first, which may be indices or
+    metadata rather than pixels): integers are cast, not scaled, except uint8 as before.
+    """
     label = piece.sources[0] if piece.sources else "probe tensor"
     if tensor.dim() == 0:
         raise ProbeError(f"{label} is a scalar, not a probe tensor (C,H,W) or (N,C,H,W)")
@@ -510,10 +583,9 @@ def _batched(
     elif tensor.dim() in (1, 3):
         # (C,H,W) is one image; (F,) one feature vector; 2-D and 4-D+ carry a batch dimension
         tensor = tensor.unsqueeze(0)
-    if tensor.dtype == torch.uint8:
-        tensor = tensor.float() / 255.0
-        notes.append(f"scaled uint8 values of {label} to [0, 1]")
-    elif tensor.dtype != torch.float32:
+    if scale or tensor.dtype == torch.uint8:
+        tensor = _to_float32(tensor, label, notes)
+    else:
         tensor = tensor.float()
     count = int(tensor.shape[0])
     if count == 0:
@@ -528,6 +600,74 @@ def _batched(
         piece.sources = [""] * count
         piece.sha256 = [""] * count
     return tensor.contiguous()
+
+
+#: Integer probes the report scales, and how: one rule for every integer dtype.
+INTEGER_SCALING_RULE = (
+    "bool -> 0/1; uint8 -> /255; uint16 -> /65535; other integers: values in 0..255 are 8-bit "
+    "(/255), in 0..65535 16-bit (/65535), int8/int16 with negative values full-scale signed "
+    "(/128, /32768, to [-1, 1)); anything else is converted to float32 unscaled"
+)
+
+_UINT16 = getattr(torch, "uint16", None)  # a dtype of its own since torch 2.3
+
+
+def _to_float32(tensor: torch.Tensor, label: str, notes: list[str]) -> torch.Tensor:
+    """*tensor* as float32, with a note whenever that is more than a lossless cast.
+
+    Integer tensors are pixel or sample values in some fixed-point range, and a model trained
+    on floats expects them scaled; each integer dtype follows :data:`INTEGER_SCALING_RULE`,
+    judged on its dtype and then on its values, and the note says which range was assumed.
+    float64 is rounded to float32 (the precision the report computes in) and says so.
+    """
+    dtype = tensor.dtype
+    name = str(dtype).replace("torch.", "")
+    if dtype == torch.float32:
+        return tensor
+    if dtype.is_floating_point:
+        if torch.finfo(dtype).bits > 32:
+            notes.append(f"rounded the {name} values of {label} to float32")
+        return tensor.float()
+    if dtype == torch.bool:
+        notes.append(f"read the boolean values of {label} as 0.0 and 1.0")
+        return tensor.float()
+    if tensor.numel() == 0:
+        return tensor.float()
+    # float64 holds every integer up to 2^53 exactly, and unsigned dtypes (uint16, uint32)
+    # lack min/max of their own
+    values = tensor.to(torch.float64)
+    low, high = int(values.min()), int(values.max())
+    span = f"values {low}..{high}"
+    if dtype == torch.uint8:
+        divisor, what = 255, "8-bit"
+    elif dtype == _UINT16:
+        divisor, what = 65535, "16-bit"
+    elif low >= 0 and high <= 255:
+        divisor, what = 255, "8-bit"
+    elif low >= 0 and high <= 65535:
+        divisor, what = 65535, "16-bit"
+    elif dtype in (torch.int8, torch.int16):
+        divisor = 128 if dtype == torch.int8 else 32768
+        notes.append(
+            f"scaled the {name} values of {label} ({span}) as full-scale signed samples: "
+            f"divided by {divisor}, to [-1, 1)"
+        )
+        return values.div(divisor).float()
+    else:
+        notes.append(
+            f"fed the {name} values of {label} ({span}) unscaled as float32: they fit no 8- or "
+            "16-bit range, so no scale could be assumed"
+            + (" (values beyond 2^24 lose precision)" if max(abs(low), abs(high)) > 2**24 else "")
+        )
+        return values.float()
+    if dtype == torch.uint8:
+        notes.append(f"scaled uint8 values of {label} to [0, 1] (divided by 255)")
+    else:
+        notes.append(
+            f"scaled the {name} values of {label} ({span}) to [0, 1] as {what} values "
+            f"(divided by {divisor})"
+        )
+    return values.div(divisor).float()
 
 
 def _channels_first(tensor: torch.Tensor, label: str, notes: list[str]) -> torch.Tensor:
@@ -833,7 +973,7 @@ def _multi_input(
         assert piece.tensor is not None
         # each input must already carry its batch dimension, except the first may be one sample
         ndim = sample_ndim if index == 0 else piece.tensor.dim() - 1
-        tensor = _batched(piece.tensor, ndim, piece, notes)
+        tensor = _batched(piece.tensor, ndim, piece, notes, scale=index == 0)
         inputs.append(tensor)
     counts = {int(t.shape[0]) for t in inputs}
     if len(counts) != 1:

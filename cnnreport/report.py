@@ -292,7 +292,7 @@ class ReportOptions:
     batch_size: int | None = None
     max_html_mb: float | None = 8.0  # a CI artifact stays small: deeper models show less, and say so; 0 or None: no limit
     top_k: int = 3
-    class_names: list[str] | None = None
+    class_names: list[str] | dict[int, str] | None = None  # a map is resolved against the model's classes: a built report holds one name per class
     max_filters: int = 32
     max_filter_inputs: int = 8
     histogram_bins: int = 40

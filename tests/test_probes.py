@@ -460,7 +460,7 @@ def test_mean_std_and_presets(folder):
     [
         ({"mean": "cifar"}, "'cifar' is not a preset"),
         ({"mean": [0.1, 0.2]}, "--mean has 2 values but the probes have 3 channel(s)"),
-        ({"mean": [0.5], "std": [0.0]}, "must be finite and non-zero"),
+        ({"mean": [0.5], "std": [0.0]}, "--std 0 must be finite numbers above 0"),
         ({"mean": "imagenet", "std": [0.5]}, "--std as numbers only with numeric --mean"),
         ({"image_size": (0, 4)}, "must be two positive numbers"),
         ({"image_size": (1, 2, 3)}, "must be two positive numbers"),
