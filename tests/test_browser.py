@@ -395,3 +395,209 @@ def test_a_collapsed_graph_block_opens_in_place_and_folds_again(browser, tmp_pat
         assert not v.errors and not v.foreign_requests()
     finally:
         v.close()
+
+
+# -- the page at its edges: long names, a phone-sized window --------------------------------
+
+PHONE = {"width": 400, "height": 860}
+
+# Everything the reader could be shown but cannot reach: an element past the window's right edge
+# (the page would scroll sideways), cut by an ancestor that clips (overflow hidden/clip, or a
+# section's content-visibility: auto, which clips like overflow: clip), content an element
+# hides itself, or a box beyond its scroll container's range. An ellipsis is allowed where the
+# whole text is in a title. Returns one line per finding.
+UNREACHABLE_JS = """
+(vw) => {
+  const bad = [];
+  const name = e => e.tagName.toLowerCase() + (e.id ? '#' + e.id.slice(0, 40) : '') + (typeof e.className === 'string' && e.className ? '.' + e.className.trim().split(/ +/).join('.') : '');
+  const scrolls = v => v === 'auto' || v === 'scroll';
+  const clipsX = s => s.overflowX === 'hidden' || s.overflowX === 'clip' || s.contentVisibility === 'auto' || /paint|strict|content/.test(s.contain);
+  const titled = e => !!e.closest('[title]');
+  for (const e of document.querySelectorAll('body *')) {
+    if (e.closest('.visually-hidden, .skip, dialog:not([open]), svg')) continue;
+    const s = getComputedStyle(e), r = e.getBoundingClientRect();
+    if (!r.width || !r.height || s.visibility === 'hidden') continue;
+    if (clipsX(s) && !scrolls(s.overflowX) && e.scrollWidth > e.clientWidth + 1 && !(s.textOverflow === 'ellipsis' && titled(e)))
+      bad.push(`${name(e)} hides ${e.scrollWidth - e.clientWidth}px of its content`);
+    if (r.left < -1) bad.push(`${name(e)} starts ${Math.round(-r.left)}px left of the page`);
+    for (let p = e.parentElement; p; p = p.parentElement) {
+      const ps = getComputedStyle(p), pr = p.getBoundingClientRect();
+      if (scrolls(ps.overflowX)) {
+        if (r.right - pr.left - p.clientLeft + p.scrollLeft > p.scrollWidth + 1) bad.push(`${name(e)} lies beyond the scroll range of ${name(p)}`);
+        break;
+      }
+      if (p === document.body) { if (r.right > vw + 1) bad.push(`${name(e)} ends ${Math.round(r.right - vw)}px right of the window`); break; }
+      if (clipsX(ps)) {
+        if (r.right > pr.right - p.clientLeft + 1 && !(ps.textOverflow === 'ellipsis' && titled(p))) bad.push(`${name(e)} is cut by ${name(p)} (${Math.round(r.right - pr.right)}px)`);
+        break;
+      }
+    }
+  }
+  return bad;
+}
+"""
+
+# Every table sits in a box that scrolls sideways, and scrolled to its right end, that box shows
+# each row's last cell whole; a cell wider than the room a sticky first column leaves beside it
+# could never be seen whole. Returns one line per finding.
+TABLES_REACHABLE_JS = """
+() => {
+  const bad = [];
+  for (const table of document.querySelectorAll('main table')) {
+    if (!table.getBoundingClientRect().width) continue;
+    let box = table.parentElement;
+    while (box && !['auto', 'scroll'].includes(getComputedStyle(box).overflowX)) box = box.parentElement;
+    const label = (table.id || table.className) + ' in ' + (table.closest('section, footer')?.id || '?');
+    if (!box) { bad.push(`${label}: no ancestor scrolls sideways`); continue; }
+    box.scrollLeft = box.scrollWidth;
+    const edge = box.getBoundingClientRect().right - box.clientLeft - (box.offsetWidth - box.clientWidth - 2 * box.clientLeft);
+    for (const row of table.rows) {
+      const cells = [...row.cells].filter(c => c.getBoundingClientRect().width > 0 && c.colSpan === 1);
+      if (!cells.length) continue;
+      const last = cells[cells.length - 1];
+      if (last.getBoundingClientRect().right > edge + 1) bad.push(`${label}: last cell of "${row.textContent.trim().slice(0, 30)}" ends ${Math.round(last.getBoundingClientRect().right - edge)}px past the scrolled box`);
+      const sticky = cells.filter(c => getComputedStyle(c).position === 'sticky' && getComputedStyle(c).left !== 'auto');
+      const covered = sticky.reduce((w, c) => w + c.getBoundingClientRect().width, 0);
+      for (const c of cells) if (!sticky.includes(c) && c.getBoundingClientRect().width > box.clientWidth - covered + 1)
+        bad.push(`${label}: the ${Math.round(c.getBoundingClientRect().width)}px cell "${c.textContent.trim().slice(0, 20)}" never shows whole beside a ${Math.round(covered)}px sticky column`);
+    }
+    box.scrollLeft = 0;
+  }
+  return bad;
+}
+"""
+
+LONG_WORD = "feature_extractor_stage_with_a_long_descriptive_name_"  # 4 nested: a 223-character path
+LONG_ATTRIBUTE = "w" + "x" * 219  # one 220-character word: nowhere to break but anywhere
+
+LONG_NAMES_MODEL = f'''
+import torch
+from torch import nn
+
+WORD = "{LONG_WORD}"
+ATTRIBUTE = "{LONG_ATTRIBUTE}"
+
+
+class LongNames(nn.Module):
+    """A convolution at a 220-character path (four nested ModuleDicts) and one whose
+    attribute name is a single 220-character word."""
+
+    def __init__(self):
+        super().__init__()
+        block = nn.Conv2d(3, 8, 3, padding=1)
+        for i in range(4):
+            block = nn.ModuleDict({{f"{{WORD}}{{i}}": block}})
+        self.blocks = block
+        setattr(self, ATTRIBUTE, nn.Conv2d(8, 8, 3, padding=1))
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        m = self.blocks
+        for i in reversed(range(4)):
+            m = m[f"{{WORD}}{{i}}"]
+        return self.fc(getattr(self, ATTRIBUTE)(torch.relu(m(x))).mean((2, 3)))
+
+
+class WithHead(LongNames):
+    """The same layers (other weights) and one more: filters compared, and a row added."""
+
+    def __init__(self):
+        super().__init__()
+        self.calibration_head_added_in_this_pull_request = nn.Linear(10, 10)
+
+    def forward(self, x):
+        return self.calibration_head_added_in_this_pull_request(super().forward(x))
+'''
+
+
+@pytest.fixture(scope="module")
+def long_names(tmp_path_factory):
+    """A report and a diff page (made by the CLI, as a user would) of models with 220-character
+    module names, with probe files and checkpoints at long paths."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("long-names")
+    (root / "long_names_model.py").write_text(LONG_NAMES_MODEL)
+    probes = root / "probe_images_of_everyday_objects_from_a_validation_set"
+    probes.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        pixels = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(probes / f"a_rather_long_probe_file_name_number_{i}_without_any_spaces.png")
+    sys.path.insert(0, str(root))
+    try:
+        from long_names_model import LongNames, WithHead
+    finally:
+        sys.path.remove(str(root))
+    torch.manual_seed(0)
+    old, new = root / "checkpoint_of_the_main_branch_after_forty_two_epochs.pt", root / "checkpoint_of_the_pull_request_after_forty_three_epochs.pt"
+    torch.save(LongNames().state_dict(), old)
+    torch.save(WithHead().state_dict(), new)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]))
+    model = f"{root / 'long_names_model.py'}:LongNames"
+    common = ["--probes", str(probes), "-q"]
+    report, diff = root / "report.html", root / "diff.html"
+    for args in (
+        ["generate", model, "--weights", str(old), "-o", str(report), *common],
+        ["diff", "--old-model", model, "--old", str(old), "--new-model", model.replace("LongNames", "WithHead"), "--new", str(new), "-o", str(diff), *common],
+    ):
+        done = subprocess.run([sys.executable, "-m", "cnnreport.cli", *args], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    return {"report": report, "diff": diff}
+
+
+def open_everything(page) -> None:
+    """Open every fold and bring each section on screen once, so content-visibility lays it out."""
+    page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
+    page.evaluate("document.querySelectorAll('.layer').forEach(l => l.scrollIntoView())")
+    page.evaluate("window.scrollTo(0, 0)")
+
+
+@pytest.mark.parametrize("width", [PHONE["width"], LAPTOP["width"]])
+@pytest.mark.parametrize("which", ["report", "diff"])
+def test_long_names_wrap_and_nothing_is_cut_or_out_of_reach(browser, long_names, which, width):
+    v = Visit(browser, long_names[which], viewport={"width": width, "height": 860})
+    try:
+        open_everything(v.page)
+        assert v.page.evaluate("document.scrollingElement.scrollWidth") <= width
+        assert v.page.evaluate(UNREACHABLE_JS, width) == []
+        assert v.page.evaluate(TABLES_REACHABLE_JS) == []
+        full = ".".join(f"{LONG_WORD}{i}" for i in reversed(range(4)))
+        assert len("blocks." + full) >= 220 and len(LONG_ATTRIBUTE) == 220
+        # Each long name is shown whole, wrapped onto more lines, inside its box.
+        headings = {"report": ".layer summary h3 .lname", "diff": "#filters h3 code"}[which]
+        shown = v.page.eval_on_selector_all(
+            headings,
+            """els => els.map(e => { const box = e.closest('.layer').getBoundingClientRect(), r = e.getBoundingClientRect();
+                                    const line = parseFloat(getComputedStyle(e).lineHeight);
+                                    return [e.textContent, Math.round(r.height / line), r.right <= box.right + 1]; })""",
+        )
+        assert sorted(text for text, _, _ in shown) == sorted(["blocks." + full, LONG_ATTRIBUTE])
+        assert all(inside for _, _, inside in shown)
+        assert all(lines >= (2 if width == PHONE["width"] else 1) for _, lines, _ in shown), shown
+        assert v.errors == []
+    finally:
+        v.close()
+
+
+def test_demo_report_at_400_px_keeps_every_table_cell_reachable(visit, demo):
+    v = visit(viewport=PHONE)
+    open_everything(v.page)
+    assert v.page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
+    assert v.page.evaluate(UNREACHABLE_JS, PHONE["width"]) == []
+    assert v.page.evaluate(TABLES_REACHABLE_JS) == []
+    # The per-probe table scrolls inside its section: its last column can be brought into view.
+    section = demo[1].sections[0]
+    box = v.page.locator(f"#{section.id} .per-probe .table-scroll")
+    assert box.evaluate("b => getComputedStyle(b).overflowX") == "auto"
+    box.scroll_into_view_if_needed()
+    assert box.evaluate("b => b.scrollWidth > b.clientWidth")  # at 400 px the table is wider than its section
+    last_header = box.locator("thead th").last
+    box.evaluate("b => { b.scrollLeft = b.scrollWidth; }")
+    assert last_header.inner_text() == "zeros"
+    assert last_header.evaluate("c => c.getBoundingClientRect().right") <= box.evaluate("b => b.getBoundingClientRect().right") + 1
