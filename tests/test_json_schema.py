@@ -118,7 +118,7 @@ def test_the_demo_report_conforms(demo_json):
     assert [p["sha256"] != "" for p in demo_json["provenance"]["probe_files"]] == [True] * len(demo_json["provenance"]["probe_files"])
     # What the doc lists as once missing is there, and typed as the schema says.
     section = demo_json["sections"][0]
-    assert sorted(section["mosaics"][0]) == sorted(["figure", "columns", "rows", "tiles", "vmin", "vmax", "colormap", "probe"])
+    assert sorted(section["mosaics"][0]) == sorted(["figure", "columns", "rows", "tiles", "vmin", "vmax", "colormap", "probe", "nonfinite"])
     assert sorted(section["mosaics"][0]["tiles"][0]) == sorted(["label", "x", "y", "width", "height", "title"])
     assert sorted(demo_json["probes"][0]["thumbnail"]) == ["alt", "height", "width"]
 
