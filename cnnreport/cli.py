@@ -288,11 +288,8 @@ def refuse_inapplicable(ctx: click.Context, rules: list[tuple[str, bool, str]]) 
 def report_option_rules(kwargs: dict[str, Any]) -> list[tuple[str, bool, str]]:
     """Rules of :func:`refuse_inapplicable` for the options ``generate`` and ``demo`` share."""
     off = bool(kwargs.get("no_attributions"))
-    return [
-        ("saliency", off, "adds attributions, which --no-attributions turns off: drop one of them"),
-        ("target_class", off, "chooses the class Grad-CAM explains, which --no-attributions turns off: drop one of them"),
-        ("cam_layer", off, "chooses the layer Grad-CAM explains, which --no-attributions turns off: drop one of them"),
-    ]
+    why = "has no effect with --no-attributions, which turns Grad-CAM and saliency off; leave one out"
+    return [("saliency", off, why), ("target_class", off, why), ("cam_layer", off, why)]
 
 
 def probe_option_rules(kwargs: dict[str, Any], probe_paths: list[str], *, weights_given: bool) -> list[tuple[str, bool, str]]:

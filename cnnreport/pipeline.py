@@ -626,11 +626,8 @@ def _graph_of(recorder: Any) -> Any:
 
 
 def refuse_meaningless_options(opts: ReportOptions, probes: Any, input_size: Sequence[int] | None) -> None:
-    """An option that the others make meaningless is an error, not silently dropped."""
-    if not opts.attributions:
-        for name, value in (("saliency", opts.saliency or None), ("target_class", opts.target_class), ("cam_layer", opts.cam_layer)):
-            if value is not None:
-                raise OptionError(f"{name}={value!r} needs attributions, which attributions=False turns off: drop one of them")
+    """An input size with probes is an error, not silently dropped (attribution options: see
+    :func:`_attribution_conflicts`)."""
     if input_size and probes is not None:
         raise OptionError("input_size sets a synthetic input, but probes are given and would be used instead: drop one of them")
 
