@@ -18,6 +18,7 @@ from typing import Any, Callable
 import click
 
 from . import __version__
+from .cli_extra import MAX_IMAGE_PIXELS_HELP
 from .errors import CnnReportError, ForwardError, HealthCheckFailed, OptionError
 
 EXIT_USAGE = 2
@@ -252,7 +253,8 @@ def main() -> None:
 @main.command()
 @click.argument("model_spec", metavar="MODEL")
 @click.argument("more_probes", nargs=-1, metavar="[PROBES]...")
-@click.option("--weights", type=click.Path(), help="Checkpoint: a state dict, a training checkpoint that nests one, or .safetensors.")
+# readable=False here and on diff's --old/--new: loading names an unreadable file in one line
+@click.option("--weights", type=click.Path(readable=False), help="Checkpoint: a state dict, a training checkpoint that nests one, or .safetensors.")
 @click.option("--weights-key", metavar="KEY", help="Key of the state dict inside the checkpoint (e.g. model_state_dict, ema).")
 @click.option("--model-arg", "model_args", multiple=True, metavar="NAME=VALUE", help="Constructor argument (repeatable); values are Python literals.")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow unpickling a whole model object (runs code from the file: only for files you trust).")
@@ -261,6 +263,7 @@ def main() -> None:
 @click.option("--recursive", is_flag=True, help="Look for probe images in sub-folders too.")
 @click.option("--image-size", nargs=2, type=click.IntRange(1), metavar="H W", help="Resize probes to H x W (shorter side, then centre crop).")
 @click.option("--resize", type=click.Choice(["crop", "stretch"]), default="crop", show_default=True, help="How --image-size resizes.")
+@click.option("--max-image-pixels", type=click.IntRange(1), metavar="N", help=MAX_IMAGE_PIXELS_HELP)
 @click.option("--mean", metavar="PRESET|M,M,M", help="Normalisation mean: 'imagenet', 'none' or comma-separated values.")
 @click.option("--std", metavar="S,S,S", help="Normalisation std (comma-separated).")
 @click.option("--input-size", nargs=3, type=click.IntRange(1), metavar="C H W", help="Without probes: report on a synthetic input of this size.")
@@ -296,6 +299,9 @@ def generate(model_spec: str, **kwargs: Any) -> None:
     probe_paths = list(kwargs.pop("probes") or []) + list(kwargs.pop("more_probes") or [])
     mean, std = kwargs.pop("mean"), kwargs.pop("std")
     image_size, resize, recursive = kwargs.pop("image_size"), kwargs.pop("resize"), kwargs.pop("recursive")
+    max_image_pixels = kwargs.pop("max_image_pixels")
+    if max_image_pixels is not None and not probe_paths:
+        raise OptionError("--max-image-pixels limits probe images; with no --probes there are none")
     if probe_paths:
         probes = load_probes(
             probe_paths if len(probe_paths) > 1 else probe_paths[0],
@@ -306,6 +312,7 @@ def generate(model_spec: str, **kwargs: Any) -> None:
             channels=image_channels(loaded.model),
             sample_ndim=expected_input_ndim(loaded.model),
             recursive=recursive,
+            max_image_pixels=max_image_pixels,
         )
     input_size = kwargs.pop("input_size")
     if probes is None and (mean or std or image_size):
