@@ -66,8 +66,8 @@ MEAN_STD_PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] 
 #: Most pixels (width x height) one probe image may have by default, read from its header
 #: before anything is decoded (``max_image_pixels`` / ``--max-image-pixels`` raise it).
 #: 2**28 = 16384x16384: a whole Sentinel-2 tile (10980x10980, 121 MP) or a large pathology
-#: region still loads, and decoding one at the limit holds at most 1 GB (8-bit RGBA; 16-bit
-#: grayscale is read as 32-bit). Pillow's own guard (179 MP) would refuse such tiles.
+#: region still loads, and decoding one at the limit holds 0.8 GB (8-bit RGB) to 1.6 GB (16-bit
+#: grayscale, made 32-bit for the box filter). Pillow's own guard (179 MP) would refuse such tiles.
 MAX_IMAGE_PIXELS = 1 << 28
 #: An image above this many pixels (2048x2048) is never held at full size as floats: it is
 #: shrunk while it is decoded (JPEG DCT scaling, then a box filter to 4-8x the target size,
