@@ -23,6 +23,7 @@ import re
 import stat
 import struct
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -768,7 +769,7 @@ def _decode_images(
     goal = size
     changed = shrunk = 0
     for piece, header in zip(images, headers):
-        colour, array, was_shrunk = _read_image(header, notes, goal, resize)
+        colour, array, was_shrunk = _read_image(header, notes, goal, resize, pixel_limit)
         shrunk += was_shrunk
         array = _to_target_channels(colour, array, target, counts)
         if goal is None:
@@ -875,20 +876,24 @@ class _ImageHeader:
 
 _GREY_MODES = ("1", "L", "LA", "La", "I", "F")
 
-# Pillow's decompression-bomb guard is a module global; it is lifted only while this module
-# opens a file whose size it checks itself, one thread at a time.
+# Pillow's decompression-bomb guard is a module global: this module sets it, one thread at a
+# time, for as long as it works on one file, and puts it back after.
 _PILLOW_GUARD = threading.Lock()
 
 
 @contextlib.contextmanager
 def _decoder_errors(path: str) -> Any:
     """Pillow's failures of every kind, on a damaged or hostile file, as one-line :class:`ProbeError`\\ s."""
-    from PIL import UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     try:
         yield
     except CnnReportError:
         raise
+    except Image.DecompressionBombError as exc:  # a frame or tile larger than the header said
+        raise ProbeError(
+            f"cannot read probe image {path}: {exc}", hint="raise the limit with --max-image-pixels N"
+        ) from None
     except UnidentifiedImageError:
         raise ProbeError(f"cannot read probe image {path}: not an image Pillow recognises") from None
     except MemoryError:
@@ -900,21 +905,25 @@ def _decoder_errors(path: str) -> Any:
 
 
 @contextlib.contextmanager
-def _opened_image(path: str) -> Any:
-    """``Image.open`` under this module's pixel limit instead of Pillow's: Pillow refuses
-    179 MP from the header, before the size could be compared with ``--max-image-pixels``."""
+def _opened_image(path: str, pixel_limit: int | None = None) -> Any:
+    """``Image.open`` under this module's pixel limit instead of Pillow's 179 MP.
+
+    With no *pixel_limit* (reading a header, whose size the caller compares with
+    ``--max-image-pixels`` itself) Pillow's guard is off; with one, Pillow refuses any frame
+    or tile it meets while decoding (GIF frames, TIFF tiles) above that limit.
+    """
     from PIL import Image
 
-    with _decoder_errors(path):
-        with _PILLOW_GUARD:
-            saved = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None
-            try:
-                opened = Image.open(path)
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved
-        with opened:
-            yield opened
+    with _decoder_errors(path), _PILLOW_GUARD, warnings.catch_warnings():
+        # Pillow warns at half its error size; the limit is ours, and a warning is no answer.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None if pixel_limit is None else -(-pixel_limit // 2)  # errors above 2x
+        try:
+            with Image.open(path) as opened:
+                yield opened
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _read_header(path: str, pixel_limit: int) -> _ImageHeader:
@@ -940,7 +949,11 @@ _ORIENTATIONS = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5:
 
 
 def _read_image(
-    header: _ImageHeader, notes: list[str], goal: tuple[int, int] | None = None, resize: str = "crop"
+    header: _ImageHeader,
+    notes: list[str],
+    goal: tuple[int, int] | None = None,
+    resize: str = "crop",
+    pixel_limit: int = MAX_IMAGE_PIXELS,
 ) -> tuple[int, np.ndarray, bool]:
     """Decode one image to ``(colour_channels, H×W×(colour[+alpha]) float32 in [0, 1], shrunk)``.
 
@@ -952,7 +965,7 @@ def _read_image(
     from PIL import Image
 
     path = header.path
-    with _opened_image(path) as opened:
+    with _opened_image(path, pixel_limit) as opened:
         frames = int(getattr(opened, "n_frames", 1) or 1)
         opened.seek(0)
         orientation = opened.getexif().get(0x0112, 1)
