@@ -19,6 +19,7 @@ from typing import Any, Callable
 import click
 
 from . import __version__
+from .cli_extra import MAX_IMAGE_PIXELS_HELP
 from .errors import CnnReportError, ForwardError, HealthCheckFailed, Interrupted, OptionError
 
 EXIT_USAGE = 2
@@ -299,6 +300,10 @@ def probe_option_rules(kwargs: dict[str, Any], probe_paths: list[str], *, weight
         ("resize", not kwargs.get("image_size"), "chooses how --image-size resizes, but no --image-size is given"),
         ("recursive", not probe_paths, "looks for probes in sub-folders, but no probe folder is given"),
         ("weights_key", not weights_given, "chooses the state dict inside a checkpoint, but no checkpoint (--weights) is given"),
+        ("image_size", not probe_paths, "resizes probe images, but no --probes are given"),
+        ("mean", not probe_paths, "normalises probe images, but no --probes are given"),
+        ("std", not probe_paths, "normalises probe images, but no --probes are given"),
+        ("max_image_pixels", not probe_paths, "limits probe images, but no --probes are given"),
     ]
 
 
@@ -458,7 +463,8 @@ def main(ctx: click.Context) -> None:
 @main.command()
 @click.argument("model_spec", metavar="MODEL")
 @click.argument("more_probes", nargs=-1, metavar="[PROBES]...")
-@click.option("--weights", type=click.Path(), help="Checkpoint: a state dict, a training checkpoint that nests one, or .safetensors.")
+# readable=False here and on diff's --old/--new: loading names an unreadable file in one line
+@click.option("--weights", type=click.Path(readable=False), help="Checkpoint: a state dict, a training checkpoint that nests one, or .safetensors.")
 @click.option("--weights-key", metavar="KEY", help="Key of the state dict inside the checkpoint (e.g. model_state_dict, ema).")
 @click.option("--model-arg", "model_args", multiple=True, metavar="NAME=VALUE", help="Constructor argument (repeatable); values are Python literals.")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow unpickling a whole model object (runs code from the file: only for files you trust).")
@@ -467,6 +473,7 @@ def main(ctx: click.Context) -> None:
 @click.option("--recursive", is_flag=True, help="Look for probe images in sub-folders too.")
 @click.option("--image-size", nargs=2, type=click.IntRange(1), metavar="H W", help="Resize probes to H x W (shorter side, then centre crop).")
 @click.option("--resize", type=click.Choice(["crop", "stretch"]), default="crop", show_default=True, help="How --image-size resizes.")
+@click.option("--max-image-pixels", type=click.IntRange(1), metavar="N", help=MAX_IMAGE_PIXELS_HELP)
 @click.option("--mean", metavar="PRESET|M,M,M", help="Normalisation mean: 'imagenet' (sets the std too), 'none' or comma-separated values on the [0, 1] scale.")
 @click.option("--std", metavar="S,S,S", help="Normalisation std: comma-separated values above 0 (with a numeric --mean; default 1).")
 @click.option("--input-size", nargs=3, type=click.IntRange(1), metavar="C H W", help="Without probes: report on a synthetic input of this size.")
@@ -511,6 +518,9 @@ def generate(model_spec: str, **kwargs: Any) -> None:
     kwargs.pop("probes"), kwargs.pop("more_probes")
     image_size, resize, recursive = kwargs.pop("image_size"), kwargs.pop("resize"), kwargs.pop("recursive")
     _resize_needs_image_size(image_size)
+    max_image_pixels = kwargs.pop("max_image_pixels")
+    if max_image_pixels is not None and not probe_paths:
+        raise OptionError("--max-image-pixels limits probe images; with no --probes there are none")
     if probe_paths:
         probes = load_probes(
             probe_paths if len(probe_paths) > 1 else probe_paths[0],
@@ -521,6 +531,7 @@ def generate(model_spec: str, **kwargs: Any) -> None:
             channels=image_channels(loaded.model),
             sample_ndim=expected_input_ndim(loaded.model),
             recursive=recursive,
+            max_image_pixels=max_image_pixels,
         )
     input_size = kwargs.pop("input_size")
     if probes is None and (mean is not None or std is not None or image_size):

@@ -15,6 +15,13 @@ from typing import Any, Callable
 
 import click
 
+#: Help of --max-image-pixels, for every command that reads probe images (the number is
+#: probes.MAX_IMAGE_PIXELS, written out so that --help does not import torch).
+MAX_IMAGE_PIXELS_HELP = (
+    "Most pixels (width x height) one probe image may have; larger files are refused from their "
+    "header, before decoding.  [default: 268435456, 16384x16384]"
+)
+
 
 def _handled(func: Callable[..., Any]) -> Callable[..., Any]:
     """``cli.handle_errors``, looked up at call time (see the module docstring)."""
@@ -39,8 +46,8 @@ def _label(weights: str | None, spec: str | None, fallback: str) -> str:
 
 @click.command("diff")
 @click.option("--model", "model_spec", metavar="MODEL", help="Model spec both checkpoints load into (file.py:Name, package.module:Name).")
-@click.option("--old", "old_weights", type=click.Path(), metavar="CKPT", help="Checkpoint of the old model (e.g. main's).")
-@click.option("--new", "new_weights", type=click.Path(), metavar="CKPT", help="Checkpoint of the new model (e.g. the pull request's).")
+@click.option("--old", "old_weights", type=click.Path(readable=False), metavar="CKPT", help="Checkpoint of the old model (e.g. main's).")
+@click.option("--new", "new_weights", type=click.Path(readable=False), metavar="CKPT", help="Checkpoint of the new model (e.g. the pull request's).")
 @click.option("--old-model", metavar="MODEL", help="Model spec of the old side, when the two architectures differ (instead of --model).")
 @click.option("--new-model", metavar="MODEL", help="Model spec of the new side, when the two architectures differ (instead of --model).")
 @click.option("--weights-key", metavar="KEY", help="Key of the state dict inside both checkpoints (e.g. model_state_dict, ema).")
@@ -51,6 +58,7 @@ def _label(weights: str | None, spec: str | None, fallback: str) -> str:
 @click.option("--recursive", is_flag=True, help="Look for probe images in sub-folders too.")
 @click.option("--image-size", nargs=2, type=click.IntRange(1), metavar="H W", help="Resize probes to H x W.")
 @click.option("--resize", type=click.Choice(["crop", "stretch"]), default="crop", show_default=True, help="How --image-size resizes.")
+@click.option("--max-image-pixels", type=click.IntRange(1), metavar="N", help=MAX_IMAGE_PIXELS_HELP)
 @click.option("--mean", metavar="PRESET|M,M,M", help="Normalisation mean: 'imagenet' (sets the std too), 'none' or comma-separated values on the [0, 1] scale.")
 @click.option("--std", metavar="S,S,S", help="Normalisation std: comma-separated values above 0 (with a numeric --mean; default 1).")
 @click.option("--input-size", nargs=3, type=click.IntRange(1), metavar="C H W", help="Without probes: compare on a synthetic input of this size.")
@@ -129,6 +137,9 @@ def diff(**kw: Any) -> None:
 
     old = load(old_spec, kw["old_weights"])
     new = load(new_spec, kw["new_weights"])
+    probe_paths = list(kw["probes"] or [])
+    if kw["max_image_pixels"] is not None and not probe_paths:
+        raise OptionError("--max-image-pixels limits probe images; with no --probes there are none")
     if not probe_paths and not kw["input_size"]:
         raise OptionError("no probes: pass --probes PATH (images, a folder or tensors), or --input-size C H W for a synthetic input")
     overrides = {
@@ -155,6 +166,7 @@ def diff(**kw: Any) -> None:
             sample_ndim=expected_input_ndim(old.model),
             recursive=kw["recursive"],
             max_probes=options.max_probes,
+            max_image_pixels=kw["max_image_pixels"],
         )
     plan = plan_run_outputs(kw, inputs + probe_inputs(probe_paths, probes))
     command_line = "cnnreport " + " ".join(shlex.quote(a) for a in sys.argv[1:])

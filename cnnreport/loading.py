@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .archives import is_zip, zip_damage
 from .errors import ModelSpecError, OptionError, WeightsError
 from .hashing import file_sha256
 
@@ -334,6 +335,7 @@ def _load_model_file(path: str, trust: bool, notes: list[str]) -> nn.Module:
     """A TorchScript archive, or (trusted only) a pickled ``nn.Module``, as the model."""
     if os.path.getsize(path) == 0:
         raise ModelSpecError(f"model file {path} is empty (0 bytes)")
+    _checked_file(path, path, ModelSpecError, "model file")
     if is_torchscript_archive(path):
         try:
             model = _jit_load(path)
@@ -386,6 +388,23 @@ def _load_model_file(path: str, trust: bool, notes: list[str]) -> nn.Module:
 
 
 _WEIGHTS_HINT = "give the model as path/to/file.py:Name and this file as --weights"
+
+
+def _checked_file(full: str, shown: str, error: type[ModelSpecError] | type[WeightsError], what: str) -> str:
+    """The file's SHA-256, once it is known to be readable and, when it is a zip (``torch.save``
+    since torch 1.6, TorchScript), to match every CRC-32 it records: torch's own reader does not
+    check them, so flipped bytes would load as silently wrong weights."""
+    try:
+        sha = file_sha256(full)
+        damage = zip_damage(full) if is_zip(full) else None
+    except OSError as exc:  # permission denied, an I/O error of the disk
+        raise error(f"cannot read {what} {shown}: {exc.strerror or exc}") from None
+    if damage:
+        raise error(
+            f"{what} {shown} is corrupted: {damage}",
+            hint="the file changed after it was written; copy or download it again",
+        )
+    return sha
 
 
 def _not_a_model_message(path: str, obj: Any) -> str:
@@ -665,7 +684,7 @@ def read_checkpoint(
         raise WeightsError(f"--weights {path} is a folder, not a file")
     if os.path.getsize(full) == 0:
         raise WeightsError(f"weights file {path} is empty (0 bytes)")
-    sha = file_sha256(full)
+    sha = _checked_file(full, path, WeightsError, "weights file")
     notes: list[str] = []
     class_names: list[str] | None = None
 

@@ -14,10 +14,17 @@ This module never runs the model; :func:`expected_input_channels` only reads its
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import errno
 import glob as globlib
 import math
 import os
 import re
+import stat
+import struct
+import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +35,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import OptionError, ProbeError
+from .archives import is_zip, zip_damage
+from .errors import CnnReportError, OptionError, ProbeError
 from .hashing import file_sha256
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "INTEGER_SCALING_RULE",
+    "LARGE_IMAGE_PIXELS",
+    "MAX_IMAGE_PIXELS",
     "MEAN_STD_PRESETS",
     "ProbeBatch",
     "SUPPORTED_SUFFIXES",
@@ -56,6 +66,21 @@ MEAN_STD_PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] 
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "none": None,
 }
+
+#: Most pixels (width x height) one probe image may have by default, read from its header
+#: before anything is decoded (``max_image_pixels`` / ``--max-image-pixels`` raise it).
+#: 2**28 = 16384x16384: a whole Sentinel-2 tile (10980x10980, 121 MP) or a large pathology
+#: region still loads, and decoding one at the limit holds 0.8 GB (8-bit RGB) to 1.6 GB (16-bit
+#: grayscale, made 32-bit for the box filter). Pillow's own guard (179 MP) would refuse such tiles.
+MAX_IMAGE_PIXELS = 1 << 28
+#: An image above this many pixels (2048x2048) is never held at full size as floats: it is
+#: shrunk while it is decoded (JPEG DCT scaling, then a box filter to 4-8x the target size,
+#: then the usual antialiased resize), and without ``--image-size`` it is refused rather than
+#: made the model's input at full size. Every smaller image loads exactly as it always did.
+#: 4 MP is above the inputs CNNs are usually run at (Cityscapes 2048x1024, detection
+#: 1333x800); a 12 MP phone photo at full size would put gigabytes of activations in every
+#: convolution.
+LARGE_IMAGE_PIXELS = 1 << 22
 
 # ITU-R 601-2 luma, the weights Pillow's RGB -> "L" conversion uses.
 _LUMA = (0.299, 0.587, 0.114)
@@ -213,6 +238,7 @@ def load_probes(
     recursive: bool = False,
     max_probes: int | None = None,
     sample_ndim: int | None = None,
+    max_image_pixels: int | None = None,
 ) -> ProbeBatch:
     """Read *source* into a :class:`ProbeBatch`.
 
@@ -229,6 +255,14 @@ def load_probes(
     *sample_ndim* (see :func:`expected_input_ndim`) says how many dimensions one sample has,
     so a 3-D tensor can be told apart as a batch or as one image.
 
+    Images are decoded one at a time and each is reduced to *image_size* before the next, so
+    memory follows the target size, not the files'. An image with more than
+    *max_image_pixels* pixels (default :data:`MAX_IMAGE_PIXELS`) is refused from its header,
+    before it is decoded. Without *image_size*, a first image above
+    :data:`LARGE_IMAGE_PIXELS` is refused, since it would be the model's input at full size:
+    give *image_size* (its own size, to insist). ``.npy`` headers are checked against the file
+    size, and zip-format ``.pt`` files against their CRC-32s, before anything is allocated.
+
     Raises :class:`ProbeError` for unreadable or missing probes and :class:`OptionError` for
     option values that cannot work.
     """
@@ -239,6 +273,7 @@ def load_probes(
         raise OptionError(f"--max-probes must be at least 1, got {max_probes}")
     if channels is not None and int(channels) <= 0:
         raise OptionError(f"channels must be at least 1, got {channels}")
+    pixel_limit = _check_pixel_limit(max_image_pixels)
     norm = _mean_std(mean, std)
     notes: list[str] = []
 
@@ -256,7 +291,7 @@ def load_probes(
             piece.tensor = _batched(piece.tensor, sample_ndim, piece, notes)  # type: ignore[arg-type]
     # Cap before decoding, so a folder of 10,000 photos costs only the ones kept.
     pieces = _cap(pieces, max_probes, notes)
-    _decode_images(pieces, size, resize, channels, notes)
+    _decode_images(pieces, size, resize, channels, notes, pixel_limit)
     _preprocess_tensors([p for p in pieces if not p.image], size, resize, channels, notes)
 
     batch = _join(pieces)
@@ -305,6 +340,14 @@ def normalisation(
     :class:`OptionError` naming ``--mean`` or ``--std`` for values that cannot work. Call it
     early to refuse a bad value before any slow work."""
     return _mean_std(mean, std)
+
+
+def _check_pixel_limit(value: Any) -> int:
+    if value is None:
+        return MAX_IMAGE_PIXELS
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
+        raise OptionError(f"--max-image-pixels must be a whole number of pixels, at least 1, got {value!r}")
+    return int(value)
 
 
 def _mean_std(
@@ -412,6 +455,10 @@ def _gather(source: Any, pieces: list[_Piece], recursive: bool, notes: list[str]
         elif os.path.isfile(path):
             _check_suffix(text)
             files = [path]
+        elif os.path.lexists(path):
+            _check_suffix(text)
+            _check_probe_file(path)  # a dangling link, a link loop, a device or a FIFO
+            files = [path]
         elif _GLOB_CHARS.search(text):
             files = _glob_files(text, path, notes)
         else:
@@ -448,7 +495,16 @@ def _folder_files(shown: str, folder: str, recursive: bool, notes: list[str]) ->
     supported: list[str] = []
     unsupported: list[str] = []
     subfolders = 0
-    for root, dirs, files in os.walk(folder):
+
+    def unreadable(exc: OSError) -> None:
+        # os.walk skips folders it cannot list; a probe set missing a folder is not the one asked for
+        where = exc.filename if isinstance(exc.filename, str) else folder
+        what = f"probe folder {shown}" if os.path.abspath(where) == os.path.abspath(folder) else (
+            f"folder {os.path.relpath(where, folder)} in probe folder {shown}")
+        raise ProbeError(f"{what} cannot be read: {exc.strerror or exc}")
+
+    # Links to folders are listed, not followed (os.walk's default), so a link loop ends here.
+    for root, dirs, files in os.walk(folder, onerror=unreadable):
         # hidden folders (.git, .ipynb_checkpoints) are never probe data
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         if not recursive:
@@ -480,7 +536,8 @@ def _folder_files(shown: str, folder: str, recursive: bool, notes: list[str]) ->
 
 
 def _glob_files(shown: str, pattern: str, notes: list[str]) -> list[str]:
-    matches = [m for m in globlib.glob(pattern, recursive=True) if os.path.isfile(m)]
+    # Anything but a folder: a dangling link that matches is named by _check_probe_file, not dropped.
+    matches = [m for m in globlib.glob(pattern, recursive=True) if not os.path.isdir(m)]
     if not matches:
         raise ProbeError(f"probe pattern {shown!r} matches no files")
     supported = [m for m in matches if Path(m).suffix.lower() in SUPPORTED_SUFFIXES]
@@ -496,32 +553,62 @@ def _glob_files(shown: str, pattern: str, notes: list[str]) -> list[str]:
     return sorted(supported, key=_natural_key)
 
 
+def _check_probe_file(path: str) -> os.stat_result:
+    """Stat *path*, following links; a link that leads nowhere, a loop, a folder, a device or
+    a FIFO (reading one would block or never end) is a one-line :class:`ProbeError`."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ProbeError(
+                f"probe file {path} is a symbolic link to {_link_target(path)}, which does not exist"
+            ) from None
+        raise ProbeError(f"probe file not found: {path}") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ProbeError(f"probe file {path} is a symbolic link loop ({exc.strerror})") from None
+        raise ProbeError(f"cannot read probe file {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "folder" if stat.S_ISDIR(info.st_mode) else _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "special file")
+        raise ProbeError(f"probe file {path} is a {kind}, not a regular file")
+    return info
+
+
+_FILE_KINDS = {stat.S_IFIFO: "FIFO (named pipe)", stat.S_IFCHR: "character device",
+               stat.S_IFBLK: "block device", stat.S_IFSOCK: "socket"}
+
+
+def _link_target(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "a missing file"
+
+
 def _file_piece(path: str) -> _Piece:
     name = os.path.basename(path)
     suffix = Path(path).suffix.lower()
-    if os.path.getsize(path) == 0:
+    info = _check_probe_file(path)
+    if info.st_size == 0:
         kind = "image" if suffix in IMAGE_SUFFIXES else "file"
         raise ProbeError(f"probe {kind} {path} is empty (0 bytes)")
-    sha = file_sha256(path)
+    try:
+        sha = file_sha256(path)
+    except OSError as exc:  # permission denied, an I/O error of the disk
+        raise ProbeError(f"cannot read probe file {path}: {exc.strerror or exc}") from None
     if suffix in IMAGE_SUFFIXES:
         return _Piece(tensor=None, names=[name], sources=[path], sha256=[sha], image=True)
     if suffix == ".npy":
+        return _array_piece(_read_npy(path, info.st_size), path, sha)
+    if is_zip(path):
         try:
-            array = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            if "pickle" in str(exc).lower():
-                raise ProbeError(
-                    f"probe file {path} holds Python objects, not a numeric array"
-                ) from None
-            raise ProbeError(f"cannot read probe file {path}: {exc}") from exc
-        except (OSError, EOFError) as exc:
-            raise ProbeError(f"cannot read probe file {path}: {exc}") from exc
-        if not isinstance(array, np.ndarray):
-            kind = type(array).__name__
-            raise ProbeError(f"probe file {path} holds a value of type {kind}, not an array")
-        return _array_piece(array, path, sha)
+            damage = zip_damage(path)
+        except OSError as exc:
+            raise ProbeError(f"cannot read probe file {path}: {exc.strerror or exc}") from None
+        if damage:
+            raise ProbeError(f"probe file {path} is corrupted: {damage}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _torch_load_probe(path)
     except Exception as exc:  # UnpicklingError, RuntimeError (bad zip), EOFError, ...
         # Only a GLOBAL the unpickler refused means objects; garbage bytes fail the same way.
         if "Weights only load failed" in str(exc) and "GLOBAL " in str(exc):
@@ -546,6 +633,82 @@ def _file_piece(path: str) -> _Piece:
             "not a tensor (C,H,W) or (N,C,H,W)"
         )
     return _array_piece(obj, path, sha)
+
+
+def _read_npy(path: str, file_size: int) -> np.ndarray:
+    """Read a ``.npy`` file, checking first that its header's shape and dtype fit in the file,
+    so a header declaring a terabyte is an error, not an allocation."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+            else:
+                shape, dtype = _npy_v3_header(handle)
+            data_start = handle.tell()
+            if not all(isinstance(n, int) and n >= 0 for n in shape):
+                raise ValueError(f"shape {shape!r} is not whole sizes")
+    except OSError as exc:
+        raise ProbeError(f"cannot read probe file {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # numpy's header parser raises ValueError, SyntaxError, TokenError, ...
+        raise ProbeError(f"cannot read probe file {path}: not a .npy file, or a damaged header ({exc})") from None
+    if dtype.hasobject:
+        raise ProbeError(f"probe file {path} holds Python objects, not a numeric array")
+    needed = math.prod(shape) * dtype.itemsize
+    held = file_size - data_start
+    if needed > held:
+        raise ProbeError(
+            f"probe file {path} declares an array of shape {tuple(shape)} {dtype} "
+            f"({_bytes_text(needed)}) but holds only {_bytes_text(held)} of data (truncated or damaged)"
+        )
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise ProbeError(f"probe file {path} holds Python objects, not a numeric array") from None
+        raise ProbeError(f"cannot read probe file {path}: {exc}") from exc
+    except (OSError, EOFError) as exc:
+        raise ProbeError(f"cannot read probe file {path}: {exc}") from exc
+    except MemoryError:
+        raise ProbeError(f"probe file {path} is too large to load into memory") from None
+    except Exception as exc:  # a damaged version-3 header: the tokenizer's errors
+        raise ProbeError(f"cannot read probe file {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(array, np.ndarray):
+        kind = type(array).__name__
+        raise ProbeError(f"probe file {path} holds a value of type {kind}, not an array")
+    return array
+
+
+def _npy_v3_header(handle: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a version 3.0 ``.npy`` header (2.0's layout, UTF-8 text), which
+    numpy reads only privately."""
+    (length,) = struct.unpack("<I", handle.read(4))
+    if length > 100_000:  # numpy's own reader stops at 10,000 bytes
+        raise ValueError(f"a header of {length:,} bytes")
+    header = ast.literal_eval(handle.read(length).decode("utf-8"))
+    if not isinstance(header, dict) or not isinstance(header.get("shape"), tuple):
+        raise ValueError("the header is not a dict with a shape")
+    return header["shape"], np.lib.format.descr_to_dtype(header["descr"])
+
+
+def _bytes_text(count: int) -> str:
+    """Exact below 10 MB, where a rounded size could hide the few bytes that are missing."""
+    if count < 10_000_000:
+        return f"{count:,} bytes"
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count:,} bytes"
+
+
+def _torch_load_probe(path: str) -> Any:
+    """``torch.load`` with ``weights_only``; memory-mapped when the file is a zip (torch's
+    format since 1.6), so a tensor file is not copied into memory before it is used."""
+    if is_zip(path):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _array_piece(array: Any, path: str, sha: str) -> _Piece:
@@ -715,58 +878,56 @@ def _decode_images(
     resize: str,
     channels: int | None,
     notes: list[str],
+    pixel_limit: int = MAX_IMAGE_PIXELS,
 ) -> None:
+    """Decode the image pieces one at a time, each made its final size before the next, so
+    memory holds one full-size decode at most (and none above :data:`LARGE_IMAGE_PIXELS`)."""
     images = [p for p in pieces if p.image]
     if not images:
         return
-    decoded = [_read_image(p.sources[0], notes) for p in images]
+    # Headers first: every limit is checked, and the channel count chosen, before any decode.
+    headers = [_read_header(p.sources[0], pixel_limit) for p in images]
+    if size is None and headers[0].pixels > LARGE_IMAGE_PIXELS:
+        first = headers[0]
+        height, width = first.oriented
+        raise ProbeError(
+            f"probe image {first.path} is {height}×{width} ({first.pixels / 1e6:.1f} megapixels): "
+            "without --image-size it would be the model's input at full size",
+            hint=f"give --image-size H W to resize the probes (e.g. --image-size 224 224), "
+            f"or --image-size {height} {width} to use it as it is",
+        )
 
     # Channels: what the caller asked for, else RGB when any image is colour, else grayscale.
-    target = channels if channels is not None else (3 if any(c == 3 for c, _ in decoded) else 1)
+    target = channels if channels is not None else (3 if any(h.colour == 3 for h in headers) else 1)
     if target not in (1, 3, 4):
         raise ProbeError(
             f"the model takes {target} input channels, but images give 1 (grayscale) or 3 (RGB)",
             hint="pass the probes as .npy or .pt tensors with the right channel count",
         )
-    grey_to_rgb = rgb_to_grey = alpha_dropped = 0
-    arrays: list[np.ndarray] = []
-    for colour, array in decoded:
-        # array: H×W×(colour + 1 alpha), floats in [0, 1]
-        rgb, alpha = array[..., :colour], array[..., colour:]
-        if target == 4:
-            rgb = np.repeat(rgb, 3, axis=2) if colour == 1 else rgb
-            alpha = alpha if alpha.size else np.ones(rgb.shape[:2] + (1,), np.float32)
-            arrays.append(np.concatenate([rgb, alpha], axis=2))
-            continue
-        if alpha.size:
-            # Composite on white: what a browser or viewer shows for a transparent PNG.
-            rgb = rgb * alpha + (1.0 - alpha)
-            alpha_dropped += 1
-        if target == 3 and colour == 1:
-            rgb = np.repeat(rgb, 3, axis=2)
-            grey_to_rgb += 1
-        elif target == 1 and colour == 3:
-            rgb = (rgb @ np.asarray(_LUMA, np.float32))[..., None]
-            rgb_to_grey += 1
-        arrays.append(rgb)
-    if alpha_dropped:
-        notes.append(f"dropped the alpha channel of {alpha_dropped} image(s) (composited on white)")
-    if grey_to_rgb:
-        why = "" if channels is not None else " to match the colour ones"
-        notes.append(f"converted {grey_to_rgb} grayscale image(s) to 3 channels{why}")
-    if rgb_to_grey:
-        notes.append(f"converted {rgb_to_grey} RGB image(s) to grayscale (luminance)")
-
-    sizes = [a.shape[:2] for a in arrays]
-    goal = size if size is not None else (int(sizes[0][0]), int(sizes[0][1]))
-    changed = 0
-    for piece, array in zip(images, arrays):
+    counts = {"alpha": 0, "grey_to_rgb": 0, "rgb_to_grey": 0}
+    goal = size
+    changed = shrunk = 0
+    for piece, header in zip(images, headers):
+        colour, array, was_shrunk = _read_image(header, notes, goal, resize, pixel_limit)
+        shrunk += was_shrunk
+        array = _to_target_channels(colour, array, target, counts)
+        if goal is None:
+            goal = (int(array.shape[0]), int(array.shape[1]))  # the first image's size
         tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float()
+        del array
         if tuple(tensor.shape[1:]) != goal:
             tensor = _resize(tensor.unsqueeze(0), goal, resize)[0].clamp_(0.0, 1.0)
             changed += 1
         piece.tensor = tensor.unsqueeze(0)
+    if counts["alpha"]:
+        notes.append(f"dropped the alpha channel of {counts['alpha']} image(s) (composited on white)")
+    if counts["grey_to_rgb"]:
+        why = "" if channels is not None else " to match the colour ones"
+        notes.append(f"converted {counts['grey_to_rgb']} grayscale image(s) to 3 channels{why}")
+    if counts["rgb_to_grey"]:
+        notes.append(f"converted {counts['rgb_to_grey']} RGB image(s) to grayscale (luminance)")
     if changed:
+        assert goal is not None
         height, width = goal
         if size is None:
             notes.append(
@@ -775,6 +936,32 @@ def _decode_images(
             )
         else:
             notes.append(f"{_describe_resize(goal, resize)} ({changed} image(s))")
+    if shrunk:
+        notes.append(
+            f"shrank {shrunk} image(s) of over {LARGE_IMAGE_PIXELS / 1e6:.1f} megapixels while decoding, "
+            f"to at least {_SHRINK_MARGIN}x the target size, before the resize"
+        )
+
+
+def _to_target_channels(colour: int, array: np.ndarray, target: int, counts: dict[str, int]) -> np.ndarray:
+    """H×W×(colour [+ alpha]) floats -> H×W×target: alpha composited on white (kept for 4
+    channels), grayscale repeated or RGB turned to luminance."""
+    rgb, alpha = array[..., :colour], array[..., colour:]
+    if target == 4:
+        rgb = np.repeat(rgb, 3, axis=2) if colour == 1 else rgb
+        alpha = alpha if alpha.size else np.ones(rgb.shape[:2] + (1,), np.float32)
+        return np.concatenate([rgb, alpha], axis=2)
+    if alpha.size:
+        # Composite on white: what a browser or viewer shows for a transparent PNG.
+        rgb = rgb * alpha + (1.0 - alpha)
+        counts["alpha"] += 1
+    if target == 3 and colour == 1:
+        rgb = np.repeat(rgb, 3, axis=2)
+        counts["grey_to_rgb"] += 1
+    elif target == 1 and colour == 3:
+        rgb = (rgb @ np.asarray(_LUMA, np.float32))[..., None]
+        counts["rgb_to_grey"] += 1
+    return rgb
 
 
 def _describe_resize(goal: tuple[int, int], resize: str) -> str:
@@ -804,30 +991,191 @@ def _interpolate(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
-def _read_image(path: str, notes: list[str]) -> tuple[int, np.ndarray]:
-    """Decode *path* to ``(colour_channels, H×W×(colour[+alpha]) float32 in [0, 1])``."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+@dataclass(frozen=True)
+class _ImageHeader:
+    """What an image file's header says, read without decoding its pixels."""
+
+    path: str
+    width: int  # as stored, before the EXIF orientation
+    height: int
+    colour: int  # 1 (grayscale) or 3 (colour), as _to_float will give it
+    orientation: int = 1  # the EXIF tag when the header holds it (a PNG's may follow the pixels)
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    @property
+    def oriented(self) -> tuple[int, int]:
+        """(H, W) as the image is shown, after its EXIF orientation."""
+        if self.orientation in (5, 6, 7, 8):
+            return self.width, self.height
+        return self.height, self.width
+
+
+_GREY_MODES = ("1", "L", "LA", "La", "I", "F")
+
+# Pillow's decompression-bomb guard is a module global: this module sets it, one thread at a
+# time, for as long as it works on one file, and puts it back after.
+_PILLOW_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _decoder_errors(path: str) -> Any:
+    """Pillow's failures of every kind, on a damaged or hostile file, as one-line :class:`ProbeError`\\ s."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as opened:
-            frames = int(getattr(opened, "n_frames", 1) or 1)
-            opened.seek(0)
-            opened.load()
-            orientation = opened.getexif().get(0x0112, 1)
-            # exif_transpose returns a rotated copy (or the same image) with the tag cleared
-            image = ImageOps.exif_transpose(opened)
-            image.load()
-            colour, array = _to_float(image, path, notes)
+        yield
+    except CnnReportError:
+        raise
+    except Image.DecompressionBombError as exc:  # a frame or tile larger than the header said
+        raise ProbeError(
+            f"cannot read probe image {path}: {exc}", hint="raise the limit with --max-image-pixels N"
+        ) from None
     except UnidentifiedImageError:
         raise ProbeError(f"cannot read probe image {path}: not an image Pillow recognises") from None
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+    except MemoryError:
+        raise ProbeError(f"cannot read probe image {path}: not enough memory to decode it") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ProbeError(f"cannot read probe image {path}: {exc}") from exc
+    except Exception as exc:  # malformed files make decoders raise struct.error, IndexError, ...
+        raise ProbeError(f"cannot read probe image {path}: {type(exc).__name__}: {exc} (a damaged file?)") from exc
+
+
+@contextlib.contextmanager
+def _opened_image(path: str, pixel_limit: int | None = None) -> Any:
+    """``Image.open`` under this module's pixel limit instead of Pillow's 179 MP.
+
+    With no *pixel_limit* (reading a header, whose size the caller compares with
+    ``--max-image-pixels`` itself) Pillow's guard is off; with one, Pillow refuses any frame
+    or tile it meets while decoding (GIF frames, TIFF tiles) above that limit.
+    """
+    from PIL import Image
+
+    with _decoder_errors(path), _PILLOW_GUARD, warnings.catch_warnings():
+        # Pillow warns at half its error size; the limit is ours, and a warning is no answer.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None if pixel_limit is None else -(-pixel_limit // 2)  # errors above 2x
+        try:
+            with Image.open(path) as opened:
+                yield opened
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _read_header(path: str, pixel_limit: int) -> _ImageHeader:
+    """Open *path* for its size and mode only, and refuse it when it has too many pixels."""
+    with _opened_image(path) as opened:
+        width, height = (int(v) for v in opened.size)
+        mode = opened.mode
+        # getexif() of a PNG without the tag in its header decodes the pixels: only when it is there
+        orientation = opened.getexif().get(0x0112, 1) if "exif" in opened.info else 1
+    if width * height > pixel_limit:
+        raise ProbeError(
+            f"probe image {path} is {width}×{height} ({width * height / 1e6:.1f} megapixels), "
+            f"more than the limit of {pixel_limit:,} pixels",
+            hint=f"raise it with --max-image-pixels {width * height} if the image is meant to be this large",
+        )
+    grey = mode in _GREY_MODES or mode.startswith("I;16")
+    return _ImageHeader(path, width, height, 1 if grey else 3, orientation if isinstance(orientation, int) else 1)
+
+
+# EXIF orientation -> the transpose that shows the image upright (what ImageOps.exif_transpose does)
+_ORIENTATIONS = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
+                 6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def _read_image(
+    header: _ImageHeader,
+    notes: list[str],
+    goal: tuple[int, int] | None = None,
+    resize: str = "crop",
+    pixel_limit: int = MAX_IMAGE_PIXELS,
+) -> tuple[int, np.ndarray, bool]:
+    """Decode one image to ``(colour_channels, H×W×(colour[+alpha]) float32 in [0, 1], shrunk)``.
+
+    An image above :data:`LARGE_IMAGE_PIXELS` headed for a known *goal* size is shrunk while
+    it is decoded (``shrunk`` is then true): JPEG's DCT scaling, then Pillow's box filter
+    (``Image.reduce``) on the 8-bit pixels, each keeping at least :data:`_SHRINK_MARGIN` times what the final
+    antialiased resize needs, so only the reduced image ever becomes floats.
+    """
+    from PIL import Image
+
+    path = header.path
+    with _opened_image(path, pixel_limit) as opened:
+        frames = int(getattr(opened, "n_frames", 1) or 1)
+        opened.seek(0)
+        orientation = opened.getexif().get(0x0112, 1)
+        swapped = orientation in (5, 6, 7, 8)
+        need = None
+        if goal is not None and header.pixels > LARGE_IMAGE_PIXELS:
+            shown = (header.width, header.height) if swapped else (header.height, header.width)
+            need_h, need_w = _cover_size(shown, goal, resize)
+            need = (need_w, need_h) if swapped else (need_h, need_w)  # as stored: (H, W)
+        if need is not None and opened.format == "JPEG":
+            # DCT scaling by 1/2 .. 1/8, to no less than the margin asks
+            opened.draft(opened.mode, (_SHRINK_MARGIN * need[1], _SHRINK_MARGIN * need[0]))
+        opened.load()
+        shrunk = opened.size != (header.width, header.height)
+        image = opened
+        if need is not None:
+            image, reduced = _box_reduce(opened, need)
+            shrunk = shrunk or reduced
+        method = _ORIENTATIONS.get(orientation)
+        if method is not None:
+            image = image.transpose(getattr(Image.Transpose, method))
+        if image is not opened:
+            opened.close()  # frees the full-size decode before the floats are made
+        colour, array = _to_float(image, path, notes)
     name = os.path.basename(path)
     if frames > 1:
         notes.append(f"used the first of {frames} frames of {name}")
     if orientation not in (1, None):
         notes.append(f"applied the EXIF orientation of {name}")
-    return colour, array
+    return colour, array, shrunk
+
+
+def _cover_size(shown: tuple[int, int], goal: tuple[int, int], resize: str) -> tuple[int, int]:
+    """The (H, W) :func:`_resize` scales a *shown*-sized image to before cropping to *goal*."""
+    height, width = goal
+    h, w = shown
+    if resize == "stretch":
+        return height, width
+    scale = max(height / h, width / w)
+    return max(height, round(h * scale)), max(width, round(w * scale))
+
+
+#: A large image is shrunk in Pillow to no less than this many times the size the final
+#: antialiased resize makes: against that resize at full size, a real photo then differs by
+#: 0.4/255 on average (2x: 1.5/255), and the floats held stay small (a 224 target: <40 MB).
+_SHRINK_MARGIN = 4
+
+
+def _box_reduce(image: Any, need: tuple[int, int]) -> tuple[Any, bool]:
+    """Shrink a decoded image by a whole factor with Pillow's box filter, to no less than
+    :data:`_SHRINK_MARGIN` times *need* (H, W) on either side; modes the filter cannot
+    average are converted first. The box is centred on whole multiples of the factor (the
+    few pixels left over are trimmed evenly), so no edge pixel is a partial average."""
+    width, height = image.size
+    factor = min(width // (_SHRINK_MARGIN * need[1]), height // (_SHRINK_MARGIN * need[0]))
+    if factor < 2:
+        return image, False
+    mode = image.mode
+    if mode == "1":
+        image = image.convert("L")
+    elif mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode == "PA":
+        image = image.convert("RGBA")
+    elif mode.startswith("I;16"):
+        image = image.convert("I")
+    elif mode not in ("L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F"):
+        image = image.convert("RGB")  # CMYK, YCbCr, LAB, HSV: averaged in RGB, as shown
+    left, top = (width % factor) // 2, (height % factor) // 2
+    box = (left, top, left + width // factor * factor, top + height // factor * factor)
+    return image.reduce(factor, box=box), True
 
 
 def _to_float(image: Any, path: str, notes: list[str]) -> tuple[int, np.ndarray]:
