@@ -18,13 +18,15 @@ from typing import Any, Callable
 import click
 
 from . import __version__
-from .errors import CnnReportError, ForwardError, HealthCheckFailed, OptionError
+from .errors import CnnReportError, ForwardError, HealthCheckFailed, OptionError, terminal_safe
 
 EXIT_USAGE = 2
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"cnnreport: error: {message}", err=True)
+    # Messages carry layer names, keys and paths from the user's files: no raw control
+    # characters may reach the terminal (one_line() escapes too; this covers every caller).
+    click.echo(f"cnnreport: error: {terminal_safe(message)}", err=True)
     sys.exit(code)
 
 
@@ -219,7 +221,7 @@ def _run(
             where = partial_path(output)
             exc.report.write_html(where)
             click.echo(f"cnnreport: error: {exc.one_line()}", err=True)
-            click.echo(f"cnnreport: wrote a partial report of what ran to {where}", err=True)
+            click.echo(terminal_safe(f"cnnreport: wrote a partial report of what ran to {where}"), err=True)
             sys.exit(exc.exit_code)
         raise
     _write_outputs(report, output, kwargs.get("json_path"), kwargs.get("markdown"))
@@ -229,8 +231,10 @@ def _run(
         probes = report.probe_count
         shown = f" ({len(report.probes)} shown)" if probes > len(report.probes) else ""
         click.echo(
-            f"wrote {output} ({size:.1f} MB): {len(report.sections)} layer sections, {probes} probes{shown}, "
-            f"{counts['error']} errors, {counts['warning']} warnings",
+            terminal_safe(
+                f"wrote {output} ({size:.1f} MB): {len(report.sections)} layer sections, {probes} probes{shown}, "
+                f"{counts['error']} errors, {counts['warning']} warnings"
+            ),
             err=True,
         )
     _gate(report, kwargs.get("fail_on"))
