@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 from html.parser import HTMLParser
 from pathlib import Path
 
