@@ -20,7 +20,7 @@ import click
 
 from . import __version__
 from .cli_extra import MAX_IMAGE_PIXELS_HELP
-from .errors import CnnReportError, ForwardError, HealthCheckFailed, Interrupted, OptionError
+from .errors import CnnReportError, ForwardError, HealthCheckFailed, Interrupted, OptionError, terminal_safe
 
 EXIT_USAGE = 2
 #: Exit status of a run ended by a signal: 128 + the signal's number, as a shell reports it.
@@ -28,7 +28,9 @@ EXIT_SIGNAL_BASE = 128
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"cnnreport: error: {message}", err=True)
+    # Messages carry layer names, keys and paths from the user's files: no raw control
+    # characters may reach the terminal (one_line() escapes too; this covers every caller).
+    click.echo(f"cnnreport: error: {terminal_safe(message)}", err=True)
     sys.exit(code)
 
 
@@ -267,7 +269,7 @@ def write_partial(exc: ForwardError, plan: Any) -> None:
     except CnnReportError as write_error:
         _fail(f"{exc.one_line()}; the partial report {where} could not be written either: {write_error.one_line()}", exc.exit_code)
     click.echo(f"cnnreport: error: {exc.one_line()}", err=True)
-    click.echo(f"cnnreport: wrote a partial report of what ran to {where}", err=True)
+    click.echo(terminal_safe(f"cnnreport: wrote a partial report of what ran to {where}"), err=True)
     sys.exit(exc.exit_code)
 
 
@@ -418,8 +420,10 @@ def _run(
         probes = report.probe_count
         shown = f" ({len(report.probes)} shown)" if probes > len(report.probes) else ""
         click.echo(
-            f"wrote {output} ({size:.1f} MB): {len(report.sections)} layer sections, {probes} probes{shown}, "
-            f"{counts['error']} errors, {counts['warning']} warnings",
+            terminal_safe(
+                f"wrote {output} ({size:.1f} MB): {len(report.sections)} layer sections, {probes} probes{shown}, "
+                f"{counts['error']} errors, {counts['warning']} warnings"
+            ),
             err=True,
         )
     _gate(report, kwargs.get("fail_on"))

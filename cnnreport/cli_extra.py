@@ -200,37 +200,53 @@ def diff(**kw: Any) -> None:
         size = Path(kw["output"]).stat().st_size / 1e6
         top = report.weight_changes[0] if report.weight_changes else None
         biggest = f"; largest weight change {top.name} {top.relative * 100:.2f}%" if top and top.relative is not None else ""
+        from .errors import terminal_safe  # layer names come from the models
+
         click.echo(
-            f"wrote {kw['output']} ({size:.1f} MB): {len(report.architecture)} modules changed, "
-            f"{report.predictions_changed} of {len(report.predictions)} top-1 predictions changed{biggest}",
+            terminal_safe(
+                f"wrote {kw['output']} ({size:.1f} MB): {len(report.architecture)} modules changed, "
+                f"{report.predictions_changed} of {len(report.predictions)} top-1 predictions changed{biggest}"
+            ),
             err=True,
         )
 
 
 @click.command("verify")
-@click.argument("report", type=click.Path(dir_okay=False))
-@click.option("--weights", required=True, type=click.Path(dir_okay=False), metavar="CKPT", help="Checkpoint the report should have been made from.")
+@click.argument("report", metavar="REPORT")
+@click.option("--weights", required=True, metavar="CKPT", help="Checkpoint the report should have been made from.")
+@click.option("--weights-key", metavar="KEY", help="Key of the state dict inside the checkpoint, as given to generate (e.g. ema).")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow unpickling a whole model object to read its tensors (runs code from the file: only for files you trust).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on a match; only the exit status tells.")
 @click.option("--debug", is_flag=True, help="Show the full traceback on error.")
 @_handled
-def verify(report: str, weights: str, quiet: bool, debug: bool) -> None:
-    """Check that REPORT (HTML or JSON, a report or a diff) was made from the checkpoint CKPT.
+def verify(report: str, weights: str, weights_key: str | None, trust_checkpoint: bool, quiet: bool, debug: bool) -> None:
+    """Check that REPORT (an HTML report or its JSON view; a report or a diff) was made from
+    the checkpoint CKPT: the tensors in CKPT must have the model fingerprint the report records.
 
-    Exit status 0 when it was (same file, or the same tensors re-saved); 1 with a one-line
-    reason when it was not; 2 when the report or checkpoint cannot be read.
+    \b
+    Exit status:
+      0  match: the same tensors (and the message says whether it is the very same file)
+      1  no match: other tensors; the reason names what the report records
+      2  the report cannot vouch: unreadable, malformed, two provenance blocks, a block the
+         browser would not read, or a report that contradicts itself or the file; or CKPT
+         cannot be read
+
+    It checks consistency, not authorship: anyone who can edit a report can recompute its
+    hashes. A Markdown view carries no provenance.
 
     \b
     Example:
       cnnreport verify archive/report.html --weights archive/epoch12.pt
     """
+    from .errors import terminal_safe
     from .provenance import verify_report
 
-    result = verify_report(report, weights)
+    result = verify_report(report, weights, weights_key=weights_key, trust_checkpoint=trust_checkpoint)
     if result.ok:
         if not quiet:
-            click.echo(f"cnnreport: {result.message}")
+            click.echo(terminal_safe(f"cnnreport: {result.message}"))
         return
-    click.echo(f"cnnreport: error: {result.message}", err=True)
+    click.echo(terminal_safe(f"cnnreport: error: {' '.join(result.message.split())}"), err=True)
     sys.exit(1)
 
 

@@ -7,7 +7,26 @@ Messages name the thing to fix: the file, the layer, the shape or the option.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# What a terminal would act on instead of printing: C0 and C1 controls (ESC starts colour,
+# cursor and title sequences, BEL rings, CR overwrites the line, 0x9b is a one-byte CSI), DEL,
+# and the bidirectional overrides and isolates that reorder the text around them.
+_TERMINAL_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every control character and bidi control shown as an escape (``\\x1b``,
+    ``\\u202e``), so a layer name, checkpoint key or path from a file cannot drive the
+    terminal it is printed to. Idempotent: printable text, backslashes included, is unchanged.
+    """
+    return _TERMINAL_UNSAFE.sub(_escape_char, str(text))
 
 
 class CnnReportError(Exception):
@@ -21,11 +40,12 @@ class CnnReportError(Exception):
         self.hint = hint
 
     def one_line(self) -> str:
-        """The message and hint folded into one line, as the CLI prints it."""
-        text = " ".join(self.message.split())
+        """The message and hint folded into one line, as the CLI prints it: whitespace runs
+        become one space, other control characters become escapes (:func:`terminal_safe`)."""
+        text = " ".join(str(self.message).split())
         if self.hint:
-            text += " (" + " ".join(self.hint.split()) + ")"
-        return text
+            text += " (" + " ".join(str(self.hint).split()) + ")"
+        return terminal_safe(text)
 
 
 class ModelSpecError(CnnReportError):
@@ -60,6 +80,11 @@ class ForwardError(CnnReportError):
     def __init__(self, message: str, *, hint: str | None = None, report: Any = None) -> None:
         super().__init__(message, hint=hint)
         self.report = report
+
+
+class ProvenanceError(OptionError):
+    """A report's provenance cannot vouch for anything: missing, malformed, hidden where the
+    browser would not read it, given twice, or contradicting the rest of the report."""
 
 
 class HealthCheckFailed(CnnReportError):

@@ -7,6 +7,9 @@ the wheel maps to ``cnnreport/templates``; both places are searched.
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
 import json
 import math
 import os
@@ -180,6 +183,41 @@ FILTERS: dict[str, Callable[..., str]] = {
 }
 
 
+# -- the page's own scripts -------------------------------------------------------------------
+# The pages' Content-Security-Policy lets a script run only when its text hashes to one of
+# these files, so nothing that ever slipped past escaping can run. A template writes a script
+# as ``<script>{{ inline_script("script.js") }}</script>``: the element's text is then exactly
+# the file's, the text the hash was computed over.
+
+#: The inline scripts a page may run, by file name in ``templates/``.
+PAGE_SCRIPTS = ("script.js", "graph.js")
+
+
+@functools.lru_cache(maxsize=None)
+def _script_text(name: str) -> str:
+    if name not in PAGE_SCRIPTS:
+        raise OutputError(f"template asks for script {name!r}, which is not one of the page scripts {PAGE_SCRIPTS}")
+    text = (template_dir() / name).read_text(encoding="utf-8")
+    # Either would end or re-nest the <script> element early, so the browser's text would
+    # differ from the hashed one (and the page's script would be refused).
+    lowered = text.lower()
+    if "</script" in lowered or "<!--" in lowered:
+        raise OutputError(f"templates/{name} contains '</script' or '<!--'; split the string so the page script stays one element")
+    return text
+
+
+def inline_script(name: str) -> Markup:
+    """The text of one of :data:`PAGE_SCRIPTS`, for the inside of a ``<script>`` element."""
+    return Markup(_script_text(name))
+
+
+@functools.lru_cache(maxsize=None)
+def script_src() -> Markup:
+    """The CSP ``script-src`` sources: ``'sha256-…'`` of each page script's UTF-8 text."""
+    hashes = (base64.b64encode(hashlib.sha256(_script_text(n).encode("utf-8")).digest()).decode("ascii") for n in PAGE_SCRIPTS)
+    return Markup(" ".join(f"'sha256-{h}'" for h in hashes))
+
+
 def make_environment(directory: Path | None = None) -> jinja2.Environment:
     """The one Jinja2 environment: autoescape on for everything, undefined names are errors."""
     env = jinja2.Environment(
@@ -191,6 +229,7 @@ def make_environment(directory: Path | None = None) -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters.update(FILTERS)
+    env.globals.update(inline_script=inline_script, script_src=script_src)
     env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": True}
     return env
 
@@ -225,12 +264,26 @@ class MarkdownText(str):
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&@$#])")
 
 
+# GitHub turns plain text into links in two places: cmark-gfm's autolink extension while
+# parsing (``www.`` + domain, ``http(s)://``, ``mailto:``/``xmpp:``, ``user@host.tld``; GFM spec,
+# "Autolinks (extension)"), and filters over the rendered HTML (``@user`` mentions, ``#12`` and
+# ``GH-12`` references, e-mail addresses again). The second pass sees text after Markdown
+# escapes are gone, so a backslash cannot stop it. A WORD JOINER (U+2060: invisible, no line
+# break) placed inside each trigger does: after a scheme's ``:`` before ``/`` or a letter (``https://``,
+# ``mailto:``), between ``www`` and its dot, after ``@`` and ``#``, and inside ``GH-``.
+WORD_JOINER = "\u2060"
+_MD_AUTOLINK = re.compile(r"(?<=[A-Za-z]:)(?=[/\w])|(?<=[@#])|(?<=(?<![^\W_])[wW]{3})(?=\\?\.)|(?<=\b[gG][hH])(?=-)")
+
+
 def md_escape(value: Any) -> MarkdownText:
-    """Plain text for a Markdown line or table cell: specials escaped, newlines as spaces."""
+    """Plain text for a Markdown line or table cell: specials escaped, newlines as spaces,
+    and every autolink or mention trigger broken by an invisible WORD JOINER, so text from a
+    model or a label never becomes a link, a mention or markup on GitHub."""
     if isinstance(value, MarkdownText):
         return value
     text = " ".join(str(value).splitlines())
-    return MarkdownText(_MD_SPECIAL.sub(r"\\\1", text))
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    return MarkdownText(_MD_AUTOLINK.sub(WORD_JOINER, text))
 
 
 def md_code(value: Any) -> MarkdownText:

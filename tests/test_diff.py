@@ -286,12 +286,13 @@ def test_markdown_view_lists_the_biggest_changes_and_escapes_names():
         new.head.bias.copy_(torch.nn.functional.one_hot(torch.tensor(forced), 3).float() * 50)
     d = quick_diff(old, new, old_label="main|v1", new_label="pr @someone")
     md = render_diff_markdown(d)
-    assert md.startswith("## Net: main|v1 → pr @someone".replace("|", "\\|").replace("@", "\\@"))
+    # "@" escaped and followed by a WORD JOINER, so GitHub notifies nobody (test_markdown.py).
+    assert md.startswith("## Net: main|v1 → pr @someone".replace("|", "\\|").replace("@", "\\@\u2060"))
     assert "### Biggest weight changes" in md
     assert re.search(r"\| `conv2` \| Conv2d \| \d+\.\d\d% \| █", md)
     assert "### Predictions that changed" in md
     assert "&lt;" not in md and "&#" not in md  # not HTML-escaped: GitHub would show entities
-    assert "\\@someone" in md  # no accidental mention
+    assert "\\@\u2060someone" in md and "@someone |" not in md  # no accidental mention
     assert len(md) < 65_000
 
 

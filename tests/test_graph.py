@@ -709,15 +709,12 @@ def test_layout_of_a_hand_made_graph_and_crossing_count():
 
 def test_graph_partial_renders_both_views_and_escapes():
     from html.parser import HTMLParser
-    from pathlib import Path
 
-    import jinja2
+    from cnnreport.render import make_environment
 
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).resolve().parents[1] / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
+    # The page's environment (autoescape, strict undefined, and the inline_script global the
+    # partial writes its script with, so the CSP hash matches).
+    env = make_environment()
     _, g, _ = record(hostile_model(), torch.randn(1, 3, 6, 6))
     collapsed, full = build_graph_views(g, link_sections=set(), node_budget=2)
     assert collapsed != full

@@ -82,7 +82,8 @@ def test_markdown_is_escaped_for_markdown_not_html(report):
 
 
 def test_escape_helpers():
-    assert md_escape("a|b *c* _d_ [x](y) <s> @me #1 $x$ \\") == "a\\|b \\*c\\* \\_d\\_ \\[x\\](y) \\<s\\> \\@me \\#1 \\$x\\$ \\\\"
+    wj = "\u2060"  # WORD JOINER: breaks GitHub's mention and reference filters (see below)
+    assert md_escape("a|b *c* _d_ [x](y) <s> @me #1 $x$ \\") == f"a\\|b \\*c\\* \\_d\\_ \\[x\\](y) \\<s\\> \\@{wj}me \\#{wj}1 \\$x\\$ \\\\"
     assert md_escape("two\nlines") == "two lines"
     assert md_code("features.0") == "`features.0`"
     assert md_code("a`b") == "``a`b``"
@@ -132,3 +133,89 @@ def test_generate_report_writes_markdown(tmp_path):
     generate_report(Small().eval(), PROBES, output=None, markdown=str(out), progress=False, attributions=False, graph=False)
     text = out.read_text(encoding="utf-8")
     assert text.startswith("## Small report\n") and "### Alerts" in text
+
+
+# -- links GitHub would make of plain text -------------------------------------------------------
+# GitHub renders Markdown with cmark-gfm (its autolink extension links www., http(s)://,
+# mailto:/xmpp: and e-mail addresses while parsing), then runs filters over the HTML's text
+# (@mentions, #12 / GH-12 references, e-mails again), where Markdown escapes are already gone.
+# The first is checked by rendering through cmarkgfm, GitHub's own C library; the second by
+# the patterns those filters match, written out here from GitHub's documentation.
+
+HOSTILE = [
+    "https://evil.example/x",
+    "see http://evil.example",
+    "www.evil.example",
+    "(www.evil.example/path)",
+    "WWW.EVIL.EXAMPLE",
+    "mailto:boss@evil.example",
+    "xmpp:boss@evil.example",
+    "boss@evil.example",
+    "@octocat",
+    "@org/team",
+    "#12",
+    "GH-12",
+    "owner/repo#12",
+    "<https://evil.example>",
+    "[click](https://evil.example)",
+]
+# What GitHub's HTML-time filters match in text (mentions, issue references, e-mails, and the
+# www/http autolinks it applies outside comments).
+HTML_TIME = re.compile(
+    r"(?<![\w`])@[a-z0-9][a-z0-9-]*"
+    r"|(?<![\w&])#\d+|[\w.-]+/[\w.-]+#\d+"
+    r"|\bGH-\d+"
+    r"|[\w.+-]+@[a-z0-9-]+\.[a-z]"
+    r"|\bwww\.[a-z0-9-]"
+    r"|\b(?:https?|ftp|mailto|xmpp):/*[a-z0-9]",
+    re.IGNORECASE,
+)
+
+
+def github_html(md: str) -> str:
+    cmarkgfm = pytest.importorskip("cmarkgfm", reason="cmarkgfm is not installed (pip install -e '.[test]')")
+    return cmarkgfm.github_flavored_markdown_to_html(md)
+
+
+def visible_text(html: str) -> str:
+    """The text GitHub's filters look at: code spans and blocks are skipped, as they skip them."""
+    import html as html_lib
+
+    html = re.sub(r"<code>.*?</code>", " ", html, flags=re.S)
+    return html_lib.unescape(re.sub(r"<[^>]+>", " ", html))
+
+
+def test_the_checks_below_see_links_in_unescaped_text():
+    # Without escaping every hostile string becomes a link or a mention: the checks can fail.
+    html = github_html("\n\n".join(HOSTILE))
+    assert html.count("<a ") >= 9
+    assert all(HTML_TIME.search(visible_text(github_html(t))) for t in HOSTILE if not t.startswith("["))
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_md_escape_leaves_no_link_for_github_to_make(text):
+    escaped = md_escape(text)
+    html = github_html(f"| cell |\n|---|\n| {escaped} |\n\ntext {escaped} here\n")
+    assert "<a " not in html, html
+    assert not HTML_TIME.search(visible_text(html)), visible_text(html)
+    # What a reader sees is the text itself: the joiners are invisible.
+    assert text in visible_text(html).replace("\u2060", "")
+
+
+def test_titles_class_names_and_diff_labels_render_as_text_on_github():
+    from cnnreport.diff import diff_reports, render_diff_markdown
+    from cnnreport.pipeline import make_options
+
+    torch.manual_seed(0)
+    model = Small().eval()
+    names = ["https://evil.example/x", "www.evil.example", "@octocat"]
+    rep = build_report(model, PROBES, progress=False, attributions=False, graph=False, title="net at www.evil.example by @octocat", class_names=names)
+    torch.manual_seed(1)
+    other = Small().eval()
+    diff = diff_reports(model, other, PROBES, options=make_options(None, progress=False), class_names=names, old_label="https://evil.example/old", new_label="boss@evil.example #12")
+    for md in (render_markdown(rep), render_diff_markdown(diff)):
+        html = github_html(md)
+        assert "<a " not in html, [line for line in html.splitlines() if "<a " in line]
+        found = HTML_TIME.findall(visible_text(html))
+        assert found == [], found
+    assert "evil.example" in render_diff_markdown(diff)  # the labels are shown, as text
