@@ -299,7 +299,7 @@ def probe_option_rules(kwargs: dict[str, Any], probe_paths: list[str], *, weight
     """Rules of :func:`refuse_inapplicable` for the model and probe options of ``generate``/``diff``."""
     return [
         ("input_size", bool(probe_paths), "sets a synthetic input, but probes are given and would be used instead: drop --input-size or the probes"),
-        ("resize", not kwargs.get("image_size"), "chooses how --image-size resizes, but no --image-size is given"),
+        ("resize", not kwargs.get("image_size"), "says how --image-size resizes; without --image-size H W nothing is resized"),
         ("recursive", not probe_paths, "looks for probes in sub-folders, but no probe folder is given"),
         ("weights_key", not weights_given, "chooses the state dict inside a checkpoint, but no checkpoint (--weights) is given"),
         ("image_size", not probe_paths, "resizes probe images, but no --probes are given"),
