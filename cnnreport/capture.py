@@ -99,7 +99,9 @@ def model_left_as_it_was(model: nn.Module) -> Iterator[ModelSnapshot]:
 
     Every :func:`preserved_model_state` of the same model inside the block restores to this
     one snapshot instead of taking its own: each forward pass (torchinfo's, the capture's,
-    saliency's) starts from the model as it was given, for the price of one copy.
+    saliency's) starts from the model as it was given, for the price of one copy. Run the
+    model inside the block only within :func:`preserved_model_state` (or set the snapshot's
+    ``dirty``): the final comparison is skipped when those blocks already restored it.
     """
     outer = _open_snapshot(model)
     snapshot = outer or ModelSnapshot(model)
@@ -108,7 +110,8 @@ def model_left_as_it_was(model: nn.Module) -> Iterator[ModelSnapshot]:
         yield snapshot
     finally:
         _OPEN_SNAPSHOTS.reset(token)
-        snapshot.restore()
+        if snapshot.dirty:
+            snapshot.restore()
 
 
 @contextlib.contextmanager
@@ -133,6 +136,7 @@ def preserved_model_state(model: nn.Module, *, freeze: bool = True) -> Iterator[
         numpy_rng=np.random.get_state(),
         python_rng=random.getstate(),
     )
+    snapshot.dirty = True
     try:
         with compiled_code_runs_eagerly():
             model.eval()

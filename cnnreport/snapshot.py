@@ -31,6 +31,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -62,6 +63,31 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and torch.equal(_bits(a), _bits(b))
 
 
+#: Elements compared at a time: bounds the boolean temporary of a comparison.
+_CHUNK = 1 << 20
+
+
+def _numpy_bits(t: torch.Tensor) -> np.ndarray | None:
+    """A numpy view of a CPU tensor's bits, or None where numpy cannot hold them. On CPU,
+    numpy compares and copies these several times faster than torch's per-call overhead
+    allows for a model's hundreds of small tensors, and as fast for the large ones."""
+    if t.device.type != "cpu" or t.is_conj() or t.is_neg():
+        return None
+    try:
+        return _bits(t.detach()).numpy()
+    except (TypeError, RuntimeError):  # a dtype numpy lacks
+        return None
+
+
+def _equal_arrays(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape != b.shape:
+        return False
+    if a.size <= _CHUNK or not (a.flags.c_contiguous and b.flags.c_contiguous):
+        return bool(np.array_equal(a, b))
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    return all(np.array_equal(fa[i : i + _CHUNK], fb[i : i + _CHUNK]) for i in range(0, fa.size, _CHUNK))
+
+
 def _geometry(t: torch.Tensor) -> tuple[Any, ...]:
     return (t.data_ptr(), t.dtype, t.device, tuple(t.shape), t.stride(), t.storage_offset())
 
@@ -80,13 +106,26 @@ class _SavedTensor:
     geometry: tuple[Any, ...]
     version: int | None
     copy: torch.Tensor  # its values as they were
+    live_bits: np.ndarray | None = None  # numpy views of the alias's and the copy's bits (CPU)
+    copy_bits: np.ndarray | None = None
+
+    def unchanged(self) -> bool:
+        if self.live_bits is not None and self.copy_bits is not None:
+            return _equal_arrays(self.live_bits, self.copy_bits)
+        return same_bits(self.tensor, self.copy)
 
 
 @dataclass
 class _SavedModule:
     module: nn.Module
     attributes: dict[str, Any] | None  # None: a lazy or TorchScript module, left as it is
-    contents: dict[str, Any]  # attribute name -> copy of a container's contents
+    # (attribute name, the container, a copy of its contents, whether a pass sets it itself)
+    contents: list[tuple[str, Any, list[Any], bool]]
+
+
+def _set_by_the_pass(name: str) -> bool:
+    """Attributes a pass itself changes and puts back itself: train flags and hooks."""
+    return name == "training" or "hooks" in name
 
 
 def _is_lazy(module: nn.Module) -> bool:
@@ -116,6 +155,8 @@ class ModelSnapshot:
                     self._save_tensor(p.grad)
         #: True while every tensor of the model was copied: the fingerprint can come from here.
         self.complete = not any(_is_lazy(m) for m in model.modules())
+        #: Whether model code may have run since the last full restore (set by who runs it).
+        self.dirty = False
         self._frozen: dict[str, Any] | None = None
 
     # -- taking ------------------------------------------------------------------------------
@@ -130,23 +171,23 @@ class ModelSnapshot:
     @staticmethod
     def _save_module(module: nn.Module) -> _SavedModule:
         if _is_lazy(module) or isinstance(module, torch.jit.ScriptModule):
-            return _SavedModule(module, None, {})
+            return _SavedModule(module, None, [])
         attributes = dict(vars(module))
-        contents = {}
+        contents = []
         for name, value in attributes.items():
             if type(value) in (dict, OrderedDict):
-                contents[name] = list(value.items())
+                contents.append((name, value, list(value.items()), _set_by_the_pass(name)))
             elif type(value) in (list, set):
-                contents[name] = list(value)
+                contents.append((name, value, list(value), _set_by_the_pass(name)))
         return _SavedModule(module, attributes, contents)
 
     def _save_tensor(self, tensor: torch.Tensor) -> None:
         if not _has_values(tensor):
             return
         alias = tensor.detach()
-        self.tensors.append(
-            _SavedTensor(tensor, alias, _geometry(tensor), _version(tensor), alias.clone(memory_format=torch.preserve_format))
-        )
+        saved = _SavedTensor(tensor, alias, _geometry(tensor), _version(tensor), alias.clone(memory_format=torch.preserve_format))
+        saved.live_bits, saved.copy_bits = _numpy_bits(alias), _numpy_bits(saved.copy)
+        self.tensors.append(saved)
 
     @property
     def nbytes(self) -> int:
@@ -189,18 +230,23 @@ class ModelSnapshot:
             for s in self.tensors:
                 if _geometry(s.tensor) != s.geometry:
                     s.tensor.data = s.alias  # ``p.data = other`` swapped its storage: the original back
-                if _version(s.tensor) != s.version or not same_bits(s.tensor, s.copy):
+                if _version(s.tensor) != s.version or not s.unchanged():
                     self._write(s)
                     written += 1
                 s.version = _version(s.tensor)
             for p, grad in self.grads:
                 if p.grad is not grad:
                     p.grad = grad
+        if not between_passes:
+            self.dirty = False
         return written
 
     @staticmethod
     def _write(s: _SavedTensor) -> None:
-        target = s.tensor.data  # writes behind autograd: no version bump on the user's tensor
+        if s.live_bits is not None and s.copy_bits is not None:
+            np.copyto(s.live_bits, s.copy_bits)  # behind autograd: no version bump on the user's tensor
+            return
+        target = s.tensor.data  # behind autograd, likewise
         if s.tensor.is_inference():
             with torch.inference_mode():
                 target.copy_(s.copy)
@@ -211,31 +257,35 @@ class ModelSnapshot:
     def _restore_module(saved: _SavedModule, between_passes: bool) -> None:
         live = vars(saved.module)
         before = saved.attributes or {}
-
-        def skip(name: str) -> bool:
-            return between_passes and (name == "training" or "hooks" in name)
-
-        for name in [n for n in live if n not in before and not skip(n)]:
-            del live[name]  # added by the forward
-        for name, value in before.items():
-            if not skip(name) and live.get(name, _MISSING) is not value:
-                live[name] = value  # reassigned or deleted by the forward
-        for name, items in saved.contents.items():
-            if skip(name):
+        if len(live) != len(before) or any(live.get(k, _MISSING) is not v for k, v in before.items()):
+            for name in [n for n in live if n not in before]:
+                if not (between_passes and _set_by_the_pass(name)):
+                    del live[name]  # added by the forward
+            for name, value in before.items():
+                if live.get(name, _MISSING) is not value and not (between_passes and _set_by_the_pass(name)):
+                    live[name] = value  # reassigned or deleted by the forward
+        for name, container, items, by_the_pass in saved.contents:
+            if (between_passes and by_the_pass) or (not items and not container):
                 continue
-            container = live[name]
-            if type(container) in (dict, OrderedDict):
-                current = list(container.items())
-                if len(current) != len(items) or any(k is not k0 or v is not v0 for (k, v), (k0, v0) in zip(current, items)):
-                    container.clear()
-                    container.update(items)
-            elif type(container) is list:
-                if len(container) != len(items) or any(v is not v0 for v, v0 in zip(container, items)):
-                    container[:] = items
-            elif type(container) is set:
+            if type(container) is set:
                 if len(container) != len(items) or any(v not in container for v in items):
                     container.clear()
                     container.update(items)
+                continue
+            current = list(container.items()) if type(container) is not list else container
+            if len(current) != len(items) or any(_changed(now, then) for now, then in zip(current, items)):
+                if type(container) is list:
+                    container[:] = items
+                else:
+                    container.clear()
+                    container.update(items)
+
+
+def _changed(now: Any, then: Any) -> bool:
+    """By identity: a list's item, or a dict's (key, value) pair."""
+    if type(now) is tuple and type(then) is tuple and len(now) == len(then) == 2:
+        return now[0] is not then[0] or now[1] is not then[1]
+    return now is not then
 
 
 _MISSING = object()
