@@ -1,6 +1,6 @@
 """What leaving the model as it was costs: the snapshot of a ResNet-50 (issue 14, item 4).
 
-    python benchmarks/bench_snapshot.py            # snapshot, restores, fingerprint, report overhead
+    python benchmarks/bench_snapshot.py            # snapshot, restores, fingerprint, share of a report
     python benchmarks/bench_snapshot.py --quick    # the small ResNet, 2 probes
 
 Every report copies the model's parameters, buffers and gradients once before its first
@@ -9,8 +9,8 @@ each pass (torchinfo's, each capture batch, saliency), writing back only what di
 Printed: the bytes copied and the resident memory they add, the first copy (cold pages, as in
 a report) and a repeated one, a restore that finds nothing changed (the common case: one
 comparison of every tensor), a restore after a train-mode forward moved every BatchNorm's
-statistics, hashing the frozen state for the fingerprint, and a whole ``build_report`` with
-the snapshot and with it replaced by a no-op (medians, alternating).
+statistics, hashing the frozen state for the fingerprint, and the time a whole
+``build_report`` spends taking and restoring, against its wall time.
 """
 
 from __future__ import annotations
@@ -88,33 +88,41 @@ def main() -> None:
     print(f"fingerprint of the frozen state (SHA-256, in the report's thread pool): {median_ms(lambda: state_dict_fingerprint(frozen), max(1, args.repeat // 2))}")
     del snap, frozen
 
-    class NoSnapshot:
-        """What the report did before: nothing copied, nothing compared."""
+    # Inside a report: the time spent taking and restoring, summed, against the report's wall
+    # time (a difference of two noisy report timings would drown it on a shared machine).
+    spent = {"take": 0.0, "restore": 0.0, "restores": 0}
+    take, restore = snapshot.ModelSnapshot.__init__, snapshot.ModelSnapshot.restore
 
-        def __init__(self, model: torch.nn.Module) -> None:
-            self.model, self.dirty, self.complete = model, False, False
+    def timed_take(self: Any, *a: Any, **k: Any) -> None:
+        start = time.perf_counter()
+        take(self, *a, **k)
+        spent["take"] += time.perf_counter() - start
 
-        def restore(self, **_: Any) -> int:
-            return 0
-
-        def frozen_state_dict(self) -> None:
-            return None
-
-    def report() -> None:
-        build_report(model, probes, progress=False)
-
-    report()  # warm-up: imports, allocator
-    with_snapshot, without = [], []
-    for _ in range(max(3, args.repeat // 2 + 1)):
-        with_snapshot.append(timed(report)[0])
-        capture.ModelSnapshot = NoSnapshot  # type: ignore[misc,assignment]
+    def timed_restore(self: Any, *a: Any, **k: Any) -> int:
+        start = time.perf_counter()
         try:
-            without.append(timed(report)[0])
+            return restore(self, *a, **k)
         finally:
-            capture.ModelSnapshot = snapshot.ModelSnapshot  # type: ignore[misc]
-    a, b = statistics.median(with_snapshot), statistics.median(without)
-    print(f"build_report with the snapshot: {a:.3f} s, without: {b:.3f} s (medians of {len(without)}, alternating): +{(a - b) * 1000:.0f} ms, {a / b:.2f}x")
+            spent["restore"] += time.perf_counter() - start
+            spent["restores"] += 1
 
+    build_report(model, probes, progress=False)  # warm-up: imports, allocator
+    walls, takes, restores = [], [], []
+    snapshot.ModelSnapshot.__init__, snapshot.ModelSnapshot.restore = timed_take, timed_restore  # type: ignore[method-assign]
+    try:
+        for _ in range(max(3, args.repeat // 2 + 1)):
+            spent.update(take=0.0, restore=0.0, restores=0)
+            walls.append(timed(lambda: build_report(model, probes, progress=False))[0])
+            takes.append(spent["take"])
+            restores.append(spent["restore"])
+    finally:
+        snapshot.ModelSnapshot.__init__, snapshot.ModelSnapshot.restore = take, restore  # type: ignore[method-assign]
+    wall, cost = statistics.median(walls), statistics.median([t + r for t, r in zip(takes, restores)])
+    print(
+        f"inside build_report (medians of {len(walls)}): snapshot {statistics.median(takes) * 1000:.0f} ms + "
+        f"{spent['restores']} restores {statistics.median(restores) * 1000:.0f} ms = {cost * 1000:.0f} ms "
+        f"of {wall:.3f} s ({100 * cost / wall:.1f}%)"
+    )
 
 if __name__ == "__main__":
     main()

@@ -63,29 +63,21 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and torch.equal(_bits(a), _bits(b))
 
 
-#: Elements compared at a time: bounds the boolean temporary of a comparison.
-_CHUNK = 1 << 20
+#: Up to this many elements a CPU tensor is compared through numpy (its boolean temporary
+#: stays small); larger ones through torch.
+_CHUNK = 1 << 16
 
 
 def _numpy_bits(t: torch.Tensor) -> np.ndarray | None:
-    """A numpy view of a CPU tensor's bits, or None where numpy cannot hold them. On CPU,
-    numpy compares and copies these several times faster than torch's per-call overhead
-    allows for a model's hundreds of small tensors, and as fast for the large ones."""
+    """A numpy view of a CPU tensor's bits, or None where numpy cannot hold them: numpy
+    compares and copies a model's hundreds of small tensors several times faster than torch,
+    whose per-call overhead is most of the work for them."""
     if t.device.type != "cpu" or t.is_conj() or t.is_neg():
         return None
     try:
         return _bits(t.detach()).numpy()
     except (TypeError, RuntimeError):  # a dtype numpy lacks
         return None
-
-
-def _equal_arrays(a: np.ndarray, b: np.ndarray) -> bool:
-    if a.shape != b.shape:
-        return False
-    if a.size <= _CHUNK or not (a.flags.c_contiguous and b.flags.c_contiguous):
-        return bool(np.array_equal(a, b))
-    fa, fb = a.reshape(-1), b.reshape(-1)
-    return all(np.array_equal(fa[i : i + _CHUNK], fb[i : i + _CHUNK]) for i in range(0, fa.size, _CHUNK))
 
 
 def _geometry(t: torch.Tensor) -> tuple[Any, ...]:
@@ -110,8 +102,10 @@ class _SavedTensor:
     copy_bits: np.ndarray | None = None
 
     def unchanged(self) -> bool:
-        if self.live_bits is not None and self.copy_bits is not None:
-            return _equal_arrays(self.live_bits, self.copy_bits)
+        # numpy for the many small tensors (torch's per-call overhead is several times the
+        # work), torch for the large ones (its comparison runs on every core).
+        if self.live_bits is not None and self.copy_bits is not None and self.live_bits.size <= _CHUNK:
+            return bool(np.array_equal(self.live_bits, self.copy_bits))
         return same_bits(self.tensor, self.copy)
 
 
