@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
-    from cnnreport import build_report, capture, snapshot
+    from cnnreport import build_report, snapshot
     from cnnreport.provenance import state_dict_fingerprint
 
     model = small_resnet() if args.quick else resnet50()
