@@ -6,12 +6,14 @@ after the hook (``ReLU(inplace=True)``) cannot change what was captured.
 
 :func:`preserved_model_state` puts everything the pass touches back as it was: the train/eval
 flag of *every* submodule (``model.train(flag)`` would unfreeze a frozen BatchNorm),
-``requires_grad`` and ``.grad`` of every parameter, and the torch, numpy and ``random`` RNG state.
+``requires_grad`` and ``.grad`` of every parameter, the torch, numpy and ``random`` RNG state,
+and whatever the model's own forward wrote to it (:mod:`cnnreport.snapshot`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import random
 import weakref
@@ -23,7 +25,9 @@ import torch
 from torch import nn
 from torch.nn.modules import module as module_globals
 
+from .compiled import compiled_code_runs_eagerly
 from .errors import ForwardError
+from .snapshot import ModelSnapshot
 from .tracing import is_passive_hook, passive_hook, suspend_recording
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -74,52 +78,87 @@ RANGE_FROM_INPUT: dict[type, Callable[[nn.Module], tuple[float | None, float | N
 class _SavedState:
     training: list[tuple[nn.Module, bool]]
     requires_grad: list[tuple[nn.Parameter, bool]]
-    grads: list[tuple[nn.Parameter, torch.Tensor | None]]
     torch_rng: torch.Tensor
     cuda_rng: list[torch.Tensor] | None
     numpy_rng: Any
     python_rng: Any
 
 
+#: The snapshots of :func:`model_left_as_it_was` blocks open in this context, by model.
+_OPEN_SNAPSHOTS: contextvars.ContextVar[tuple[ModelSnapshot, ...]] = contextvars.ContextVar("cnnreport_snapshots", default=())
+
+
+def _open_snapshot(model: nn.Module) -> ModelSnapshot | None:
+    return next((s for s in reversed(_OPEN_SNAPSHOTS.get()) if s.model is model), None)
+
+
 @contextlib.contextmanager
-def preserved_model_state(model: nn.Module, *, freeze: bool = True) -> Iterator[None]:
+def model_left_as_it_was(model: nn.Module) -> Iterator[ModelSnapshot]:
+    """Copy ``model``'s state once (:class:`~cnnreport.snapshot.ModelSnapshot`) for a block
+    that runs it several times; put it back at the end, also when the block raises.
+
+    Every :func:`preserved_model_state` of the same model inside the block restores to this
+    one snapshot instead of taking its own: each forward pass (torchinfo's, the capture's,
+    saliency's) starts from the model as it was given, for the price of one copy. Run the
+    model inside the block only within :func:`preserved_model_state` (or set the snapshot's
+    ``dirty``): the final comparison is skipped when those blocks already restored it.
+    """
+    outer = _open_snapshot(model)
+    snapshot = outer or ModelSnapshot(model)
+    token = _OPEN_SNAPSHOTS.set((*_OPEN_SNAPSHOTS.get(), snapshot))
+    try:
+        yield snapshot
+    finally:
+        _OPEN_SNAPSHOTS.reset(token)
+        if snapshot.dirty:
+            snapshot.restore()
+
+
+@contextlib.contextmanager
+def preserved_model_state(model: nn.Module, *, freeze: bool = True) -> Iterator[ModelSnapshot]:
     """Run a block with the model in eval mode and gradients off, then restore everything.
 
     Restores, also when the block raises: each submodule's own ``training`` flag, each
-    parameter's ``requires_grad`` and ``.grad``, and the torch (CPU and CUDA), numpy and
-    ``random`` generators. Weights and buffers are not written by an eval-mode forward pass.
-    ``freeze`` turns ``requires_grad`` off for the block, so a backward pass started inside it
-    reaches no parameter.
+    parameter's ``requires_grad``, the torch (CPU and CUDA), numpy and ``random`` generators,
+    and, bit for bit, whatever the model's own forward wrote: parameters, buffers, ``.grad``,
+    attributes, registered tensors and submodules (:class:`~cnnreport.snapshot.ModelSnapshot`,
+    shared with an enclosing :func:`model_left_as_it_was`). Compiled code runs eagerly inside
+    (:func:`~cnnreport.compiled.compiled_code_runs_eagerly`). ``freeze`` turns
+    ``requires_grad`` off for the block, so a backward pass started inside it reaches no
+    parameter. Yields the snapshot, for a pass of several forwards to restore between them.
     """
+    snapshot = _open_snapshot(model) or ModelSnapshot(model)
     saved = _SavedState(
         training=[(m, m.training) for m in model.modules()],
         requires_grad=[(p, p.requires_grad) for p in model.parameters()],
-        grads=[(p, p.grad) for p in model.parameters()],
         torch_rng=torch.random.get_rng_state(),
         cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
         numpy_rng=np.random.get_state(),
         python_rng=random.getstate(),
     )
+    snapshot.dirty = True
     try:
-        model.eval()
-        if freeze:
-            for p, _ in saved.requires_grad:
-                if not isinstance(p, nn.parameter.UninitializedParameter):  # lazy: not yet a tensor
-                    p.requires_grad_(False)
-        yield
+        with compiled_code_runs_eagerly():
+            model.eval()
+            if freeze:
+                for p, _ in saved.requires_grad:
+                    if not isinstance(p, nn.parameter.UninitializedParameter):  # lazy: not yet a tensor
+                        p.requires_grad_(False)
+            yield snapshot
     finally:
         for m, flag in saved.training:
             m.training = flag  # set the attribute itself: model.train(flag) would cascade
         for p, flag in saved.requires_grad:
             if not isinstance(p, nn.parameter.UninitializedParameter):
                 p.requires_grad_(flag)
-        for p, grad in saved.grads:
-            p.grad = grad
-        torch.random.set_rng_state(saved.torch_rng)
-        if saved.cuda_rng is not None:
-            torch.cuda.set_rng_state_all(saved.cuda_rng)
-        np.random.set_state(saved.numpy_rng)
-        random.setstate(saved.python_rng)
+        try:
+            snapshot.restore()
+        finally:
+            torch.random.set_rng_state(saved.torch_rng)
+            if saved.cuda_rng is not None:
+                torch.cuda.set_rng_state_all(saved.cuda_rng)
+            np.random.set_state(saved.numpy_rng)
+            random.setstate(saved.python_rng)
 
 
 # --------------------------------------------------------------------------------------------

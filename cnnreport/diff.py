@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from . import figures, stats
+from .compiled import compiled_inner, compiled_note
 from .errors import OptionError
 from .provenance import fill_provenance
 from .report import (
@@ -584,6 +585,8 @@ def diff_reports(
     for which, m in (("old", old_model), ("new", new_model)):
         if not isinstance(m, nn.Module):
             raise OptionError(f"{which} model must be a torch.nn.Module, got {type(m).__name__}")
+    # torch.compile wrappers: the modules inside are compared (their names carry no _orig_mod.).
+    (old_model, old_wrapped), (new_model, new_wrapped) = compiled_inner(old_model), compiled_inner(new_model)
     opts = make_options(options)
     if class_names is not None:
         opts = dataclasses.replace(opts, class_names=class_names)  # type: ignore[arg-type]
@@ -608,6 +611,8 @@ def diff_reports(
     notes += [n for n in dict.fromkeys(old_report.notes + new_report.notes) if n.startswith("--class-names")]
     notes += precision_notes(precisions, old_label, new_label, new_report.model.dtype)
     opts = dataclasses.replace(opts, class_names=new_report.options.class_names)  # one name per class, as shown
+    if old_wrapped or new_wrapped:
+        notes.append(compiled_note(1, []))
     if batch.synthetic:
         notes.append("No probe images were given: activations and predictions come from a synthetic input.")
     if old_report.model.input_shape != new_report.model.input_shape:

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from .archives import is_zip, zip_damage
+from .compiled import compiled_inner, compiled_note
 from .errors import ModelSpecError, OptionError, WeightsError
 from .hashing import file_sha256
 
@@ -266,7 +267,8 @@ def load_model(
     *spec* is ``path/to/file.py:Name``, ``package.module:Name`` or the path of a TorchScript
     archive (or of a pickled ``nn.Module`` when ``trust_checkpoint`` is true). ``model_args``
     are passed as keyword arguments to a class or factory. The model's dtype and its
-    ``training`` flag are left as they are.
+    ``training`` flag are left as they are. A ``torch.compile``'d model is replaced by the
+    module inside it (``_orig_mod``), with a note saying so.
 
     Raises :class:`ModelSpecError` (spec), :class:`WeightsError` (weights file),
     :class:`OptionError` (``--device``, ``--model-arg``).
@@ -295,6 +297,11 @@ def load_model(
         loaded.checkpoint_sha256 = file_sha256(path)
     else:
         model = _model_from_spec(spec, kwargs, notes)
+    # A factory that returns torch.compile(model): the weights go into, and the report is made
+    # of, the module inside the wrapper (checkpoints hold its keys, with or without _orig_mod.).
+    model, wrappers = compiled_inner(model)
+    if wrappers:
+        notes.append(compiled_note(wrappers, []))
     loaded.model = model
 
     if weights is not None:

@@ -28,11 +28,13 @@ from .capture import (
     ActivationCapture,
     CaptureResult,
     is_convolution,
+    model_left_as_it_was,
     module_type_name,
     preserved_model_state,
     run_forward,
     to_model,
 )
+from .compiled import compiled_inner, compiled_note, compiled_parts
 from .errors import CnnReportError, ForwardError, OptionError
 from .gcpause import collect_young, paused_gc
 from .partial import fallback_architecture, partial_report
@@ -45,7 +47,7 @@ from .probes import (
     synthetic_probes,
 )
 from .progress import Progress
-from .provenance import default_provenance, fill_provenance
+from .provenance import default_provenance, fill_provenance, state_dict_fingerprint
 from .report import (
     LayerRow,
     Prediction,
@@ -458,11 +460,16 @@ def capture_pass(
     output_nonfinite = 0
     class_count: int | None = None
     gradcam_missing = False
-    with preserved_model_state(model), capture, paused_gc() as collector_was_on:
+    with preserved_model_state(model) as snapshot, capture, paused_gc() as collector_was_on:
         first_probe = 0
         index = -1
         while first_probe < total:
             index += 1
+            if index > 0:
+                # Each batch sees the model as it was given, not as the last batch's forward
+                # left it (observers, counters, in-place writes): the report does not depend on
+                # the batch size.
+                snapshot.restore(between_passes=True)
             size = first_size
             if taper and index > 0:
                 size = next_batch_size(
@@ -666,10 +673,17 @@ def build_report(
     or None with ``input_size`` for a synthetic input. Keyword overrides set
     :class:`ReportOptions` fields (``title=``, ``layers=[...]``, ``max_channels=`` ...);
     ``notes`` are lines the page shows in the overview (the CLI passes what loading did).
-    The model is left exactly as it was: weights, buffers, flags, hooks and RNG state.
+    The model is left exactly as it was: weights, buffers, ``.grad``, attributes, flags, hooks
+    and RNG state, bit for bit, whatever its own forward writes (each forward pass starts from
+    the state it was given). A ``torch.compile``'d model is reported by the module inside it,
+    run eagerly, and the page says so; the compiled wrapper is not called.
     """
     if not isinstance(model, nn.Module):
         raise OptionError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    # A torch.compile wrapper is reported by the module inside it; the wrapper is never called.
+    model, wrappers = compiled_inner(model)
+    compile_note = compiled_note(wrappers, compiled_parts(model))
+    notes = [*notes, compile_note] if compile_note else list(notes)
     opts = make_options(options, **overrides)
     if class_names is not None:
         opts = dataclasses.replace(opts, class_names=class_names)  # type: ignore[arg-type]
@@ -679,36 +693,43 @@ def build_report(
     batch = resolve_probes(model, probes, opts, input_size)
     detailed = select_layers(model, opts)
     example = tuple(t[:1] for t in to_model(batch.inputs, model))
-    arch: Architecture | None = None
-    try:
-        arch = inspect_model(model, example)
-    except Exception as exc:  # a failing forward is diagnosed by the capture pass; an unknown output type gets our own table below
-        arch_error: BaseException = exc
-    cam_layer = default_cam_layer(model, opts, arch.rows if arch is not None else ()) if opts.attributions else None
-    progress = Progress(total=len(batch), enabled=opts.progress, label="forward")
     automatic = opts.batch_size is None
     if not automatic and opts.batch_size < 1:
         raise OptionError(f"batch_size must be at least 1 probe, got {opts.batch_size} (leave it out for the automatic size)")
-    if automatic:  # the report states the size it started with
-        opts = dataclasses.replace(opts, batch_size=opts.first_batch)
-    result = capture_pass(model, batch, opts, detailed, cam_layer, progress, taper=automatic)
-    progress.close()
-    # The model's class count is known now: the names become one per class, and every name
-    # that did not fit is said on the page.
-    shown_names, name_notes = resolve_class_names(opts.class_names, result.class_count)
-    opts = dataclasses.replace(opts, class_names=shown_names)
-    if result.error is not None:
+    # Every forward pass below (torchinfo's, the capture's, saliency's) starts from this one copy
+    # of the model's state and puts it back after, so a model whose forward writes to itself
+    # is reported, and left, as it was given; the fingerprint hashes the state before them.
+    with model_left_as_it_was(model) as snapshot:
+        frozen_state = snapshot.frozen_state_dict()
+        arch: Architecture | None = None
         try:
-            result.error.report = partial_report(model, batch, opts, result, provenance)
-        except Exception as exc:  # never let the partial report hide the user's real error
-            result.error.hint = f"no partial report: {type(exc).__name__}: {exc}"
-        raise result.error
-    # Saliency's backward runs the user's model again: before the collector is paused.
-    saliency, saliency_notes = [], []
-    if opts.attributions and opts.saliency:
-        saliency, saliency_notes = saliency_attributions(model, batch, opts, result.predictions)
-        if result.class_count is None:
-            saliency_notes.append("No saliency maps: --saliency explains a class score, and the model's output is not class scores (an (N, classes) tensor).")
+            arch = inspect_model(model, example)
+        except Exception as exc:  # a failing forward is diagnosed by the capture pass; an unknown output type gets our own table below
+            arch_error: BaseException = exc
+        cam_layer = default_cam_layer(model, opts, arch.rows if arch is not None else ()) if opts.attributions else None
+        progress = Progress(total=len(batch), enabled=opts.progress, label="forward")
+        if automatic:  # the report states the size it started with
+            opts = dataclasses.replace(opts, batch_size=opts.first_batch)
+        result = capture_pass(model, batch, opts, detailed, cam_layer, progress, taper=automatic)
+        progress.close()
+        # The model's class count is known now: the names become one per class, and every name
+        # that did not fit is said on the page.
+        shown_names, name_notes = resolve_class_names(opts.class_names, result.class_count)
+        opts = dataclasses.replace(opts, class_names=shown_names)
+        if result.error is not None:
+            try:
+                given = provenance or default_provenance()
+                fingerprint = state_dict_fingerprint(frozen_state) if frozen_state is not None else given.model_fingerprint
+                result.error.report = partial_report(model, batch, opts, result, dataclasses.replace(given, model_fingerprint=fingerprint))
+            except Exception as exc:  # never let the partial report hide the user's real error
+                result.error.hint = f"no partial report: {type(exc).__name__}: {exc}"
+            raise result.error
+        # Saliency's backward runs the user's model again: before the collector is paused.
+        saliency, saliency_notes = [], []
+        if opts.attributions and opts.saliency:
+            saliency, saliency_notes = saliency_attributions(model, batch, opts, result.predictions)
+            if result.class_count is None:
+                saliency_notes.append("No saliency maps: --saliency explains a class score, and the model's output is not class scores (an (N, classes) tensor).")
     # From here on no user code runs, and the figures make tens of thousands of small objects:
     # the cyclic collector's walks over the whole process would cost ~0.07 s (gcpause.py).
     with paused_gc():
@@ -739,7 +760,7 @@ def build_report(
             # A copy with the fingerprint and probes of *this* model: a Provenance the caller passes
             # twice must not carry the first model's fingerprint into the second report.
             given = dataclasses.replace(provenance, model_fingerprint="", probe_files=[]) if provenance else default_provenance()
-            provenance_job = pool.submit(fill_provenance, given, model, probes=batch, timestamp=opts.timestamp)
+            provenance_job = pool.submit(_filled_provenance, given, model, frozen_state, batch, opts.timestamp)
             section_ids = {section_id(layer.name, layer.call_index) for layer in detailed_layers}
             graph_job = pool.submit(graph_views, result.graph, section_ids, opts)
             figures_progress = Progress(total=len(jobs), enabled=opts.progress and bool(jobs), label="figures")
@@ -801,6 +822,14 @@ def build_report(
         attach_receptive_fields(report.layers, result.graph)
         report.notes += budget.apply_budget(report, result.capture, opts.max_html_mb)
         return report
+
+
+def _filled_provenance(given: Provenance, model: nn.Module, frozen_state: dict[str, Any] | None, batch: ProbeBatch, timestamp: bool) -> Provenance:
+    """``given`` with the hashes; the fingerprint of the state before the first forward pass
+    (the snapshot's copies), or of the model now when its lazy modules had no values then."""
+    if frozen_state is not None:
+        given.model_fingerprint = state_dict_fingerprint(frozen_state)
+    return fill_provenance(given, model, probes=batch, timestamp=timestamp)
 
 
 def generate_report(
