@@ -176,26 +176,20 @@ class DiffReport:
         return render_diff_html(self)
 
     def write_html(self, path: str) -> str:
-        from .render import atomic_write
-
-        return atomic_write(path, render_diff_html(self))
+        return self.write(html=path)[0]
 
     def write_json(self, path: str) -> str:
-        from .render import atomic_write
-
-        return atomic_write(path, diff_json(self))
+        return self.write(json=path)[0]
 
     def write_markdown(self, path: str) -> str:
-        from .render import atomic_write
-
-        return atomic_write(path, render_diff_markdown(self))
+        return self.write(markdown=path)[0]
 
     def write(self, html: str | None = None, json: str | None = None, markdown: str | None = None) -> list[str]:
         """Write the views asked for as one set (see :meth:`cnnreport.report.Report.write`)."""
-        from .render import write_views
+        from .render import provenance_inputs, write_views
 
         views = [(p, r) for p, r in ((html, lambda: render_diff_html(self)), (json, lambda: diff_json(self)), (markdown, lambda: render_diff_markdown(self))) if p]
-        return write_views(views)
+        return write_views(views, provenance_inputs(self.old.provenance, self.new.provenance))
 
 
 # --------------------------------------------------------------------------------------------

@@ -399,6 +399,16 @@ def _mean_std(
             f"--std {_listed(std_t)} must be finite numbers above 0 (got {_listed(bad_std)}); "
             "a probe is divided by it"
         )
+    # The division runs in float32: a std below its smallest normal number is 0 there, or
+    # its reciprocal overflows, and every probe value would become Inf or NaN.
+    tiny = float(np.finfo(np.float32).tiny)
+    too_small = [s for s in std_t if s < tiny]
+    if too_small:
+        raise OptionError(f"--std {_listed(std_t)}: {_listed(too_small)} is below float32's smallest normal number ({tiny:.3g}), where the probes are divided; give a larger std")
+    huge = float(np.finfo(np.float32).max)
+    too_big = [m for m in mean_t if abs(m) > huge] + [s for s in std_t if s > huge]
+    if too_big:
+        raise OptionError(f"--mean/--std value {_listed(too_big)} is beyond float32's range ({huge:.3g}), where the probes are normalised")
     return mean_t, std_t
 
 
@@ -714,14 +724,23 @@ def _torch_load_probe(path: str) -> Any:
 def _array_piece(array: Any, path: str, sha: str) -> _Piece:
     raw = isinstance(array, np.ndarray)
     if raw:
+        where = path or "(in memory)"
         if array.dtype.kind not in "biuf":
-            where = path or "(in memory)"
             raise ProbeError(f"probe array {where} has dtype {array.dtype}, not numbers")
+        if array.ndim == 0:  # np.ascontiguousarray would make it 1-D and hide that it is one number
+            raise ProbeError(f"probe array {where} is a single number, not a probe (C,H,W) or a batch (N,C,H,W)")
+        if not array.dtype.isnative:  # big-endian files: torch reads native byte order only (lossless)
+            array = array.astype(array.dtype.newbyteorder("="))
         tensor = torch.from_numpy(np.ascontiguousarray(array))
     else:
         tensor = array.detach()
+        label = path or "probe tensor"
         if tensor.is_complex():
-            raise ProbeError("probe tensors must be real numbers, not complex")
+            raise ProbeError(f"{label}: probe tensors must be real numbers, not complex")
+        if tensor.is_quantized or tensor.is_meta:
+            raise ProbeError(f"{label} is a {'quantized' if tensor.is_quantized else 'meta'} tensor; save the probe values as a plain float or integer tensor")
+        if tensor.layout != torch.strided:  # sparse: the same numbers, laid out densely (lossless)
+            tensor = tensor.to_dense()
     names, sources, hashes = ([os.path.basename(path)], [path], [sha]) if path else ([], [], [])
     return _Piece(tensor=tensor.cpu(), names=names, sources=sources, sha256=hashes, raw_ndarray=raw)
 
@@ -743,6 +762,9 @@ def _batched(
     if sample_ndim is not None:
         if tensor.dim() == sample_ndim:
             tensor = tensor.unsqueeze(0)
+        elif tensor.dim() > sample_ndim + 1:  # fewer dims may be reshaped by the model itself
+            want = "(C,H,W)" if sample_ndim == 3 else f"{sample_ndim}-D"
+            raise ProbeError(f"{label} has shape {tuple(tensor.shape)}: the model takes one probe {want} or a batch of them ({sample_ndim + 1}-D)")
     elif tensor.dim() in (1, 3):
         # (C,H,W) is one image; (F,) one feature vector; 2-D and 4-D+ carry a batch dimension
         tensor = tensor.unsqueeze(0)

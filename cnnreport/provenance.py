@@ -12,9 +12,11 @@ they were saved in; the checkpoint SHA-256 pins the exact file.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -329,15 +331,31 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _reject_constant(name: str) -> Any:
+    # cnnreport writes strict JSON (allow_nan=False): NaN and Infinity are never in a report.
+    raise ProvenanceError(f"it holds the non-JSON constant {name}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ProvenanceError(f"it holds the number {text[:20]}, beyond any float cnnreport writes")
+    return value
+
+
 def _load_json(text: str, what: str) -> Any:
     try:
-        return json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+        return json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant, parse_float=_finite_float)
     except ProvenanceError as exc:
         raise ProvenanceError(f"{what}: {exc.message}; cnnreport never writes that, so the report was edited") from None
     except json.JSONDecodeError as exc:
         raise ProvenanceError(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     except RecursionError:
         raise ProvenanceError(f"{what} is JSON nested too deep to be a cnnreport report") from None
+
+
+_PROVENANCE_KEYS = {f.name for f in dataclasses.fields(Provenance)}
+_PROBE_FILE_KEYS = {f.name for f in dataclasses.fields(ProbeFile)}
 
 
 def _check_provenance(prov: Any, where: str) -> dict[str, Any]:
@@ -353,6 +371,13 @@ def _check_provenance(prov: Any, where: str) -> dict[str, Any]:
             raise ProvenanceError(f"{where}.{name} is {_shown(prov.get(name))}, not a string")
     if not isinstance(prov.get("probe_files", []), list):
         raise ProvenanceError(f"{where}.probe_files is {_shown(prov.get('probe_files'))}, not a list")
+    # A key cnnreport never writes could carry a second, contradicting fingerprint.
+    unknown = sorted(set(prov) - _PROVENANCE_KEYS)
+    if unknown:
+        raise ProvenanceError(f"{where} has the key {_shown(unknown[0])}, which cnnreport never writes, so the report was edited")
+    for i, entry in enumerate(prov.get("probe_files", [])):
+        if not isinstance(entry, dict) or set(entry) - _PROBE_FILE_KEYS:
+            raise ProvenanceError(f"{where}.probe_files[{i}] is {_shown(entry)}, not a probe file entry cnnreport writes, so the report was edited")
     return prov
 
 

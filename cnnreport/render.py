@@ -402,20 +402,43 @@ def atomic_write(path: str | os.PathLike[str], text: str) -> str:
     return write_output_set([(path, text)])[0]
 
 
-def write_views(views: Sequence[tuple[str | os.PathLike[str], Callable[[], str]]]) -> list[str]:
+def write_views(
+    views: Sequence[tuple[str | os.PathLike[str], Callable[[], str]]],
+    inputs: Sequence[tuple[str, str]] = (),
+) -> list[str]:
     """Render every ``(path, render)`` view first, then write them as one set: a failure in any
-    rendering or write leaves every path as it was (see :mod:`cnnreport.outputs`)."""
+    rendering or write leaves every path as it was (see :mod:`cnnreport.outputs`).
+
+    Before anything is rendered, the paths are checked as every run's outputs are: a path that
+    is one of ``inputs`` (the files the report was made from), the source of a loaded Python
+    module, another of the paths, or cannot be written raises :class:`OutputError`.
+    """
+    from .outputs import plan_outputs
+
+    plan_outputs([("output", path) for path, _ in views], inputs)
     texts = [(path, render()) for path, render in views]
     return write_output_set(texts)
 
 
+def provenance_inputs(*provenances: Any) -> list[tuple[str, str]]:
+    """The files a report records it was made from (checkpoint, probe files): never outputs."""
+    found: list[tuple[str, str]] = []
+    for prov in provenances:
+        if prov is None:
+            continue
+        if getattr(prov, "checkpoint_path", ""):
+            found.append(("the checkpoint", prov.checkpoint_path))
+        found += [("the probe", f.source) for f in getattr(prov, "probe_files", []) if getattr(f, "source", "")]
+    return found
+
+
 def write_html(report: Report, path: str) -> str:
-    return atomic_write(path, render_html(report))
+    return report.write(html=path)[0]
 
 
 def write_json(report: Report, path: str) -> str:
-    return atomic_write(path, report_json(report))
+    return report.write(json=path)[0]
 
 
 def write_markdown(report: Report, path: str) -> str:
-    return atomic_write(path, render_markdown(report))
+    return report.write(markdown=path)[0]

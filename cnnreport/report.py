@@ -404,8 +404,11 @@ class Report:
         files together, or none does (an existing report is never left beside a new JSON)."""
         from .render import render_html, render_markdown, report_json, write_views
 
+        from .render import provenance_inputs
+
         views = [(p, r) for p, r in ((html, lambda: render_html(self)), (json, lambda: report_json(self)), (markdown, lambda: render_markdown(self))) if p]
-        return write_views(views)
+        inputs = provenance_inputs(self.provenance) + [("the probe", p.source) for p in self.probes if p.source]
+        return write_views(views, inputs)
 
 
 JSON_SCHEMA_VERSION = 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -393,3 +394,65 @@ def test_the_api_refuses_options_that_cannot_apply():
             build_report(model, torch.rand(1, 3, 8, 8), progress=False, attributions=False, **bad)
     with pytest.raises(OptionError, match="input_size"):
         build_report(model, torch.rand(1, 3, 8, 8), input_size=(3, 8, 8), progress=False)
+
+
+def test_a_built_report_refuses_to_write_over_its_own_inputs(ws, monkeypatch):
+    """Report.write and write_html/json/markdown check their paths as generate_report does."""
+    from cnnreport import build_report, diff_reports
+
+    monkeypatch.syspath_prepend(str(ws))
+    import importlib
+
+    helper = importlib.import_module("helper")
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.ReLU())
+    probe = ws / "probes" / "p0.png"
+    report = build_report(model, [str(probe)], progress=False)
+    before = snapshot(ws)
+    with pytest.raises(OutputError, match="probe"):
+        report.write(html=str(probe))
+    with pytest.raises(OutputError, match="probe"):
+        report.write_json(str(probe))
+    with pytest.raises(OutputError, match="Python module helper"):
+        report.write_html(helper.__file__)
+    with pytest.raises(OutputError, match="same file"):
+        report.write(html=str(ws / "b.html"), json=str(ws / "b.html"))
+    diff = diff_reports(model, model, [str(probe)])
+    with pytest.raises(OutputError, match="probe"):
+        diff.write_markdown(str(probe))
+    assert snapshot(ws) == before
+    assert report.write(html=str(ws / "ok.html"))[0].endswith("ok.html")
+    sys.modules.pop("helper", None)
+
+
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda d: np.save(d / "be.npy", np.arange(3 * 8 * 8, dtype=">f4").reshape(3, 8, 8) / 192.0), None),
+        (lambda d: torch.save((torch.arange(3 * 8 * 8, dtype=torch.float32).reshape(3, 8, 8) / 192.0).to_sparse(), d / "sp.pt"), None),
+        (lambda d: np.save(d / "one.npy", np.float32(1.0)), "single number"),
+        (lambda d: np.save(d / "five.npy", np.zeros((1, 1, 3, 8, 8), np.float32)), "has shape (1, 1, 3, 8, 8)"),
+    ],
+)
+def test_odd_probe_arrays_are_read_exactly_or_refused_in_one_line(tmp_path, make, needle):
+    from cnnreport.errors import ProbeError
+    from cnnreport.probes import load_probes
+
+    make(tmp_path)
+    (path,) = list(tmp_path.iterdir())
+    if needle is None:  # big-endian and sparse: the same numbers as a plain float32 array
+        batch = load_probes(str(path), sample_ndim=3)
+        expected = np.arange(3 * 8 * 8, dtype=np.float64).reshape(1, 3, 8, 8) / 192.0
+        np.testing.assert_allclose(batch.inputs[0].numpy(), expected, rtol=0, atol=1e-7)
+    else:
+        with pytest.raises(ProbeError, match=re.escape(needle)):
+            load_probes(str(path), sample_ndim=3)
+
+
+def test_a_std_that_is_zero_in_float32_is_refused():
+    from cnnreport.errors import OptionError
+    from cnnreport.probes import normalisation
+
+    for std in ([1e-300, 1e-300, 1e-300], [1e-45, 1.0, 1.0]):
+        with pytest.raises(OptionError, match="--std"):
+            normalisation([0.0, 0.0, 0.0], std)
+    assert normalisation([0.0], [1e-30]) == ((0.0,), (1e-30,))  # small but representable: taken

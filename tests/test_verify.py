@@ -315,3 +315,20 @@ def test_unreadable_inputs_are_one_line_exit_2(made, tmp_path):
     garbage.write_bytes(b"\x00 not a checkpoint " * 10)
     refused(verify(made / "report.html", garbage), "garbage.pt")
     refused(verify(made / "report.html", tmp_path), "not a file")
+
+
+def test_keys_and_numbers_cnnreport_never_writes_are_refused(made):
+    """An extra key could carry a second fingerprint; NaN or 1e999 are not in strict JSON."""
+    other = "b" * 64
+    page = edited(made, "report.html", "extra-key.html", lambda t: with_block(t, lambda d: d["provenance"].update(extra_fp=other)))
+    refused(verify(page, made / "a.pt"), '"extra_fp"', "never writes")
+    page = edited(made, "report.html", "extra-probe-key.html", lambda t: with_block(t, lambda d: d["provenance"]["probe_files"][0].update(fp=other)))
+    refused(verify(page, made / "a.pt"), "probe_files[0]")
+    text = (made / "report.json").read_text(encoding="utf-8")
+    for name, body, needle in (
+        ("nan.json", text.replace('"schema_version": 1', '"schema_version": NaN', 1), "NaN"),
+        ("huge.json", text.replace('"schema_version": 1', '"schema_version": 1e999999', 1), "1e999999"),
+    ):
+        assert body != text
+        (made / name).write_text(body, encoding="utf-8")
+        refused(verify(made / name, made / "a.pt"), needle)
