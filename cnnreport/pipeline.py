@@ -343,6 +343,10 @@ def top_predictions(probs: torch.Tensor, k: int, class_names: ClassNames | None)
     values, indices = torch.topk(probs, k, dim=1)
     result = []
     for vals, idxs in zip(values.tolist(), indices.tolist()):
+        if not all(math.isfinite(v) for v in vals):
+            # NaN scores rank in no meaningful order: naming a "top" class would be invented.
+            result.append([])
+            continue
         result.append(
             [
                 Prediction(
@@ -791,6 +795,9 @@ def build_report(
         cam_notes = nonfinite_attribution_notes(attributions, result.capture.gradcam)
         notes = list(notes) + list(batch.notes) + list(arch.notes) + _batch_notes(result.batch_sizes, opts.batch_size)
         notes += name_notes + _gradcam_notes(opts, cam_layer, result, bool(attributions), model)
+        unranked = sum(1 for p in result.predictions if not p) if result.class_count is not None else 0
+        if unranked:
+            notes.append(f"No predictions for {unranked} of {len(result.predictions)} probe(s): the model's class scores are NaN or Inf, so no class can be named top.")
         attributions += saliency
         notes += saliency_notes
         if isinstance(model, torch.jit.ScriptModule):

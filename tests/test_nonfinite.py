@@ -167,13 +167,19 @@ def test_filter_scale_comes_from_the_finite_weights(broken):
 
 def test_nan_predictions_read_nan_not_nan_percent(broken):
     model, x, report, html, md, data = broken
-    assert all(p["probability"] is None for probe in data["probes"] for p in probe["predictions"])
+    # Every score is NaN: no class is named top (the ranking would be arbitrary), and a note says why.
+    assert [probe["predictions"] for probe in data["probes"]] == [[], []]
+    assert f"No predictions for 2 of 2 probe(s): the model's class scores are NaN or Inf, so no class can be named top." in data["notes"]
     page = ReportPage(html)
-    assert "nan%" not in html.lower()
-    assert html.count('<span class="pval">NaN</span>') == 2 * 3
-    assert "width: 0%" in html
-    assert "nan%" not in md.lower() and "| NaN |" in md
+    assert "nan%" not in html.lower() and "nan%" not in md.lower()
     assert "NaN" in page.text
+
+
+def test_a_nan_probability_reads_nan_not_nan_percent():
+    from cnnreport.render import fmt_pct
+
+    assert fmt_pct(float("nan")) == "NaN"
+    assert fmt_pct(50.0) == "50.0%"  # it formats a value already in percent
 
 
 def test_the_alert_names_the_weights_and_does_not_blame_the_probes(broken):
