@@ -316,7 +316,7 @@ def resolve_class_names(names: ClassNames | None, class_count: int | None) -> tu
                 f"--class-names names {len(named)} of the model's {class_count} classes; "
                 "the others are shown by their number."
             )
-        return resolved, notes
+        return resolved, notes + _duplicate_name_notes(resolved)
     given = list(names)
     if len(given) < class_count:
         notes.append(
@@ -335,7 +335,21 @@ def resolve_class_names(names: ClassNames | None, class_count: int | None) -> tu
         notes.append(
             f"--class-names leaves class {_span(blank)} blank: shown by {'its' if len(blank) == 1 else 'their'} number."
         )
-    return [name or str(i) for i, name in enumerate(kept)] + [str(i) for i in range(len(kept), class_count)], notes
+    resolved = [name or str(i) for i, name in enumerate(kept)] + [str(i) for i in range(len(kept), class_count)]
+    return resolved, notes + _duplicate_name_notes(resolved)
+
+
+def _duplicate_name_notes(resolved: Sequence[str]) -> list[str]:
+    """A name given to two classes makes their predictions indistinguishable on the page."""
+    seen: dict[str, list[int]] = {}
+    for i, name in enumerate(resolved):
+        seen.setdefault(name, []).append(i)
+    twice = [(name, idx) for name, idx in seen.items() if len(idx) > 1]
+    if not twice:
+        return []
+    shown = "; ".join(f"{name!r:.40} for classes {', '.join(map(str, idx[:4]))}{' ...' if len(idx) > 4 else ''}" for name, idx in twice[:3])
+    more = f" (and {len(twice) - 3} more names)" if len(twice) > 3 else ""
+    return [f"--class-names gives one name to several classes: {shown}{more}: their predictions read alike on the page (hover one for its class number)."]
 
 
 def top_predictions(probs: torch.Tensor, k: int, class_names: ClassNames | None) -> list[list[Prediction]]:
@@ -639,6 +653,8 @@ def _graph_of(recorder: Any) -> Any:
 def refuse_meaningless_options(opts: ReportOptions, probes: Any, input_size: Sequence[int] | None) -> None:
     """An input size with probes is an error, not silently dropped (attribution options: see
     :func:`_attribution_conflicts`)."""
+    if opts.cam_layer is not None and not str(opts.cam_layer).strip():
+        raise OptionError("--cam-layer '' names no layer: give a module path such as layer4, or leave it out for the default")
     if input_size and probes is not None:
         raise OptionError("input_size sets a synthetic input, but probes are given and would be used instead: drop one of them")
 

@@ -1200,6 +1200,10 @@ def _box_reduce(image: Any, need: tuple[int, int]) -> tuple[Any, bool]:
     return image.reduce(factor, box=box), True
 
 
+#: The note a 16-bit image gets: its values are divided by their full range.
+SIXTEEN_BIT_NOTE = "read 16-bit grayscale image(s) as values in [0, 1] by dividing by 65535, their full range"
+
+
 def _to_float(image: Any, path: str, notes: list[str]) -> tuple[int, np.ndarray]:
     """Pillow image -> (colour channels, H×W×C float32 in [0, 1]), alpha last when present."""
     mode = image.mode
@@ -1207,12 +1211,15 @@ def _to_float(image: Any, path: str, notes: list[str]) -> tuple[int, np.ndarray]
     if mode.startswith("I;16"):
         # 16-bit grayscale PNG/TIFF: full range is 0..65535, not 0..255
         array = np.asarray(image).astype(np.float32) / 65535.0
+        notes.append(SIXTEEN_BIT_NOTE)
         return 1, array[..., None]
     if mode in ("I", "F"):
         array = np.asarray(image).astype(np.float32)
         low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
         if mode == "I" and low >= 0 and high <= 65535:
-            array = array / 65535.0  # Pillow decodes some 16-bit files as "I"
+            array = array / 65535.0  # Pillow decodes 16-bit files (and 32-bit ones) as "I"
+            notes.append(SIXTEEN_BIT_NOTE if high > 255 else
+                         f"read {name}, a 32-bit integer image whose values are all within 0..255, as 16-bit (values divided by 65535, so it is dark); save it as 8-bit if that is its range")
         elif mode == "F" and low >= 0 and high <= 1:
             pass
         else:

@@ -186,3 +186,20 @@ def test_diff_command_reports_zero_for_float16_copy(checkpoints):
     assert [(w["name"], w["relative"]) for w in data["weight_changes"]] == [("conv", 0.0), ("fc", 0.0)]
     assert any(n.startswith("Weights are compared at float16, the coarser of the two precisions (w32.pt float32, w16.pt float16") for n in data["notes"])
     assert "Weights are compared at float16" in (checkpoints / "d.html").read_text(encoding="utf-8")
+
+
+def test_16_bit_images_are_scaled_by_their_full_range_and_say_so(tmp_path):
+    from PIL import Image
+
+    from cnnreport.probes import load_probes
+
+    values = np.array([[0, 1000], [30000, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")  # mode I;16
+    batch = load_probes(str(tmp_path / "deep.png"))
+    np.testing.assert_allclose(batch.inputs[0][0, 0].numpy(), values / 65535.0, rtol=0, atol=1e-7)
+    assert any("16-bit" in n and "65535" in n for n in batch.notes), batch.notes
+    # A 32-bit integer image holding 8-bit values: read as 16-bit, and the note says it is dark.
+    Image.fromarray(np.array([[0, 255], [128, 64]], dtype=np.int32), mode="I").save(tmp_path / "i32.tif")
+    batch = load_probes(str(tmp_path / "i32.tif"))
+    assert float(batch.inputs[0].max()) == pytest.approx(255 / 65535, abs=1e-7)
+    assert any("i32.tif" in n and "dark" in n for n in batch.notes), batch.notes

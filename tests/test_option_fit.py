@@ -327,3 +327,15 @@ def test_an_oversized_class_name_file_is_refused_before_it_is_read(ws):
     line = refused(ws, ["--class-names", "huge.txt"])
     assert "--class-names huge.txt is 17.0 MB; a class-name file is a few KB" in line
     big.unlink()
+
+
+def test_duplicate_class_names_and_an_empty_cam_layer():
+    from cnnreport.pipeline import resolve_class_names
+
+    names, notes = resolve_class_names(["cat", "cat", "dog", "dog"], 4)
+    assert names == ["cat", "cat", "dog", "dog"]
+    assert notes == ["--class-names gives one name to several classes: 'cat' for classes 0, 1; 'dog' for classes 2, 3: their predictions read alike on the page (hover one for its class number)."]
+    assert resolve_class_names({0: "a", 1: "b"}, 2) == (["a", "b"], [])
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    with pytest.raises(OptionError, match="--cam-layer '' names no layer"):
+        build_report(model, torch.rand(1, 3, 8, 8), cam_layer="", progress=False)
