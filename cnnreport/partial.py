@@ -52,6 +52,12 @@ def fallback_architecture(model: nn.Module, example: tuple[torch.Tensor, ...], c
 
     reason = " ".join(str(error.__cause__ or error).split())[:160]
     summary = summary_without_torchinfo(model, list(example[0].shape[1:]))
+    from .compiled import compiled_parts
+
+    wrapped = [name for name in compiled_parts(model) if name != "(model)"]
+    if wrapped:  # torchinfo walks modules and cannot look inside a torch.compile wrapper
+        shown = ", ".join(wrapped[:3]) + (" ..." if len(wrapped) > 3 else "")
+        reason = f"it cannot look inside the torch.compile'd submodule(s) {shown}"
     note = f"torchinfo could not summarise this model ({reason}); the table lists the module calls cnnreport captured, without mult-adds."
     return Architecture(rows=rows_from_capture(model, capture, 1), summary=summary, notes=[note])
 

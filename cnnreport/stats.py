@@ -695,7 +695,31 @@ def _nonfinite_origin(first_bad: LayerCapture, capture: CaptureResult, modules: 
     module = modules.get(first_bad.name)
     own = [p for p in module.parameters(recurse=False)] if module is not None else []
     weights = "its weights are finite" if own else "it has no weights of its own"
+    state = _bad_state(module)
+    if state:
+        return f"its input is finite and {weights}, but {state}: that state made them"
     return f"its input is finite and {weights}: the layer's computation itself made them (an overflow, a division by zero, log or sqrt of a negative?)"
+
+
+def _bad_state(module: nn.Module | None) -> str:
+    """A buffer of ``module`` that makes NaN by itself: a non-finite value, or a BatchNorm
+    running variance below zero (its square root is NaN), in words; "" when none."""
+    if module is None:
+        return ""
+    for name, buffer in module.named_buffers(recurse=False):
+        if buffer is None or not buffer.is_floating_point() or buffer.numel() == 0:
+            continue
+        values = buffer.detach().float().cpu()
+        bad = int((~torch.isfinite(values)).sum())
+        if bad:
+            return f"its buffer {name} holds {bad} NaN/Inf value(s)"
+        if name == "running_var" and isinstance(module, nn.modules.batchnorm._BatchNorm):
+            eps = float(getattr(module, "eps", 0.0))
+            negative = torch.nonzero(values + eps < 0).flatten().tolist()
+            if negative:
+                shown = ", ".join(str(i) for i in negative[:8]) + (" ..." if len(negative) > 8 else "")
+                return f"its running_var is negative for channel(s) {shown} (a variance cannot be, and its square root is NaN)"
+    return ""
 
 
 def _zero_gamma_channels(module: nn.Module | None, threshold: float) -> set[int]:

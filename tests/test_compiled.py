@@ -170,3 +170,18 @@ def test_cli_factory_returning_a_compiled_model_loads_either_checkpoint(tmp_path
     assert any("torch.compile" in note for note in data["notes"])
     verify = subprocess.run([*command, "verify", str(tmp_path / "r.html"), "--weights", str(tmp_path / "w.pt")], capture_output=True, text=True, timeout=300)
     assert verify.returncode == 0 and "match" in verify.stdout, verify.stdout + verify.stderr
+
+
+def test_a_compiled_submodule_is_named_when_torchinfo_cannot_summarise_the_model():
+    class WithCompiledPart(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.compile(nn.Conv2d(3, 4, 3))
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.c(x).mean((2, 3)))
+
+    report = build_report(WithCompiledPart(), torch.rand(2, 3, 8, 8), progress=False)
+    torchinfo_notes = [n for n in report.notes if n.startswith("torchinfo")]
+    assert torchinfo_notes == ["torchinfo could not summarise this model (it cannot look inside the torch.compile'd submodule(s) c); the table lists the module calls cnnreport captured, without mult-adds."]

@@ -378,3 +378,19 @@ def test_a_layer_that_becomes_nan_shows_an_unknown_change_not_a_number():
     data = jsonlib.loads(diff_json(diff))
     assert {a["name"]: a["change"] for a in data["activation_changes"]}["0"] is None
     assert ">NaN</td>" in render_diff_html(diff)
+
+
+def test_a_negative_running_variance_is_named_as_the_cause_of_the_nan():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    with torch.no_grad():
+        model[1].running_var[2] = -1.0  # sqrt(-1 + eps) is NaN for channel 2 alone
+    from cnnreport import build_report
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        report = build_report(model, torch.rand(2, 3, 10, 10), progress=False)
+    (alert,) = [a for a in report.alerts if a.kind.value == "non_finite"]
+    assert alert.layer == "1"
+    assert "its running_var is negative for channel(s) 2" in alert.message
+    assert "check the probes" not in alert.message
