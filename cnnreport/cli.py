@@ -521,10 +521,7 @@ def generate(model_spec: str, **kwargs: Any) -> None:
     # shell expanded the glob. Every path after MODEL is a probe, with or without --probes.
     kwargs.pop("probes"), kwargs.pop("more_probes")
     image_size, resize, recursive = kwargs.pop("image_size"), kwargs.pop("resize"), kwargs.pop("recursive")
-    _resize_needs_image_size(image_size)
     max_image_pixels = kwargs.pop("max_image_pixels")
-    if max_image_pixels is not None and not probe_paths:
-        raise OptionError("--max-image-pixels limits probe images; with no --probes there are none")
     if probe_paths:
         probes = load_probes(
             probe_paths if len(probe_paths) > 1 else probe_paths[0],
@@ -538,8 +535,6 @@ def generate(model_spec: str, **kwargs: Any) -> None:
             max_image_pixels=max_image_pixels,
         )
     input_size = kwargs.pop("input_size")
-    if probes is None and (mean is not None or std is not None or image_size):
-        raise OptionError("--mean, --std and --image-size preprocess probe images; with no --probes there is nothing to preprocess")
     if probes is None and not input_size:
         raise OptionError("no probes: pass --probes PATH (images, a folder or tensors), or --input-size C H W for a synthetic input")
     # Again with every probe file found and every module the model imported.
@@ -548,14 +543,6 @@ def generate(model_spec: str, **kwargs: Any) -> None:
     prov.checkpoint_path = loaded.checkpoint_path
     prov.checkpoint_sha256 = loaded.checkpoint_sha256
     _run(loaded.model, probes, kwargs, plan=plan, provenance=prov, input_size=input_size, class_names=loaded.class_names, notes=loaded.notes)
-
-
-def _resize_needs_image_size(image_size: Any) -> None:
-    """Refuse ``--resize`` given without ``--image-size``: with no size to reach, it does nothing."""
-    context = click.get_current_context(silent=True)
-    given = context is not None and context.get_parameter_source("resize") == click.core.ParameterSource.COMMANDLINE
-    if given and not image_size:
-        raise OptionError("--resize says how --image-size resizes; without --image-size H W nothing is resized")
 
 
 def _floats(value: str | None, option: str) -> Any:

@@ -90,18 +90,19 @@ def diff(**kw: Any) -> None:
       cnnreport diff --old-model old.py:Net --old a.pt --new-model new.py:Net --new b.pt \\
           --probes val/ -o diff.html --markdown diff.md
     """
-    from .cli import _class_names, _floats, _resize_needs_image_size, class_names_file, plan_run_outputs, probe_inputs, probe_option_rules, refuse_inapplicable, spec_file, write_planned
+    from .cli import _class_names, _floats, class_names_file, plan_run_outputs, probe_inputs, probe_option_rules, refuse_inapplicable, spec_file, write_planned
     from .diff import diff_reports
     from .errors import OptionError
     from .loading import load_model, parse_model_args
     from .pipeline import default_provenance, make_options
     from .probes import expected_input_ndim, image_channels, load_probes, normalisation
 
+    probe_paths = list(kw["probes"] or [])
+    # Options the rest of the command makes meaningless, then values that cannot work: both
+    # refused before the models load.
+    refuse_inapplicable(click.get_current_context(), probe_option_rules(kw, probe_paths, weights_given=bool(kw["old_weights"] or kw["new_weights"])))
     mean, std = _floats(kw["mean"], "--mean"), _floats(kw["std"], "--std")
-    normalisation(mean, std)  # a value that cannot work is refused before the models load
-    _resize_needs_image_size(kw["image_size"])
-    if not kw["probes"] and (mean is not None or std is not None or kw["image_size"]):
-        raise OptionError("--mean, --std and --image-size preprocess probe images; with no --probes there is nothing to preprocess")
+    normalisation(mean, std)
 
     spec, old_spec, new_spec = kw["model_spec"], kw["old_model"], kw["new_model"]
     if spec and (old_spec or new_spec):
@@ -111,8 +112,6 @@ def diff(**kw: Any) -> None:
         raise OptionError("no model: pass --model SPEC with --old and --new checkpoints, or --old-model and --new-model")
     if spec and not (kw["old_weights"] and kw["new_weights"]):
         raise OptionError("--model compares two checkpoints of one architecture: pass both --old CKPT and --new CKPT")
-    probe_paths = list(kw["probes"] or [])
-    refuse_inapplicable(click.get_current_context(), probe_option_rules(kw, probe_paths, weights_given=bool(kw["old_weights"] or kw["new_weights"])))
     inputs = [
         ("the --old checkpoint", kw["old_weights"]),
         ("the --new checkpoint", kw["new_weights"]),
@@ -137,9 +136,6 @@ def diff(**kw: Any) -> None:
 
     old = load(old_spec, kw["old_weights"])
     new = load(new_spec, kw["new_weights"])
-    probe_paths = list(kw["probes"] or [])
-    if kw["max_image_pixels"] is not None and not probe_paths:
-        raise OptionError("--max-image-pixels limits probe images; with no --probes there are none")
     if not probe_paths and not kw["input_size"]:
         raise OptionError("no probes: pass --probes PATH (images, a folder or tensors), or --input-size C H W for a synthetic input")
     overrides = {

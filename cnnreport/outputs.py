@@ -384,10 +384,3 @@ def _unlink_quietly(path: str) -> None:
 def write_output_set(files: Sequence[tuple[Path | str, str]]) -> list[str]:
     """Write every ``(path, text)`` pair, all or none; see :class:`OutputSet`."""
     return OutputSet([p for p, _ in files]).write([t for _, t in files])
-
-
-def iter_paths(values: Iterable[str | os.PathLike[str] | None]) -> Iterator[str]:
-    """The non-empty paths among ``values``, as strings."""
-    for value in values:
-        if value is not None and os.fspath(value):
-            yield os.fspath(value)

@@ -393,15 +393,6 @@ def render_markdown(report: Report) -> str:
 # -- writing -------------------------------------------------------------------------------
 
 
-def atomic_write(path: str | os.PathLike[str], text: str) -> str:
-    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it over ``path``
-    (through a symlink, to the file it names).
-
-    Nothing is left behind on failure, and an existing file is only ever replaced whole.
-    """
-    return write_output_set([(path, text)])[0]
-
-
 def write_views(
     views: Sequence[tuple[str | os.PathLike[str], Callable[[], str]]],
     inputs: Sequence[tuple[str, str]] = (),
