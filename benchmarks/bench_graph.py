@@ -27,16 +27,11 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cnnreport.graph import (  # noqa: E402
-    ExecutedGraph,
-    GraphNode,
-    build_graph_views,
-    collapse,
-    count_crossings,
-    layout,
-    render_svg,
-)
-from cnnreport.tracing import CallRecorder, suspend_recording  # noqa: E402
+from cnnreport.analysis.graph import collapse
+from cnnreport.analysis.layout import count_crossings, layout
+from cnnreport.capture.executed_graph import ExecutedGraph, GraphNode
+from cnnreport.capture.tracing import CallRecorder, suspend_recording  # noqa: E402
+from cnnreport.figures.graph_svg import build_graph_views, render_svg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models_bench import ResNetBench  # noqa: E402

@@ -136,7 +136,7 @@ def crc_cost(folder: Path, code: Path) -> None:
     sys.path.insert(0, str(code))
     import torch
 
-    from cnnreport.hashing import file_sha256
+    from cnnreport.support.hashing import file_sha256
 
     state = {f"layer{i}.weight": torch.randn(255_000) for i in range(100)}  # 25.5 M floats
     path = folder / "resnet50_sized.pt"
@@ -148,7 +148,7 @@ def crc_cost(folder: Path, code: Path) -> None:
     file_sha256(path)
     sha = time.perf_counter() - start
     try:
-        from cnnreport.archives import zip_damage
+        from cnnreport.io.archives import zip_damage
     except ImportError:  # code from before the check: time what it would run
         def zip_damage(path: Path) -> str | None:
             with zipfile.ZipFile(path) as archive:

@@ -209,7 +209,7 @@ SCENARIOS = {
 def setup(quick: bool, batch_size: int | None, settings: list[str] = (), scenario: str = "resnet50") -> tuple[nn.Module, torch.Tensor, str, Any]:
     from models_bench import plain_stack, resnet50, small_resnet
 
-    from cnnreport.report import ReportOptions
+    from cnnreport.datamodel import ReportOptions
 
     if quick:
         model, (images, source) = small_resnet(), probe_images(4, 64)
@@ -229,8 +229,8 @@ def setup(quick: bool, batch_size: int | None, settings: list[str] = (), scenari
 
 
 def runners(model: nn.Module, images: torch.Tensor, options: Any) -> tuple[Callable[[], Any], Callable[[], str]]:
-    from cnnreport.pipeline import build_report
-    from cnnreport.render import render_html
+    from cnnreport.render.views import render_html
+    from cnnreport.report.pipeline import build_report
 
     def forward() -> Any:
         with torch.no_grad():

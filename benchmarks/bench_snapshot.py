@@ -27,7 +27,6 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import torch  # noqa: E402
-
 from models_bench import resnet50, small_resnet  # noqa: E402
 
 MB = 1024 * 1024
@@ -56,8 +55,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
-    from cnnreport import build_report, snapshot
-    from cnnreport.provenance import state_dict_fingerprint
+    from cnnreport import build_report
+    from cnnreport.io.provenance import state_dict_fingerprint
+    from cnnreport.model import snapshot
 
     model = small_resnet() if args.quick else resnet50()
     size = 64 if args.quick else 224

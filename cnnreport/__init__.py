@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from .support.version import __version__
 
 _LAZY = {
-    "generate_report": "pipeline",
-    "build_report": "pipeline",
-    "Report": "report",
-    "ReportOptions": "report",
+    "generate_report": "report.pipeline",
+    "build_report": "report.pipeline",
+    "Report": "report.document",
+    "ReportOptions": "datamodel",
     "CnnReportError": "errors",
-    "diff_reports": "diff",
+    "diff_reports": "report.diff",
 }
 
 __all__ = ["generate_report", "build_report", "Report", "ReportOptions", "CnnReportError", "__version__"]

@@ -24,9 +24,9 @@ sys.path.insert(0, str(REPO / "tests"))
 from reference_models import seeded, small_resnet  # noqa: E402
 
 from cnnreport import build_report  # noqa: E402
-from cnnreport.demo import CLASS_NAMES, demo_probe_paths, load_demo_model  # noqa: E402
-from cnnreport.pipeline import default_provenance  # noqa: E402
-from cnnreport.probes import ProbeBatch  # noqa: E402
+from cnnreport.io.demo import CLASS_NAMES, demo_probe_paths, load_demo_model  # noqa: E402
+from cnnreport.io.probes import ProbeBatch  # noqa: E402
+from cnnreport.io.provenance import default_provenance  # noqa: E402
 
 OUT = REPO / "example_reports"
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")

@@ -20,7 +20,7 @@ from sklearn.datasets import load_digits
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cnnreport.demo import DATA_DIR, IMAGE_SIZE, PROBES, WEIGHTS, DigitsCNN  # noqa: E402
+from cnnreport.io.demo import DATA_DIR, IMAGE_SIZE, PROBES, WEIGHTS, DigitsCNN  # noqa: E402
 
 
 def digits_tensor(images: np.ndarray) -> torch.Tensor:

@@ -44,14 +44,14 @@ def photos_tensor(size: int = 32, names: tuple[str, ...] = PHOTO_NAMES) -> torch
 @pytest.fixture(scope="session")
 def demo_model():
     """The trained demo CNN that ships in the package (fresh copy per session; do not mutate)."""
-    from cnnreport.demo import load_demo_model
+    from cnnreport.io.demo import load_demo_model
 
     return load_demo_model()
 
 
 @pytest.fixture
 def fresh_demo_model():
-    from cnnreport.demo import load_demo_model
+    from cnnreport.io.demo import load_demo_model
 
     return load_demo_model()
 
@@ -95,7 +95,7 @@ def probe_dir(tmp_path) -> Path:
 
 def quick_options(**overrides):
     """Report options that keep tests fast and quiet."""
-    from cnnreport.report import ReportOptions
+    from cnnreport.datamodel import ReportOptions
 
     base = dict(progress=False, max_channels=4, max_probes=4, tile_size=16)
     base.update(overrides)
@@ -215,7 +215,7 @@ def report_figures(report) -> dict[str, object]:
     """Every Figure reachable from a Report, by data URI."""
     from dataclasses import fields, is_dataclass
 
-    from cnnreport.report import Figure
+    from cnnreport.datamodel import Figure
 
     found: dict[str, object] = {}
 

@@ -20,8 +20,8 @@ from reference_models import seeded, tiny_mobilenet, tiny_resnet
 from torch import nn
 
 import cnnreport
-from cnnreport import stats
-from cnnreport.report import AlertKind, Severity
+from cnnreport.analysis import statistics as stats
+from cnnreport.datamodel import AlertKind, Severity
 
 
 def report_of(model: nn.Module, probes: torch.Tensor, **overrides):
@@ -73,7 +73,7 @@ def test_reference_architectures_raise_no_warning(make, probes):
 
 
 def test_demo_model_raises_no_warning(demo_model):
-    from cnnreport.demo import demo_probe_paths
+    from cnnreport.io.demo import demo_probe_paths
 
     report = cnnreport.build_report(demo_model, [str(p) for p in demo_probe_paths()], quick_options(graph=False))
     assert findings(report, Severity.WARNING) == set(), report.alerts
@@ -381,7 +381,7 @@ MODEL_FILE = textwrap.dedent(
     ids=["healthy", "warning-gated", "warning-not-gated-by-error", "error-gated"],
 )
 def test_fail_on_exit_codes(tmp_path, damage, fail_on, code):
-    from cnnreport.cli import main
+    from cnnreport.cli.main import main
 
     (tmp_path / "net.py").write_text(MODEL_FILE.format(damage=damage))
     probes = tmp_path / "x.npy"

@@ -9,8 +9,8 @@ from conftest import quick_options
 from torch import nn
 from torchinfo import summary
 
-from cnnreport.architecture import count_parameters, inspect_model, shared_parameters
-from cnnreport.pipeline import build_report
+from cnnreport.analysis.architecture import count_parameters, inspect_model, shared_parameters
+from cnnreport.report.pipeline import build_report
 
 
 def torchinfo_of(model: nn.Module, x: torch.Tensor):

@@ -69,7 +69,7 @@ def test_lazy_modules_are_counted_after_the_probe_forward_initialises_them():
 
 
 def test_weight_statistics_equal_a_direct_computation():
-    from cnnreport.stats import weight_stats
+    from cnnreport.analysis.statistics import weight_stats
 
     torch.manual_seed(0)
     w = torch.randn(16, 8, 3, 3) * 0.1 + 0.02

@@ -13,10 +13,11 @@ from reference_models import seeded
 from torch import nn
 
 import cnnreport
-from cnnreport import attribution, pipeline
+from cnnreport.capture import attribution
 from cnnreport.errors import OptionError
-from cnnreport.probes import ProbeBatch
-from cnnreport.progress import Progress
+from cnnreport.io.probes import ProbeBatch
+from cnnreport.report import pipeline
+from cnnreport.support.progress import Progress
 
 
 class TwoConv(nn.Module):

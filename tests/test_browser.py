@@ -57,7 +57,7 @@ def browser():
 def demo(tmp_path_factory):
     """The demo report on disk, and the Report object it was rendered from."""
     import cnnreport
-    from cnnreport.demo import demo_probe_paths, load_demo_model
+    from cnnreport.io.demo import demo_probe_paths, load_demo_model
 
     out = tmp_path_factory.mktemp("browser") / "report.html"
     report = cnnreport.generate_report(load_demo_model(), [str(p) for p in demo_probe_paths()], output=str(out), progress=False)

@@ -12,13 +12,10 @@ from conftest import quick_options
 from torch import nn
 from torch.nn.modules import module as module_globals
 
-from cnnreport.capture import (
-    ActivationCapture,
-    preserved_model_state,
-    top_channel_tiles,
-)
+from cnnreport.capture.activations import ActivationCapture, top_channel_tiles
 from cnnreport.errors import ForwardError
-from cnnreport.pipeline import build_report
+from cnnreport.model.state import preserved_model_state
+from cnnreport.report.pipeline import build_report
 
 # ----------------------------------------------------------------------------------------------
 # helpers
@@ -417,7 +414,7 @@ def test_top_channels_are_the_highest_mean_channels():
 
 @pytest.mark.parametrize("h, w, oh, ow", [(56, 56, 48, 48), (112, 112, 48, 48), (7, 9, 3, 4), (100, 3, 17, 2), (5, 5, 5, 5), (224, 100, 48, 21)])
 def test_area_downsample_has_adaptive_pooling_windows(h, w, oh, ow):
-    from cnnreport.capture import area_downsample
+    from cnnreport.capture.activations import area_downsample
 
     x = torch.randn(3, 4, h, w, generator=torch.Generator().manual_seed(h * w))
     expected = torch.nn.functional.adaptive_avg_pool2d(x, (oh, ow))
@@ -605,7 +602,7 @@ def test_a_half_precision_clamp_reports_the_limits_its_dtype_holds(dtype):
 def test_histogram_sample_is_not_one_pixel_of_each_channel():
     # 2,048 samples of 2,048 channels of 7x7: a plain stride would take pixel (0, 0) of every
     # channel. The sample must spread over the positions.
-    from cnnreport.capture import histogram_sample
+    from cnnreport.capture.activations import histogram_sample
 
     x = torch.arange(49, dtype=torch.float32).repeat(2, 2048, 1).reshape(2, 2048, 7, 7)  # value = pixel index
     (first, second) = histogram_sample(x, per_probe=2048)

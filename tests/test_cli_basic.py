@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 from conftest import ReportPage, assert_self_contained, decode_data_png
 
-from cnnreport.cli import main
+from cnnreport.cli.main import main
 
 MODEL_SOURCE = textwrap.dedent(
     """

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from cnnreport import build_report, generate_report
-from cnnreport.diff import diff_reports
+from cnnreport.report.diff import diff_reports
 
 dynamo = pytest.importorskip("torch._dynamo")
 

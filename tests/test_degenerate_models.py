@@ -7,15 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
+from conftest import ReportPage, quick_options
 from torch import nn
 
 from cnnreport import build_report
 from cnnreport.errors import OptionError
-from conftest import ReportPage, quick_options
 
 
 def probes(n: int = 2, size: int = 10) -> torch.Tensor:

@@ -16,20 +16,18 @@ from click.testing import CliRunner
 from PIL import Image
 from torch import nn
 
-from cnnreport.cli_extra import diff as diff_command
-from cnnreport.diff import (
+from cnnreport.analysis.diff import (
     WeightChange,
     compare_alerts,
     compare_architecture,
     cosine_change,
-    diff_json,
-    diff_reports,
-    render_diff_html,
-    render_diff_markdown,
 )
-from cnnreport.pipeline import build_report
-from cnnreport.provenance import PROVENANCE_SCRIPT_ID, model_fingerprint
-from cnnreport.report import Alert, AlertKind, Severity
+from cnnreport.cli.extra import diff as diff_command
+from cnnreport.datamodel import Alert, AlertKind, Severity
+from cnnreport.io.provenance import PROVENANCE_SCRIPT_ID, model_fingerprint
+from cnnreport.render.diff_views import diff_json, render_diff_html, render_diff_markdown
+from cnnreport.report.diff import diff_reports
+from cnnreport.report.pipeline import build_report
 
 
 class Net(nn.Module):
@@ -61,7 +59,7 @@ QUICK = dict(progress=False)
 
 
 def quick_diff(old: nn.Module, new: nn.Module, **kwargs):
-    from cnnreport.report import ReportOptions
+    from cnnreport.datamodel import ReportOptions
 
     return diff_reports(old, new, PROBES, options=ReportOptions(progress=False), **kwargs)
 

@@ -16,7 +16,7 @@ from PIL import Image
 from torch import nn
 
 from cnnreport import build_report
-from cnnreport.cli import _names_from_json, main
+from cnnreport.cli.main import _names_from_json, main
 from cnnreport.errors import OptionError
 
 HEAD_FIRST = textwrap.dedent(
@@ -76,7 +76,7 @@ def test_stem_defined_after_the_head_takes_rgb_images(ws):
 )
 def test_class_name_maps_keep_their_indices(content, expected):
     # a map stays a map of what it names; the report gives one name per class of the model
-    from cnnreport.pipeline import resolve_class_names
+    from cnnreport.capture.predictions import resolve_class_names
 
     assert resolve_class_names(_names_from_json(json.loads(content)), len(expected))[0] == expected
 
@@ -113,8 +113,7 @@ def test_module_names_that_differ_only_in_punctuation_get_distinct_ids():
 
 
 def test_one_provenance_passed_twice_keeps_each_models_fingerprint():
-    from cnnreport.pipeline import default_provenance
-    from cnnreport.provenance import model_fingerprint
+    from cnnreport.io.provenance import default_provenance, model_fingerprint
 
     given = default_provenance()
     a, b = nn.Conv2d(3, 2, 1), nn.Conv2d(3, 2, 3)
@@ -147,6 +146,6 @@ def test_preprocessing_options_without_probes_are_refused(ws):
 
 def test_option_error_is_the_class_names_error_type():
     with pytest.raises(OptionError):
-        from cnnreport.cli import _class_names
+        from cnnreport.cli.main import _class_names
 
         _class_names("not-a-file-and-no-commas")

@@ -17,7 +17,7 @@ from conftest import (
 from torch import nn
 
 from cnnreport import build_report, generate_report
-from cnnreport.render import fmt_large, render_html
+from cnnreport.render.views import fmt_large, render_html
 
 EVIL = "<script>alert(1)</script>"
 
@@ -90,7 +90,7 @@ def _execution_order(model: nn.Module, x: torch.Tensor) -> list[str]:
 
 
 def test_demo_model_end_to_end_and_deterministic(demo_model, tmp_path):
-    from cnnreport.demo import CLASS_NAMES, demo_probe_paths
+    from cnnreport.io.demo import CLASS_NAMES, demo_probe_paths
 
     paths = [str(p) for p in demo_probe_paths()]
     out = tmp_path / "demo.html"

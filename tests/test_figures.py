@@ -9,8 +9,8 @@ import pytest
 from matplotlib import colormaps
 from PIL import Image
 
-from cnnreport import figures
-from cnnreport.capture import ProbeTiles
+from cnnreport.capture.activations import ProbeTiles
+from cnnreport.figures import images as figures
 
 
 def decode(png: bytes) -> Image.Image:

@@ -15,19 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnreport.graph import (
-    ExecutedGraph,
-    GraphNode,
-    build_graph_views,
-    collapse,
-    count_crossings,
-    group_views,
-    layout,
-    receptive_fields,
-    render_svg,
-)
-from cnnreport.report import row_id, section_id
-from cnnreport.tracing import CallRecorder, suspend_recording
+from cnnreport.analysis.graph import collapse, receptive_fields
+from cnnreport.analysis.layout import count_crossings, layout
+from cnnreport.capture.executed_graph import ExecutedGraph, GraphNode
+from cnnreport.capture.tracing import CallRecorder, suspend_recording
+from cnnreport.datamodel import row_id, section_id
+from cnnreport.figures.graph_svg import build_graph_views, group_views, render_svg
 
 # torch.jit.script is deprecated in recent torch, but users still ship scripted submodules.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
@@ -710,7 +703,7 @@ def test_layout_of_a_hand_made_graph_and_crossing_count():
 def test_graph_partial_renders_both_views_and_escapes():
     from html.parser import HTMLParser
 
-    from cnnreport.render import make_environment
+    from cnnreport.render.views import make_environment
 
     # The page's environment (autoescape, strict undefined, and the inline_script global the
     # partial writes its script with, so the CSP hash matches).

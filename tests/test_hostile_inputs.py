@@ -30,8 +30,8 @@ from PIL import Image
 from torch import nn
 
 from cnnreport.errors import ProbeError, WeightsError
-from cnnreport.loading import read_checkpoint
-from cnnreport.probes import load_probes
+from cnnreport.io.loading import read_checkpoint
+from cnnreport.io.probes import load_probes
 
 NET = textwrap.dedent(
     """

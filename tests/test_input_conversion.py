@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from cnnreport import build_report
-from cnnreport.diff import diff_reports
-from cnnreport.loading import load_model
-from cnnreport.probes import load_probes
+from cnnreport.io.loading import load_model
+from cnnreport.io.probes import load_probes
+from cnnreport.report.diff import diff_reports
 
 PIXELS = torch.tensor([[[[0, 17], [128, 255]]]], dtype=torch.int64).repeat(1, 3, 1, 1)  # (1, 3, 2, 2)
 
@@ -191,7 +191,7 @@ def test_diff_command_reports_zero_for_float16_copy(checkpoints):
 def test_16_bit_images_are_scaled_by_their_full_range_and_say_so(tmp_path):
     from PIL import Image
 
-    from cnnreport.probes import load_probes
+    from cnnreport.io.probes import load_probes
 
     values = np.array([[0, 1000], [30000, 65535]], dtype=np.uint16)
     Image.fromarray(values).save(tmp_path / "deep.png")  # mode I;16

@@ -22,10 +22,11 @@ from torch import nn
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed (pip install -e '.[test]')")
 
 import cnnreport  # noqa: E402
-from cnnreport.demo import demo_probe_paths, load_demo_model  # noqa: E402
-from cnnreport.diff import diff_json, diff_reports  # noqa: E402
 from cnnreport.errors import ForwardError  # noqa: E402
-from cnnreport.render import report_json  # noqa: E402
+from cnnreport.io.demo import demo_probe_paths, load_demo_model  # noqa: E402
+from cnnreport.render.diff_views import diff_json
+from cnnreport.render.views import report_json  # noqa: E402
+from cnnreport.report.diff import diff_reports
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = REPO / "docs" / "schema"
@@ -245,7 +246,7 @@ def test_the_definitions_both_schemas_share_are_the_same():
 
 
 def test_the_enums_list_every_alert_kind_and_severity():
-    from cnnreport.report import AlertKind, Severity
+    from cnnreport.datamodel import AlertKind, Severity
 
     alert = schema("report")["$defs"]["alert"]["properties"]
     assert sorted(alert["kind"]["enum"]) == sorted(k.value for k in AlertKind)

@@ -14,10 +14,9 @@ import torch
 from torch import nn
 
 from cnnreport.errors import CnnReportError, ModelSpecError, OptionError, WeightsError
-from cnnreport.loading import (
+from cnnreport.io.loading import (
     LoadedModel,
     apply_state_dict,
-    file_sha256,
     is_torchscript_archive,
     load_model,
     load_weights,
@@ -25,6 +24,7 @@ from cnnreport.loading import (
     read_checkpoint,
     resolve_device,
 )
+from cnnreport.support.hashing import file_sha256
 
 # Building TorchScript fixtures warns on torch >= 2.9; loading them is what is tested.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")

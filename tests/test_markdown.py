@@ -9,16 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from cnnreport.pipeline import build_report
-from cnnreport.provenance import model_fingerprint
-from cnnreport.render import (
-    MARKDOWN_LIMIT,
-    fit_markdown,
-    md_code,
-    md_escape,
-    render_markdown,
-)
-from cnnreport.report import Alert, AlertKind, Severity
+from cnnreport.datamodel import Alert, AlertKind, Severity
+from cnnreport.io.provenance import model_fingerprint
+from cnnreport.render.views import MARKDOWN_LIMIT, fit_markdown, md_code, md_escape, render_markdown
+from cnnreport.report.pipeline import build_report
 
 
 class Small(nn.Module):
@@ -203,8 +197,9 @@ def test_md_escape_leaves_no_link_for_github_to_make(text):
 
 
 def test_titles_class_names_and_diff_labels_render_as_text_on_github():
-    from cnnreport.diff import diff_reports, render_diff_markdown
-    from cnnreport.pipeline import make_options
+    from cnnreport.render.diff_views import render_diff_markdown
+    from cnnreport.report.diff import diff_reports
+    from cnnreport.report.pipeline import make_options
 
     torch.manual_seed(0)
     model = Small().eval()

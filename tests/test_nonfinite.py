@@ -20,10 +20,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import ReportPage, decode_data_png, quick_options
 from torch import nn
 
 from cnnreport import build_report
-from conftest import ReportPage, decode_data_png, quick_options
+from cnnreport.render.views import render_markdown
 
 BROKEN_NET_SOURCE = textwrap.dedent(
     """
@@ -70,7 +71,7 @@ def build_quietly(model, probes, **options):
         warnings.simplefilter("error", RuntimeWarning)
         report = build_report(model, probes, quick_options(**options))
         html = report.to_html()
-        md = __import__("cnnreport.render", fromlist=["render_markdown"]).render_markdown(report)
+        md = render_markdown(report)
         data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     return report, html, md, data
 
@@ -176,7 +177,7 @@ def test_nan_predictions_read_nan_not_nan_percent(broken):
 
 
 def test_a_nan_probability_reads_nan_not_nan_percent():
-    from cnnreport.render import fmt_pct
+    from cnnreport.render.views import fmt_pct
 
     assert fmt_pct(float("nan")) == "NaN"
     assert fmt_pct(50.0) == "50.0%"  # it formats a value already in percent
@@ -297,7 +298,7 @@ def test_grad_cam_of_a_nan_layer_is_said_and_has_no_peak(broken):
 
 
 def test_a_1x1_matrix_gallery_scales_on_the_finite_weights_and_greys_the_rest():
-    from cnnreport.figures import draw_filters
+    from cnnreport.figures.images import draw_filters
 
     w = torch.linspace(-0.4, 0.3, 6 * 5).reshape(6, 5, 1, 1)
     w[2, 1] = float("inf")
@@ -314,7 +315,7 @@ def test_a_1x1_matrix_gallery_scales_on_the_finite_weights_and_greys_the_rest():
 
 
 def test_a_gallery_of_nothing_but_nan_says_it_has_no_scale():
-    from cnnreport.figures import draw_filters
+    from cnnreport.figures.images import draw_filters
 
     gallery = draw_filters(torch.full((2, 4, 3, 3), float("nan")), layer="c")
     assert gallery.vmax == 0.0 and gallery.nonfinite == 72
@@ -322,7 +323,7 @@ def test_a_gallery_of_nothing_but_nan_says_it_has_no_scale():
 
 
 def test_channel_strip_spans_the_finite_means_without_warnings():
-    from cnnreport.figures import channel_strip
+    from cnnreport.figures.images import channel_strip
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
@@ -336,7 +337,7 @@ def test_channel_strip_spans_the_finite_means_without_warnings():
 
 
 def test_smaller_tiles_keep_non_finite_pixels_marked():
-    from cnnreport.budget import shrink_tiles
+    from cnnreport.report.budget import shrink_tiles
 
     tiles = np.full((1, 8, 8), 100, dtype=np.uint8)
     tiles[0, :2, :2] = 255  # non-finite
@@ -347,7 +348,7 @@ def test_smaller_tiles_keep_non_finite_pixels_marked():
 
 
 def test_diff_cosine_change_counts_only_values_finite_on_both_sides():
-    from cnnreport.diff import cosine_change
+    from cnnreport.analysis.diff import cosine_change
 
     nan = float("nan")
     assert cosine_change([1.0, 2.0], [1.0, 2.0]) == 0.0
@@ -373,7 +374,7 @@ def test_a_layer_that_becomes_nan_shows_an_unknown_change_not_a_number():
     assert math.isnan(changes["0"].change) and math.isnan(changes["2"].change)
     assert "unknown" in changes["0"].basis
     assert diff.activation_changes[0].name in ("0", "2")  # unknown changes first
-    from cnnreport.diff import diff_json, render_diff_html
+    from cnnreport.render.diff_views import diff_json, render_diff_html
 
     data = jsonlib.loads(diff_json(diff))
     assert {a["name"]: a["change"] for a in data["activation_changes"]}["0"] is None

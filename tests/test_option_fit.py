@@ -24,7 +24,7 @@ from torch import nn
 
 from cnnreport import build_report
 from cnnreport.errors import OptionError
-from cnnreport.probes import load_probes
+from cnnreport.io.probes import load_probes
 
 # A classifier whose scores do not depend on the input: fc's weight is zero and its bias
 # ranks the four classes 2 > 3 > 1 > 0, so every probe's top-1 class is 2, by construction.
@@ -84,7 +84,7 @@ def cli(*args: str, cwd: Path, subprocess_run: bool = False) -> Done:
         return Done(done.returncode, done.stderr)
     from click.testing import CliRunner
 
-    from cnnreport.cli import main
+    from cnnreport.cli.main import main
 
     here = os.getcwd()
     os.chdir(cwd)
@@ -159,8 +159,8 @@ def test_cam_layer_on_a_model_without_class_scores_is_noted():
 
 
 def test_a_diff_refuses_attribution_options():
-    from cnnreport.diff import diff_reports
-    from cnnreport.report import ReportOptions
+    from cnnreport.datamodel import ReportOptions
+    from cnnreport.report.diff import diff_reports
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
     with pytest.raises(OptionError, match="cam_layer: a diff shows no Grad-CAM"):
@@ -330,7 +330,7 @@ def test_an_oversized_class_name_file_is_refused_before_it_is_read(ws):
 
 
 def test_duplicate_class_names_and_an_empty_cam_layer():
-    from cnnreport.pipeline import resolve_class_names
+    from cnnreport.capture.predictions import resolve_class_names
 
     names, notes = resolve_class_names(["cat", "cat", "dog", "dog"], 4)
     assert names == ["cat", "cat", "dog", "dog"]

@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from cnnreport import outputs
 from cnnreport.errors import OutputError
+from cnnreport.render import outputs
 
 MODEL_SOURCE = textwrap.dedent(
     """
@@ -221,7 +221,8 @@ def test_options_that_cannot_apply_are_refused_in_every_command(ws):
 
 def test_a_failing_view_leaves_every_output_as_it_was(ws, monkeypatch):
     """The Markdown view fails after the HTML and JSON were rendered: nothing is replaced."""
-    from cnnreport import generate_report, render
+    from cnnreport import generate_report
+    from cnnreport.render import views as render
 
     def broken(report):
         raise OutputError("markdown broke")
@@ -295,7 +296,7 @@ def test_an_interrupt_while_writing_leaves_no_temporary_file_and_nothing_replace
 
 def test_sigterm_while_the_outputs_are_written_says_so_and_leaves_none(ws, monkeypatch):
     """SIGTERM between the staging of the HTML and the JSON (the CLI in-process, in the main thread)."""
-    from cnnreport.cli import main
+    from cnnreport.cli.main import main
 
     real_stage = outputs._stage
 
@@ -435,7 +436,7 @@ def test_a_built_report_refuses_to_write_over_its_own_inputs(ws, monkeypatch):
 )
 def test_odd_probe_arrays_are_read_exactly_or_refused_in_one_line(tmp_path, make, needle):
     from cnnreport.errors import ProbeError
-    from cnnreport.probes import load_probes
+    from cnnreport.io.probes import load_probes
 
     make(tmp_path)
     (path,) = list(tmp_path.iterdir())
@@ -450,7 +451,7 @@ def test_odd_probe_arrays_are_read_exactly_or_refused_in_one_line(tmp_path, make
 
 def test_a_std_that_is_zero_in_float32_is_refused():
     from cnnreport.errors import OptionError
-    from cnnreport.probes import normalisation
+    from cnnreport.io.probes import normalisation
 
     for std in ([1e-300, 1e-300, 1e-300], [1e-45, 1.0, 1.0]):
         with pytest.raises(OptionError, match="--std"):

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 import cnnreport
-from cnnreport.diff import diff_reports
-from cnnreport.pipeline import make_options
+from cnnreport.report.diff import diff_reports
+from cnnreport.report.pipeline import make_options
 
 
 class Net(nn.Module):

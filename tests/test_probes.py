@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from cnnreport.errors import CnnReportError, OptionError, ProbeError
-from cnnreport.probes import (
+from cnnreport.io.probes import (
     MEAN_STD_PRESETS,
     ProbeBatch,
     expected_input_channels,

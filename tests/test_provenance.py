@@ -10,12 +10,11 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from cnnreport.cli_extra import verify as verify_command
+from cnnreport.cli.extra import verify as verify_command
 from cnnreport.errors import OptionError, WeightsError
-from cnnreport.pipeline import build_report, default_provenance
-from cnnreport.provenance import (
+from cnnreport.io.provenance import (
     PROVENANCE_SCRIPT_ID,
-    file_sha256,
+    default_provenance,
     fill_provenance,
     model_fingerprint,
     probe_files,
@@ -23,7 +22,9 @@ from cnnreport.provenance import (
     state_dict_fingerprint,
     verify_report,
 )
-from cnnreport.render import render_html, report_json
+from cnnreport.render.views import render_html, report_json
+from cnnreport.report.pipeline import build_report
+from cnnreport.support.hashing import file_sha256
 
 
 class Tiny(nn.Module):
@@ -142,7 +143,7 @@ def test_probe_files_of_a_probe_batch_and_of_tensors(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from cnnreport.probes import load_probes
+    from cnnreport.io.probes import load_probes
 
     path = tmp_path / "p.png"
     Image.fromarray(np.full((8, 8), 200, np.uint8)).save(path)
@@ -243,15 +244,15 @@ def test_verify_command_exit_codes(archived, tmp_path):
 def test_verify_matches_the_same_tensors_in_another_order_or_format_or_wrapper(tmp_path):
     from safetensors.torch import save_file
 
-    from cnnreport.provenance import verify_report
+    from cnnreport.io.provenance import verify_report
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
     original = tmp_path / "w.pt"
     torch.save(model.state_dict(), original)
-    from cnnreport.loading import load_weights
-    from cnnreport.pipeline import build_report, default_provenance
-    from cnnreport.provenance import fill_provenance
+    from cnnreport.io.loading import load_weights
+    from cnnreport.io.provenance import default_provenance, fill_provenance
+    from cnnreport.report.pipeline import build_report
 
     prov = fill_provenance(default_provenance(), model, checkpoint_path=str(original))
     report = build_report(model, torch.rand(1, 3, 8, 8), provenance=prov, progress=False)

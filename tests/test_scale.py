@@ -17,10 +17,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cnnreport import budget
-from cnnreport.capture import ActivationCapture, CaptureResult, preserved_model_state
-from cnnreport.pipeline import build_report, select_layers
-from cnnreport.report import ReportOptions
+from cnnreport.capture.activations import ActivationCapture, CaptureResult
+from cnnreport.datamodel import ReportOptions
+from cnnreport.model.state import preserved_model_state
+from cnnreport.report import budget
+from cnnreport.report.pipeline import build_report, select_layers
 
 QUIET = dict(progress=False, graph=False)
 
@@ -139,7 +140,7 @@ def test_batching_gives_the_same_statistics_and_mosaics():
 
 
 def test_automatic_batches_shrink_only_where_tiles_need_the_room():
-    from cnnreport.batching import next_batch_size
+    from cnnreport.support.batching import next_batch_size
 
     mb = 1024 * 1024
     # A 100-layer plain stack (32 x 224 x 224 floats a probe) after a first batch of 4 of 8
@@ -158,7 +159,7 @@ def test_automatic_batches_shrink_only_where_tiles_need_the_room():
 
 
 def test_automatic_batches_give_the_same_report_and_say_so(monkeypatch):
-    from cnnreport import batching
+    from cnnreport.support import batching
 
     monkeypatch.setattr(batching, "TAPER_FLOOR_BYTES", 0)  # a small model, split as a large one would be
     monkeypatch.setattr(batching, "PEAK_ACTIVATIONS", 1.2)
@@ -232,9 +233,9 @@ def test_two_hundred_small_probes_in_batches():
 def _kept_bytes(probe_count: int) -> tuple[int, list[int], int]:
     """What the capture keeps for ``probe_count`` probes (max_probes 4): tile and histogram
     bytes over all layers, tile counts per layer, the largest per-layer sample."""
-    from cnnreport.pipeline import capture_pass
-    from cnnreport.probes import load_probes
-    from cnnreport.progress import Progress
+    from cnnreport.capture.passes import capture_pass
+    from cnnreport.io.probes import load_probes
+    from cnnreport.support.progress import Progress
 
     model = small_cnn(channels=8)
     options = ReportOptions(max_probes=4, batch_size=8, attributions=False, **QUIET)
@@ -247,7 +248,7 @@ def _kept_bytes(probe_count: int) -> tuple[int, list[int], int]:
 
 
 def test_what_the_capture_keeps_does_not_grow_with_the_probes_beyond_what_is_shown():
-    from cnnreport.capture import HISTOGRAM_SAMPLES_PER_LAYER
+    from cnnreport.capture.activations import HISTOGRAM_SAMPLES_PER_LAYER
 
     few_bytes, few_tiles, few_sample = _kept_bytes(20)
     many_bytes, many_tiles, many_sample = _kept_bytes(200)
@@ -273,7 +274,7 @@ def test_report_of_many_probes_shows_max_probes_and_counts_them_all():
     assert "40 probes (3 shown)" in html and 'class="count">3 of 40<' in html
     graphed = build_report(model, probes, max_probes=3, batch_size=8, progress=False)
     assert "(8 of the 40 probes: the first number of each shape)" in graphed.to_html()
-    from cnnreport.render import render_markdown
+    from cnnreport.render.views import render_markdown
 
     assert "| Probes | 40 |" in render_markdown(report)
 
@@ -289,7 +290,7 @@ def test_activation_histogram_spans_the_layers_true_range():
 
 
 def test_long_capture_hands_freed_heap_back_every_few_batches(monkeypatch):
-    from cnnreport import heap
+    from cnnreport.support import heap
 
     calls = []
     monkeypatch.setattr(heap, "release_free_heap", lambda: calls.append(1) or True)
@@ -304,7 +305,7 @@ def test_long_capture_hands_freed_heap_back_every_few_batches(monkeypatch):
 def test_heap_release_runs_where_the_c_library_has_it():
     import platform
 
-    from cnnreport import heap
+    from cnnreport.support import heap
 
     released = heap.release_free_heap()
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
@@ -428,7 +429,7 @@ def _arrays(value, path="capture"):
 def test_capture_keeps_only_uint8_tiles_and_small_vectors():
     """After the pass, the capture holds no tensor and no float array of activation size:
     tiles are uint8, float arrays are per-channel vectors or the fixed histogram sample."""
-    from cnnreport.capture import HISTOGRAM_SAMPLES_PER_PROBE
+    from cnnreport.capture.activations import HISTOGRAM_SAMPLES_PER_PROBE
 
     torch.manual_seed(0)
     model = nn.Sequential(

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from click.testing import CliRunner
 
-from cnnreport.cli import main
+from cnnreport.cli.main import main
 from cnnreport.errors import OptionError, terminal_safe
 
 # What a terminal acts on: ESC (colour, cursor, OSC title), BEL, CR, backspace, DEL, the
@@ -77,7 +77,7 @@ def test_a_checkpoint_key_with_escape_sequences_is_printed_escaped(tmp_path):
 
 
 def test_verify_escapes_what_a_report_records(tmp_path):
-    from cnnreport.provenance import model_fingerprint
+    from cnnreport.io.provenance import model_fingerprint
 
     torch.manual_seed(0)
     model = torch.nn.Conv2d(1, 1, 1)

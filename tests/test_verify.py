@@ -24,11 +24,10 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from cnnreport.cli import main
-
-from cnnreport.diff import diff_reports
-from cnnreport.pipeline import build_report, default_provenance, make_options
-from cnnreport.provenance import fill_provenance
+from cnnreport.cli.main import main
+from cnnreport.io.provenance import default_provenance, fill_provenance
+from cnnreport.report.diff import diff_reports
+from cnnreport.report.pipeline import build_report, make_options
 
 pytestmark = pytest.mark.slow
 
@@ -193,7 +192,7 @@ def test_block_and_footer_disagree_when_both_hashes_of_the_block_are_edited(made
     sha_b = sha256_of(made / "b.pt")
 
     def to_b(data):
-        from cnnreport.provenance import model_fingerprint
+        from cnnreport.io.provenance import model_fingerprint
 
         data["provenance"].update(checkpoint_sha256=sha_b, model_fingerprint=model_fingerprint(net(1)))
 
