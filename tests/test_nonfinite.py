@@ -170,7 +170,7 @@ def test_nan_predictions_read_nan_not_nan_percent(broken):
     model, x, report, html, md, data = broken
     # Every score is NaN: no class is named top (the ranking would be arbitrary), and a note says why.
     assert [probe["predictions"] for probe in data["probes"]] == [[], []]
-    assert f"No predictions for 2 of 2 probe(s): the model's class scores are NaN or Inf, so no class can be named top." in data["notes"]
+    assert "No predictions for 2 of 2 probe(s): the model's class scores are NaN or Inf, so no class can be named top." in data["notes"]
     page = ReportPage(html)
     assert "nan%" not in html.lower() and "nan%" not in md.lower()
     assert "NaN" in page.text

@@ -222,12 +222,12 @@ def test_options_that_cannot_apply_are_refused_in_every_command(ws):
 def test_a_failing_view_leaves_every_output_as_it_was(ws, monkeypatch):
     """The Markdown view fails after the HTML and JSON were rendered: nothing is replaced."""
     from cnnreport import generate_report
-    from cnnreport.render import views as render
+    from cnnreport.report import document
 
     def broken(report):
         raise OutputError("markdown broke")
 
-    monkeypatch.setattr(render, "render_markdown", broken)
+    monkeypatch.setattr(document, "render_markdown", broken)  # the view Report.write calls
     before = snapshot(ws)
     with pytest.raises(OutputError, match="markdown broke"):
         generate_report(torch.nn.Conv2d(3, 2, 3), torch.rand(1, 3, 8, 8), output=str(ws / "report.html"), json=str(ws / "report.json"), markdown=str(ws / "report.md"))

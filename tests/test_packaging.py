@@ -61,7 +61,7 @@ import torch
 from torch import nn
 import cnnreport
 from cnnreport import generate_report
-from cnnreport.render import template_dir
+from cnnreport.render.views import template_dir
 
 class Net(nn.Module):
     def __init__(self):

@@ -16,6 +16,7 @@ Pure: works on the built :class:`~cnnreport.report.Report` and the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -187,7 +188,7 @@ def _pixels(layer: LayerCapture, level: Level) -> int:
     return total
 
 
-def _predict(pairs: list[tuple[LayerSection, LayerCapture]], level: Level, per_pixel: float) -> float:
+def _predict(pairs: list[tuple[int, LayerCapture]], level: Level, per_pixel: float) -> float:
     """Estimated mosaic bytes at ``level``: image bytes scale with pixels, markup with tiles."""
     total = 0.0
     for _, layer in pairs:
@@ -197,27 +198,40 @@ def _predict(pairs: list[tuple[LayerSection, LayerCapture]], level: Level, per_p
     return total
 
 
-def apply_budget(report: Report, capture: CaptureResult, max_html_mb: float | None) -> list[str]:
-    """Shrink ``report``'s mosaics in place until the page's estimated size fits ``max_html_mb``.
-
-    Returns notes for the report saying what was reduced (empty when it already fits or no
-    budget is set). Sections are matched to the capture's layers by name and call index.
-    """
+def fit_to_budget(report: Report, capture: CaptureResult, max_html_mb: float | None) -> Report:
+    """``report`` if its page's estimated size fits ``max_html_mb`` (or no budget is set), else a
+    new report with smaller mosaics (then none, then no filter galleries) and notes saying what
+    was reduced. Sections are matched to the capture's layers by name and call index."""
     if max_html_mb is None or max_html_mb <= 0:
-        return []
+        return report
     budget = int(max_html_mb * MB * SAFETY)
     before = estimate_html_bytes(report)
     if before <= budget:
-        return []
+        return report
     layers = {(layer.name, layer.call_index): layer for layer in capture.layers if layer.detailed}
-    pairs = [(s, layers[(s.name, s.call_index)]) for s in report.sections if s.mosaics and (s.name, s.call_index) in layers]
-    if not pairs:
-        return _drop_rest(report, budget, max_html_mb, before)
-    channels = max(len(m.tiles) for s, _ in pairs for m in s.mosaics)
-    tile_size = max(max(t.height, t.width) for s, _ in pairs for m in s.mosaics for t in m.tiles)
-    probes = max(len(s.mosaics) for s, _ in pairs)
-    fixed = markup_bytes(report) + sum(_mosaic_bytes(s.mosaics) for s in report.sections if not any(s is p for p, _ in pairs))
-    image_bytes = sum(b64_size(len(m.figure.png)) for s, _ in pairs for m in s.mosaics)
+    paired = [i for i, s in enumerate(report.sections) if s.mosaics and (s.name, s.call_index) in layers]
+    notes: list[str] = []
+    if paired:
+        report, notes = _smaller_mosaics(report, [(i, layers[(report.sections[i].name, report.sections[i].call_index)]) for i in paired], budget, max_html_mb, before)
+        after = estimate_html_bytes(report)
+    else:
+        after = before
+    if after > budget:
+        report, dropped = _drop_rest(report, budget, max_html_mb, after)
+        notes += dropped
+    return dataclasses.replace(report, notes=report.notes + notes)
+
+
+def _smaller_mosaics(report: Report, pairs: list[tuple[int, LayerCapture]], budget: int, max_html_mb: float, before: int) -> tuple[Report, list[str]]:
+    """Redraw the paired sections' mosaics one ladder step at a time until they fit the room
+    left by everything else; the report at the first level that fits (or the last tried)."""
+    sections = report.sections
+    paired = {i for i, _ in pairs}
+    channels = max(len(m.tiles) for i, _ in pairs for m in sections[i].mosaics)
+    tile_size = max(max(t.height, t.width) for i, _ in pairs for m in sections[i].mosaics for t in m.tiles)
+    probes = max(len(sections[i].mosaics) for i, _ in pairs)
+    fixed = markup_bytes(report) + sum(_mosaic_bytes(s.mosaics) for i, s in enumerate(sections) if i not in paired)
+    image_bytes = sum(b64_size(len(m.figure.png)) for i, _ in pairs for m in sections[i].mosaics)
     image_pixels = sum(_pixels(layer, Level(channels, tile_size, probes)) for _, layer in pairs)
     room = budget - fixed
     chosen: Level | None = None
@@ -229,50 +243,44 @@ def apply_budget(report: Report, capture: CaptureResult, max_html_mb: float | No
         while i < len(steps) - 1 and _predict(pairs, steps[i], per_pixel) > room:
             i += 1
         level = steps[i]
-        rebuilt = [_rebuild(s, layer, level.channels, level.tile_size, level.probes) for s, layer in pairs]
-        image_bytes = sum(b64_size(len(m.figure.png)) for ms in rebuilt for m in ms)
+        rebuilt = {k: _rebuild(sections[k], layer, level.channels, level.tile_size, level.probes) for k, layer in pairs}
+        image_bytes = sum(b64_size(len(m.figure.png)) for ms in rebuilt.values() for m in ms)
         image_pixels = sum(_pixels(layer, level) for _, layer in pairs)
-        for (s, _), ms in zip(pairs, rebuilt):
-            s.mosaics = ms
+        sections = [dataclasses.replace(s, mosaics=rebuilt[k]) if k in rebuilt else s for k, s in enumerate(sections)]
         chosen = level
-        if sum(_mosaic_bytes(ms) for ms in rebuilt) <= room:
+        if sum(_mosaic_bytes(ms) for ms in rebuilt.values()) <= room:
             break
         i += 1
-    notes = []
-    if chosen is not None:
-        parts = []
-        if chosen.channels < channels:
-            parts.append(f"{chosen.channels} instead of {channels} channels per mosaic")
-        if chosen.tile_size < tile_size:
-            parts.append(f"tiles of at most {chosen.tile_size} px instead of {tile_size} px")
-        if chosen.probes < probes:
-            parts.append(f"mosaics for the first {chosen.probes} of {probes} probes only")
-        notes.append(
-            f"To keep the page under --max-html-mb {max_html_mb:g} (estimated {before / MB:.1f} MB in full), "
-            f"layer sections show {', '.join(parts)}."
-        )
-    after = estimate_html_bytes(report)
-    if after > budget:
-        notes += _drop_rest(report, budget, max_html_mb, after)
-    return notes
+    if chosen is None:
+        return report, []
+    parts = []
+    if chosen.channels < channels:
+        parts.append(f"{chosen.channels} instead of {channels} channels per mosaic")
+    if chosen.tile_size < tile_size:
+        parts.append(f"tiles of at most {chosen.tile_size} px instead of {tile_size} px")
+    if chosen.probes < probes:
+        parts.append(f"mosaics for the first {chosen.probes} of {probes} probes only")
+    note = (
+        f"To keep the page under --max-html-mb {max_html_mb:g} (estimated {before / MB:.1f} MB in full), "
+        f"layer sections show {', '.join(parts)}."
+    )
+    return dataclasses.replace(report, sections=sections), [note]
 
 
-def _drop_rest(report: Report, budget: int, max_html_mb: float, estimate: int) -> list[str]:
+def _drop_rest(report: Report, budget: int, max_html_mb: float, estimate: int) -> tuple[Report, list[str]]:
     """Last resorts, in order: no activation mosaics, then no filter galleries."""
     notes = []
     if any(s.mosaics for s in report.sections):
-        for s in report.sections:
-            s.mosaics = []
+        report = dataclasses.replace(report, sections=[dataclasses.replace(s, mosaics=[]) for s in report.sections])
         notes.append(f"To keep the page under --max-html-mb {max_html_mb:g}, activation mosaics are left out.")
         if estimate_html_bytes(report) <= budget:
-            return notes
+            return report, notes
     if any(s.filters is not None for s in report.sections):
-        for s in report.sections:
-            s.filters = None
+        report = dataclasses.replace(report, sections=[dataclasses.replace(s, filters=None) for s in report.sections])
         notes.append(f"To keep the page under --max-html-mb {max_html_mb:g}, filter galleries are left out.")
     if estimate_html_bytes(report) > budget:
         notes.append(
             f"The page is still over --max-html-mb {max_html_mb:g} (estimated {estimate_html_bytes(report) / MB:.1f} MB): "
             "its tables and statistics alone are larger; choose fewer layers with --layers."
         )
-    return notes
+    return report, notes

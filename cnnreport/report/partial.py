@@ -3,6 +3,8 @@ model whose output torchinfo cannot summarise. Tables come from cnnreport's own 
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -24,7 +26,7 @@ from ..io.provenance import default_provenance
 from ..model.compiled import compiled_parts
 from ..model.modules import is_convolution, module_type_name
 from .document import Report
-from .sections import attach_graph, build_section
+from .sections import build_section, graph_views
 
 
 def summary_without_torchinfo(model: nn.Module, input_shape: list[int]) -> ModelSummary:
@@ -98,7 +100,12 @@ def partial_report(
         for layer in result.capture.detailed()
     ]
     summary = summary_without_torchinfo(model, list(batch.inputs[0].shape[1:]))
-    report = Report(
+    rows = [
+        dataclasses.replace(row, section_id=next((s.id for s in sections if (s.name or ROOT_LABEL) == row.name and s.call_index == row.call_index), ""))
+        for row in rows
+    ]
+    graph_svg, graph_full_svg, graph_group_svgs = graph_views(result.graph, {s.id for s in sections}, options)
+    return Report(
         title=(options.title or f"{type(model).__name__} report") + " (partial: the forward pass failed)",
         model=summary,
         layers=rows,
@@ -108,13 +115,12 @@ def partial_report(
         provenance=provenance or default_provenance(),
         synthetic_input=batch.synthetic,
         notes=list(batch.notes) + [f"Only the {len(rows)} module calls that completed before the failure are shown."],
+        graph_svg=graph_svg,
+        graph_full_svg=graph_full_svg,
+        graph_group_svgs=graph_group_svgs,
         failure=failure,
         probe_count=_probes_covered(result.batch_sizes, len(batch)),
     )
-    for row in report.layers:
-        row.section_id = next((s.id for s in sections if (s.name or ROOT_LABEL) == row.name and s.call_index == row.call_index), "")
-    attach_graph(report, result.graph, options)
-    return report
 
 
 def rows_from_capture(model: nn.Module, capture: CaptureResult, batch_size: int) -> list[LayerRow]:

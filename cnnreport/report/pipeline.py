@@ -11,6 +11,7 @@ import fnmatch
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -22,7 +23,7 @@ from ..analysis.architecture import Architecture, inspect_model
 from ..capture.activations import CaptureResult
 from ..capture.passes import PassResult, capture_pass, single_threaded_torch
 from ..capture.predictions import check_class_names, resolve_class_names
-from ..datamodel import LayerRow, ProbeInfo, Provenance, ReportOptions, section_id
+from ..datamodel import Alert, Attribution, LayerRow, LayerSection, ProbeInfo, Provenance, ReportOptions, section_id
 from ..errors import CnnReportError, OptionError
 from ..figures import images as figures
 from ..io.probes import (
@@ -44,10 +45,10 @@ from . import budget
 from .document import Report
 from .partial import fallback_architecture, partial_report
 from .sections import (
-    attach_receptive_fields,
     build_section,
     gradcam_attributions,
     graph_views,
+    linked_rows,
     nonfinite_attribution_notes,
     saliency_attributions,
     weight_section,
@@ -303,7 +304,7 @@ def build_report(
     """Inspect ``model`` on ``probes`` and return the :class:`Report` the page shows.
 
     ``probes``: a float tensor ``(N, C, H, W)``, a folder, an image path or a list of them, a
-    :class:`~cnnreport.probes.ProbeBatch`, a tuple of tensors for a model with several inputs,
+    :class:`~cnnreport.io.probes.ProbeBatch`, a tuple of tensors for a model with several inputs,
     or None with ``input_size`` for a synthetic input. Keyword overrides set
     :class:`ReportOptions` fields (``title=``, ``layers=[...]``, ``max_channels=`` ...);
     ``notes`` are lines the page shows in the overview (the CLI passes what loading did).
@@ -327,21 +328,48 @@ def build_report(
     batch = resolve_probes(model, probes, opts, input_size)
     detailed = select_layers(model, opts)
     example = tuple(t[:1] for t in to_model(batch.inputs, model))
-    automatic = opts.batch_size is None
-    if not automatic and opts.batch_size < 1:
+    if opts.batch_size is not None and opts.batch_size < 1:
         raise OptionError(f"batch_size must be at least 1 probe, got {opts.batch_size} (leave it out for the automatic size)")
+    run = _run_model(model, batch, opts, detailed, example, provenance)
+    # From here on no user code runs, and the figures make tens of thousands of small objects:
+    # the cyclic collector's walks over the whole process would cost ~0.07 s (gcpause.py).
+    with paused_gc():
+        return _assemble(model, batch, example, detailed, run, provenance, notes)
+
+
+@dataclass
+class _ModelRun:
+    """What the passes over the user's model gave; everything after them runs no user code."""
+
+    options: ReportOptions  # with the batch size started with and one class name per class
+    arch: Architecture | None  # None: torchinfo could not summarise the model (see arch_error)
+    arch_error: BaseException | None
+    cam_layer: str | None
+    result: PassResult
+    name_notes: list[str]
+    frozen_state: dict[str, Any] | None
+    saliency: list[Attribution]
+    saliency_notes: list[str]
+
+
+def _run_model(model: nn.Module, batch: ProbeBatch, opts: ReportOptions, detailed: list[str], example: tuple[torch.Tensor, ...], provenance: Provenance | None) -> _ModelRun:
+    """torchinfo's summary, the capture pass and saliency's backward: every run of the user's
+    model, each from the state it was given. A failed forward raises its :class:`ForwardError`,
+    with the partial report of what ran."""
     # Every forward pass below (torchinfo's, the capture's, saliency's) starts from this one copy
     # of the model's state and puts it back after, so a model whose forward writes to itself
     # is reported, and left, as it was given; the fingerprint hashes the state before them.
     with model_left_as_it_was(model) as snapshot:
         frozen_state = snapshot.frozen_state_dict()
         arch: Architecture | None = None
+        arch_error: BaseException | None = None
         try:
             arch = inspect_model(model, example)
         except Exception as exc:  # a failing forward is diagnosed by the capture pass; an unknown output type gets our own table below
-            arch_error: BaseException = exc
+            arch_error = exc
         cam_layer = default_cam_layer(model, opts, arch.rows if arch is not None else ()) if opts.attributions else None
         progress = Progress(total=len(batch), enabled=opts.progress, label="forward")
+        automatic = opts.batch_size is None
         if automatic:  # the report states the size it started with
             opts = dataclasses.replace(opts, batch_size=opts.first_batch)
         result = capture_pass(model, batch, opts, detailed, cam_layer, progress, taper=automatic)
@@ -351,114 +379,127 @@ def build_report(
         shown_names, name_notes = resolve_class_names(opts.class_names, result.class_count)
         opts = dataclasses.replace(opts, class_names=shown_names)
         if result.error is not None:
-            try:
-                given = provenance or default_provenance()
-                fingerprint = state_dict_fingerprint(frozen_state) if frozen_state is not None else given.model_fingerprint
-                result.error.report = partial_report(model, batch, opts, result, dataclasses.replace(given, model_fingerprint=fingerprint))
-            except Exception as exc:  # never let the partial report hide the user's real error
-                result.error.hint = f"no partial report: {type(exc).__name__}: {exc}"
-            raise result.error
+            _raise_with_partial_report(model, batch, opts, result, frozen_state, provenance)
         # Saliency's backward runs the user's model again: before the collector is paused.
         saliency, saliency_notes = [], []
         if opts.attributions and opts.saliency:
             saliency, saliency_notes = saliency_attributions(model, batch, opts, result.predictions)
             if result.class_count is None:
                 saliency_notes.append("No saliency maps: --saliency explains a class score, and the model's output is not class scores (an (N, classes) tensor).")
-    # From here on no user code runs, and the figures make tens of thousands of small objects:
-    # the cyclic collector's walks over the whole process would cost ~0.07 s (gcpause.py).
-    with paused_gc():
-        if arch is None:
-            arch = fallback_architecture(model, example, result.capture, arch_error)
-        modules = dict(model.named_modules())
-        detailed_layers = result.capture.detailed()
-        # Filters are drawn once per module, at its first call.
-        first_calls = {layer.name: layer.call_index for layer in reversed(detailed_layers)}
-        jobs = [(layer, modules.get(layer.name), first_calls[layer.name] == layer.call_index) for layer in detailed_layers]
-        # Sections are independent and their work (PNG encoding, numpy, torch reductions) releases
-        # the GIL, so threads use every core; map keeps the order, so the output is unchanged.
-        # The health checks and the model fingerprint need no section, so they run beside them.
-        # Each thread's torch ops run on one core: with torch's own thread team per call, the
-        # threads oversubscribed the cores and every op waited at its team's barrier.
-        with single_threaded_torch(), ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-            alerts_job = pool.submit(
-                stats.health_alerts,
-                model,
-                result.capture,
-                None,
-                opts,
-                synthetic_input=batch.synthetic,
-                # Only asked where some layer's output is non-finite: a pass over every probe.
-                probe_nonfinite=_probe_nonfinite(batch) if any(sum(c.probe_nan) or sum(c.probe_inf) for c in result.capture.layers) else 0,
-                output_nonfinite=result.output_nonfinite,
-            )
-            # A copy with the fingerprint and probes of *this* model: a Provenance the caller passes
-            # twice must not carry the first model's fingerprint into the second report.
-            given = dataclasses.replace(provenance, model_fingerprint="", probe_files=[]) if provenance else default_provenance()
-            provenance_job = pool.submit(_filled_provenance, given, model, frozen_state, batch, opts.timestamp)
-            section_ids = {section_id(layer.name, layer.call_index) for layer in detailed_layers}
-            graph_job = pool.submit(graph_views, result.graph, section_ids, opts)
-            figures_progress = Progress(total=len(jobs), enabled=opts.progress and bool(jobs), label="figures")
-            sections = []
-            for section in pool.map(lambda job: build_section(job[0], job[1], batch.names, opts, with_filters=job[2]), jobs):
-                sections.append(section)
-                figures_progress.advance(1)
-            figures_progress.close()
-            alerts, provenance, drawn_graph = alerts_job.result(), provenance_job.result(), graph_job.result()
-        section_ids = {(s.name, s.call_index): s.id for s in sections}
-        for row in arch.rows:
-            # The root's row is named "(model)"; its module path (and section's name) is "".
-            path = "" if row.depth == 0 else row.name
-            row.section_id = section_ids.get((path, row.call_index), "")
-        probes_info = []
-        for i, name in enumerate(batch.names[: opts.max_probes]):
-            thumb = figures.thumbnail(batch.display[i], alt=f"probe {name}") if i < len(batch.display) and batch.display[i].size else None
-            probes_info.append(
-                ProbeInfo(
-                    name=name,
-                    thumbnail=thumb,
-                    predictions=result.predictions[i] if i < len(result.predictions) else [],
-                    source=batch.sources[i] if i < len(batch.sources) else "",
-                    sha256=batch.sha256[i] if i < len(batch.sha256) else "",
-                )
-            )
-        attributions = gradcam_attributions(result.capture, batch, opts)
-        cam_notes = nonfinite_attribution_notes(attributions, result.capture.gradcam)
-        notes = list(notes) + list(batch.notes) + list(arch.notes) + _batch_notes(result.batch_sizes, opts.batch_size)
-        notes += name_notes + _gradcam_notes(opts, cam_layer, result, bool(attributions), model)
-        unranked = sum(1 for p in result.predictions if not p) if result.class_count is not None else 0
-        if unranked:
-            notes.append(f"No predictions for {unranked} of {len(result.predictions)} probe(s): the model's class scores are NaN or Inf, so no class can be named top.")
-        attributions += saliency
-        notes += saliency_notes
-        if isinstance(model, torch.jit.ScriptModule):
-            # Weights stay readable inside TorchScript: every convolution still shows its filters.
-            sections = [weight_section(name, module, opts) for name, module in model.named_modules() if is_convolution(module)]
-            notes.append(
-                "TorchScript model: its layers run outside Python, where no hook reaches, so the report "
-                "shows its table, totals, predictions and filters but no activations or Grad-CAM; for "
-                "those, load the Python class with its weights (MODEL file.py:Class --weights checkpoint)."
-            )
-        else:
-            notes += _section_notes(model, opts, detailed, result.capture)
-        notes += _output_notes(result, opts) + cam_notes
-        report = Report(
-            title=opts.title or f"{module_type_name(model)} report",
-            model=arch.summary,
-            layers=arch.rows,
-            sections=sections,
-            probes=probes_info,
-            options=opts,
-            provenance=provenance,
-            attributions=attributions,
-            alerts=alerts,
-            synthetic_input=batch.synthetic,
-            notes=notes,
-            probe_count=len(batch),
+    return _ModelRun(opts, arch, arch_error, cam_layer, result, name_notes, frozen_state, saliency, saliency_notes)
+
+
+def _raise_with_partial_report(model: nn.Module, batch: ProbeBatch, opts: ReportOptions, result: PassResult, frozen_state: dict[str, Any] | None, provenance: Provenance | None) -> None:
+    error = result.error
+    assert error is not None
+    try:
+        given = provenance or default_provenance()
+        fingerprint = state_dict_fingerprint(frozen_state) if frozen_state is not None else given.model_fingerprint
+        error.report = partial_report(model, batch, opts, result, dataclasses.replace(given, model_fingerprint=fingerprint))
+    except Exception as exc:  # never let the partial report hide the user's real error
+        error.hint = f"no partial report: {type(exc).__name__}: {exc}"
+    raise error
+
+
+def _assemble(model: nn.Module, batch: ProbeBatch, example: tuple[torch.Tensor, ...], detailed: list[str], run: _ModelRun, provenance: Provenance | None, notes: list[str]) -> Report:
+    """The report, built once from the passes' results, then fitted to the page's size budget."""
+    opts, result = run.options, run.result
+    arch = run.arch if run.arch is not None else fallback_architecture(model, example, result.capture, run.arch_error)
+    sections, alerts, provenance, (graph_svg, graph_full_svg, graph_group_svgs) = _draw(model, batch, opts, result, run.frozen_state, provenance)
+    attributions = gradcam_attributions(result.capture, batch, opts)
+    cam_notes = nonfinite_attribution_notes(attributions, result.capture.gradcam)
+    notes = notes + list(batch.notes) + list(arch.notes) + _batch_notes(result.batch_sizes, opts.batch_size)
+    notes += run.name_notes + _gradcam_notes(opts, run.cam_layer, result, bool(attributions), model)
+    unranked = sum(1 for p in result.predictions if not p) if result.class_count is not None else 0
+    if unranked:
+        notes.append(f"No predictions for {unranked} of {len(result.predictions)} probe(s): the model's class scores are NaN or Inf, so no class can be named top.")
+    notes += run.saliency_notes
+    rows = linked_rows(arch.rows, sections, result.graph)
+    if isinstance(model, torch.jit.ScriptModule):
+        # Weights stay readable inside TorchScript: every convolution still shows its filters.
+        sections = [weight_section(name, module, opts) for name, module in model.named_modules() if is_convolution(module)]
+        notes.append(
+            "TorchScript model: its layers run outside Python, where no hook reaches, so the report "
+            "shows its table, totals, predictions and filters but no activations or Grad-CAM; for "
+            "those, load the Python class with its weights (MODEL file.py:Class --weights checkpoint)."
         )
-        report.graph_svg, report.graph_full_svg, report.graph_group_svgs = drawn_graph
-        attach_receptive_fields(report.layers, result.graph)
-        report.notes += budget.apply_budget(report, result.capture, opts.max_html_mb)
-        return report
+    else:
+        notes += _section_notes(model, opts, detailed, result.capture)
+    notes += _output_notes(result, opts) + cam_notes
+    report = Report(
+        title=opts.title or f"{module_type_name(model)} report",
+        model=arch.summary,
+        layers=rows,
+        sections=sections,
+        probes=_probe_infos(batch, result, opts),
+        options=opts,
+        provenance=provenance,
+        attributions=attributions + run.saliency,
+        alerts=alerts,
+        synthetic_input=batch.synthetic,
+        notes=notes,
+        graph_svg=graph_svg,
+        graph_full_svg=graph_full_svg,
+        graph_group_svgs=graph_group_svgs,
+        probe_count=len(batch),
+    )
+    return budget.fit_to_budget(report, result.capture, opts.max_html_mb)
+
+
+def _draw(model: nn.Module, batch: ProbeBatch, opts: ReportOptions, result: PassResult, frozen_state: dict[str, Any] | None, provenance: Provenance | None) -> tuple[list[LayerSection], list[Alert], Provenance, tuple[str, str, dict[str, str]]]:
+    """The layer sections, with the health checks, the provenance and the graph drawn beside them."""
+    modules = dict(model.named_modules())
+    detailed_layers = result.capture.detailed()
+    # Filters are drawn once per module, at its first call.
+    first_calls = {layer.name: layer.call_index for layer in reversed(detailed_layers)}
+    jobs = [(layer, modules.get(layer.name), first_calls[layer.name] == layer.call_index) for layer in detailed_layers]
+    # Sections are independent and their work (PNG encoding, numpy, torch reductions) releases
+    # the GIL, so threads use every core; map keeps the order, so the output is unchanged.
+    # The health checks and the model fingerprint need no section, so they run beside them.
+    # Each thread's torch ops run on one core: with torch's own thread team per call, the
+    # threads oversubscribed the cores and every op waited at its team's barrier.
+    with single_threaded_torch(), ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        alerts_job = pool.submit(
+            stats.health_alerts,
+            model,
+            result.capture,
+            None,
+            opts,
+            synthetic_input=batch.synthetic,
+            # Only asked where some layer's output is non-finite: a pass over every probe.
+            probe_nonfinite=_probe_nonfinite(batch) if any(sum(c.probe_nan) or sum(c.probe_inf) for c in result.capture.layers) else 0,
+            output_nonfinite=result.output_nonfinite,
+        )
+        # A copy with the fingerprint and probes of *this* model: a Provenance the caller passes
+        # twice must not carry the first model's fingerprint into the second report.
+        given = dataclasses.replace(provenance, model_fingerprint="", probe_files=[]) if provenance else default_provenance()
+        provenance_job = pool.submit(_filled_provenance, given, model, frozen_state, batch, opts.timestamp)
+        section_ids = {section_id(layer.name, layer.call_index) for layer in detailed_layers}
+        graph_job = pool.submit(graph_views, result.graph, section_ids, opts)
+        figures_progress = Progress(total=len(jobs), enabled=opts.progress and bool(jobs), label="figures")
+        sections = []
+        for section in pool.map(lambda job: build_section(job[0], job[1], batch.names, opts, with_filters=job[2]), jobs):
+            sections.append(section)
+            figures_progress.advance(1)
+        figures_progress.close()
+        return sections, alerts_job.result(), provenance_job.result(), graph_job.result()
+
+
+def _probe_infos(batch: ProbeBatch, result: PassResult, opts: ReportOptions) -> list[ProbeInfo]:
+    """The probes the page lists: thumbnail, top predictions, file and hash."""
+    infos = []
+    for i, name in enumerate(batch.names[: opts.max_probes]):
+        thumb = figures.thumbnail(batch.display[i], alt=f"probe {name}") if i < len(batch.display) and batch.display[i].size else None
+        infos.append(
+            ProbeInfo(
+                name=name,
+                thumbnail=thumb,
+                predictions=result.predictions[i] if i < len(result.predictions) else [],
+                source=batch.sources[i] if i < len(batch.sources) else "",
+                sha256=batch.sha256[i] if i < len(batch.sha256) else "",
+            )
+        )
+    return infos
 
 
 def _filled_provenance(given: Provenance, model: nn.Module, frozen_state: dict[str, Any] | None, batch: ProbeBatch, timestamp: bool) -> Provenance:

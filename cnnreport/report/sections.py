@@ -3,6 +3,7 @@ graph and receptive fields attached to the report. Numbers in, figures and datac
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -27,7 +28,6 @@ from ..figures import images as figures
 from ..figures.graph_svg import build_graph_views, group_views
 from ..io.probes import ProbeBatch
 from ..model.modules import module_type_name, to_model
-from .document import Report
 
 
 def build_section(
@@ -122,28 +122,36 @@ def graph_views(graph: Any, section_ids: set[str], options: ReportOptions) -> tu
     return collapsed, full, group_views(graph, link_sections=section_ids)
 
 
-def attach_graph(report: Report, graph: Any, options: ReportOptions) -> None:
-    """Draw the executed graph into the report, if there is one."""
-    report.graph_svg, report.graph_full_svg, report.graph_group_svgs = graph_views(graph, {s.id for s in report.sections}, options)
-
-
-def attach_receptive_fields(rows: list[LayerRow], graph: Any) -> None:
-    """Receptive field and effective stride of each conv/pool row, from the executed graph, and
-    FLOPs (two per mult-add) on every row."""
+def linked_rows(rows: Sequence[LayerRow], sections: Sequence[LayerSection], graph: Any) -> list[LayerRow]:
+    """The architecture rows as the page shows them: each linked to its layer's section, with
+    FLOPs (two per mult-add), and with the receptive field and effective stride of each
+    conv/pool row from the executed graph (left empty when there is no graph)."""
+    section_ids = {(s.name, s.call_index): s.id for s in sections}
+    fields = _receptive_fields(graph)
+    out = []
     for row in rows:
-        row.flops = 2 * row.mult_adds if row.mult_adds else None
-    if graph is None:
-        return
-    try:
-
-        fields = receptive_fields(graph)
-    except Exception:  # an odd graph must not cost the report; the columns stay empty
-        return
-    for row in rows:
+        # The root's row is named "(model)"; its module path (and section's name) is "".
+        path = "" if row.depth == 0 else row.name
+        changes: dict[str, Any] = {
+            "section_id": section_ids.get((path, row.call_index), ""),
+            "flops": 2 * row.mult_adds if row.mult_adds else None,
+        }
         key = row.name if row.call_index == 1 else f"{row.name} (call {row.call_index})"
         if key in fields:
             rf, stride = fields[key]
-            row.receptive_field, row.effective_stride = int(round(rf)), int(round(stride)) if stride >= 1 else stride
+            changes["receptive_field"] = int(round(rf))
+            changes["effective_stride"] = int(round(stride)) if stride >= 1 else stride
+        out.append(dataclasses.replace(row, **changes))
+    return out
+
+
+def _receptive_fields(graph: Any) -> dict[str, tuple[Any, Any]]:
+    if graph is None:
+        return {}
+    try:
+        return receptive_fields(graph)
+    except Exception:  # an odd graph must not cost the report; the columns stay empty
+        return {}
 
 
 def _attribution(
