@@ -272,6 +272,8 @@ class ForwardFailure:
     last_completed: str
     input_shapes: list[Any]
     expected: str = ""
+    #: The error as one line, as the CLI prints it: the module or op that failed and what it got.
+    summary: str = ""
 
 
 @dataclass

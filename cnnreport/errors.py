@@ -8,7 +8,6 @@ Messages name the thing to fix: the file, the layer, the shape or the option.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 # What a terminal would act on instead of printing: C0 and C1 controls (ESC starts colour,
 # cursor and title sequences, BEL rings, CR overwrites the line, 0x9b is a one-byte CSI), DEL,
@@ -71,15 +70,12 @@ class OutputError(CnnReportError):
 class ForwardError(CnnReportError):
     """The model raised inside its forward pass.
 
-    ``report`` holds the partial :class:`~cnnreport.report.Report` built from everything that ran
-    before the failure, when one could be built.
+    Carries its message and hint only. For the partial report of everything that ran before the
+    failure, call ``build_report(..., on_failure="partial")``, which returns that report (its
+    ``failure`` says where the pass broke) instead of raising.
     """
 
     exit_code = 3
-
-    def __init__(self, message: str, *, hint: str | None = None, report: Any = None) -> None:
-        super().__init__(message, hint=hint)
-        self.report = report
 
 
 class ProvenanceError(OptionError):

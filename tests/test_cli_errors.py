@@ -220,15 +220,18 @@ def test_python_api_raises_with_the_partial_report_attached():
         build_report(model, torch.rand(3, 3, 16, 16), progress=False)
     error = caught.value
     assert "fc (Linear)" in error.one_line() and "(3, 2048)" in error.one_line()
-    failure = error.report.failure
+    assert not hasattr(error, "report")  # the exception carries its message, not a report
+    partial = build_report(model, torch.rand(3, 3, 16, 16), progress=False, on_failure="partial")
+    failure = partial.failure
+    assert failure.summary == error.one_line()
     assert (failure.failed_at, failure.failed_type) == ("fc", "Linear")
     assert failure.last_completed == "conv"
     assert failure.input_shapes == [[3, 2048]]
     assert failure.expected == "Linear(in_features=1568)"
-    assert [s.name for s in error.report.sections] == ["conv"]
+    assert [s.name for s in partial.sections] == ["conv"]
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
     assert model.training  # a fresh module trains; the failed pass put its flags back
-    html = error.report.to_html()
+    html = partial.to_html()
     assert "The forward pass failed" in html and "Linear(in_features=1568)" in html
 
 

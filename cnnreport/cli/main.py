@@ -265,19 +265,18 @@ def _str(path: Any) -> str | None:
     return None if path is None else str(path)
 
 
-def write_partial(exc: ForwardError, plan: Any) -> None:
+def write_partial(report: Any, plan: Any) -> None:
     """A failed forward pass: write the partial report beside the output, then exit with the
     forward pass's own error. If the partial report cannot be written, the error still leads."""
-    if exc.report is None or plan.partial is None:
-        raise exc
     where = plan.partial.given
+    error_line = report.failure.summary
     try:
-        exc.report.write(html=str(plan.partial.path))
+        report.write(html=str(plan.partial.path))
     except CnnReportError as write_error:
-        _fail(f"{exc.one_line()}; the partial report {where} could not be written either: {write_error.one_line()}", exc.exit_code)
-    click.echo(f"cnnreport: error: {exc.one_line()}", err=True)
+        _fail(f"{error_line}; the partial report {where} could not be written either: {write_error.one_line()}", ForwardError.exit_code)
+    click.echo(f"cnnreport: error: {error_line}", err=True)
     click.echo(terminal_safe(f"cnnreport: wrote a partial report of what ran to {where}"), err=True)
-    sys.exit(exc.exit_code)
+    sys.exit(ForwardError.exit_code)
 
 
 def refuse_inapplicable(ctx: click.Context, rules: list[tuple[str, bool, str]]) -> None:
@@ -413,10 +412,10 @@ def _run(
         overrides = _options_from(kwargs)
         if class_names and "class_names" not in overrides:
             overrides["class_names"] = class_names  # names the checkpoint carries
-        try:
-            report = build_report(model, probes, input_size=input_size, provenance=prov, notes=notes or [], **overrides)
-        except ForwardError as exc:
-            write_partial(exc, plan)
+        on_failure = "partial" if plan.partial is not None else "raise"
+        report = build_report(model, probes, input_size=input_size, provenance=prov, notes=notes or [], on_failure=on_failure, **overrides)
+        if report.failure is not None:
+            write_partial(report, plan)
         write_planned(report, plan)
     except KeyboardInterrupt as exc:
         if not hasattr(exc, "planned_outputs"):

@@ -76,7 +76,7 @@ def partial_report(
     options: ReportOptions,
     result: PassResult,
     provenance: Provenance | None,
-) -> Report | None:
+) -> Report:
     """What the page can show of a forward pass that raised: the failure first, then a table,
     sections and graph of every module call that completed before it."""
 
@@ -92,6 +92,7 @@ def partial_report(
         last_completed=str(context.get("last_completed", completed[-1].name if completed else "")),
         input_shapes=list(context.get("input_shapes", [])),
         expected=str(context.get("expected", "")),
+        summary=error.one_line() if error is not None else "",
     )
     modules = dict(model.named_modules())
     rows = rows_from_capture(model, result.capture, len(batch))

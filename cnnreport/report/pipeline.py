@@ -299,6 +299,7 @@ def build_report(
     provenance: Provenance | None = None,
     class_names: Sequence[str] | None = None,
     notes: Sequence[str] = (),
+    on_failure: str = "raise",
     **overrides: Any,
 ) -> Report:
     """Inspect ``model`` on ``probes`` and return the :class:`Report` the page shows.
@@ -312,7 +313,15 @@ def build_report(
     and RNG state, bit for bit, whatever its own forward writes (each forward pass starts from
     the state it was given). A ``torch.compile``'d model is reported by the module inside it,
     run eagerly, and the page says so; the compiled wrapper is not called.
+
+    A forward pass that raises: ``on_failure="raise"`` (the default) raises its
+    :class:`~cnnreport.errors.ForwardError`, naming the module or op that failed;
+    ``on_failure="partial"`` returns the partial report of every module call that completed
+    before it, whose ``failure`` says where it broke (the error is raised all the same when not
+    even that report can be built).
     """
+    if on_failure not in ("raise", "partial"):
+        raise OptionError(f"on_failure must be 'raise' or 'partial', not {on_failure!r}")
     if not isinstance(model, nn.Module):
         raise OptionError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     # A torch.compile wrapper is reported by the module inside it; the wrapper is never called.
@@ -331,6 +340,8 @@ def build_report(
     if opts.batch_size is not None and opts.batch_size < 1:
         raise OptionError(f"batch_size must be at least 1 probe, got {opts.batch_size} (leave it out for the automatic size)")
     run = _run_model(model, batch, opts, detailed, example, provenance)
+    if run.result.error is not None:
+        return _partial_or_raise(model, batch, run, provenance, on_failure)
     # From here on no user code runs, and the figures make tens of thousands of small objects:
     # the cyclic collector's walks over the whole process would cost ~0.07 s (gcpause.py).
     with paused_gc():
@@ -354,8 +365,8 @@ class _ModelRun:
 
 def _run_model(model: nn.Module, batch: ProbeBatch, opts: ReportOptions, detailed: list[str], example: tuple[torch.Tensor, ...], provenance: Provenance | None) -> _ModelRun:
     """torchinfo's summary, the capture pass and saliency's backward: every run of the user's
-    model, each from the state it was given. A failed forward raises its :class:`ForwardError`,
-    with the partial report of what ran."""
+    model, each from the state it was given. A failed forward pass ends the runs; its error is in
+    the result."""
     # Every forward pass below (torchinfo's, the capture's, saliency's) starts from this one copy
     # of the model's state and puts it back after, so a model whose forward writes to itself
     # is reported, and left, as it was given; the fingerprint hashes the state before them.
@@ -378,8 +389,8 @@ def _run_model(model: nn.Module, batch: ProbeBatch, opts: ReportOptions, detaile
         # that did not fit is said on the page.
         shown_names, name_notes = resolve_class_names(opts.class_names, result.class_count)
         opts = dataclasses.replace(opts, class_names=shown_names)
-        if result.error is not None:
-            _raise_with_partial_report(model, batch, opts, result, frozen_state, provenance)
+        if result.error is not None:  # nothing more runs: the caller reports what did
+            return _ModelRun(opts, arch, arch_error, cam_layer, result, name_notes, frozen_state, [], [])
         # Saliency's backward runs the user's model again: before the collector is paused.
         saliency, saliency_notes = [], []
         if opts.attributions and opts.saliency:
@@ -389,13 +400,16 @@ def _run_model(model: nn.Module, batch: ProbeBatch, opts: ReportOptions, detaile
     return _ModelRun(opts, arch, arch_error, cam_layer, result, name_notes, frozen_state, saliency, saliency_notes)
 
 
-def _raise_with_partial_report(model: nn.Module, batch: ProbeBatch, opts: ReportOptions, result: PassResult, frozen_state: dict[str, Any] | None, provenance: Provenance | None) -> None:
-    error = result.error
+def _partial_or_raise(model: nn.Module, batch: ProbeBatch, run: _ModelRun, provenance: Provenance | None, on_failure: str) -> Report:
+    """The failed pass's error, raised; or, when asked for, the partial report of what ran."""
+    error = run.result.error
     assert error is not None
+    if on_failure != "partial":
+        raise error
     try:
         given = provenance or default_provenance()
-        fingerprint = state_dict_fingerprint(frozen_state) if frozen_state is not None else given.model_fingerprint
-        error.report = partial_report(model, batch, opts, result, dataclasses.replace(given, model_fingerprint=fingerprint))
+        fingerprint = state_dict_fingerprint(run.frozen_state) if run.frozen_state is not None else given.model_fingerprint
+        return partial_report(model, batch, run.options, run.result, dataclasses.replace(given, model_fingerprint=fingerprint))
     except Exception as exc:  # never let the partial report hide the user's real error
         error.hint = f"no partial report: {type(exc).__name__}: {exc}"
     raise error
