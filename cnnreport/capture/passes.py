@@ -49,9 +49,10 @@ def single_threaded_torch() -> Iterator[None]:
 
 
 @dataclass
-class PassResult:
-    capture: CaptureResult
-    predictions: list[list[Prediction]]
+class _Outcomes:
+    """What the batches' outputs said, gathered batch by batch (the pass result but the capture)."""
+
+    predictions: list[list[Prediction]] = dataclasses.field(default_factory=list)
     graph: Any = None
     failure: dict[str, Any] | None = None
     error: ForwardError | None = None
@@ -62,6 +63,13 @@ class PassResult:
     unscored_output: str = ""
     #: NaN and Inf values in the model's outputs over every batch.
     output_nonfinite: int = 0
+
+
+@dataclass(kw_only=True)
+class PassResult(_Outcomes):
+    """The capture pass's result: the capture's reductions and what the outputs said."""
+
+    capture: CaptureResult
 
 
 def capture_pass(
@@ -77,8 +85,8 @@ def capture_pass(
     """Forward every probe batch once with the capture hooks (and the graph recorder on the
     first batch); Grad-CAM backpropagates from the output to the CAM layer only.
 
-    Batches of ``options.batch_size`` (default :data:`~cnnreport.batching.DEFAULT_BATCH`);
-    with ``taper``, batches after the first may be smaller (:func:`~cnnreport.batching.next_batch_size`)."""
+    Batches of ``options.batch_size`` (default :data:`~cnnreport.support.batching.DEFAULT_BATCH`);
+    with ``taper``, batches after the first may be smaller (:func:`~cnnreport.support.batching.next_batch_size`)."""
     want_cam = options.attributions and cam_layer is not None
     capture = ActivationCapture(
         model,
@@ -89,18 +97,8 @@ def capture_pass(
         max_probes=options.max_probes,
         total_probes=len(batch),
     )
-    predictions: list[list[Prediction]] = []
-    recorder = None
-    graph = None
-    failure = None
-    error = None
-    first_size = options.first_batch
+    out = _Outcomes()
     total = len(batch)
-    batch_sizes: list[int] = []
-    unscored = ""
-    output_nonfinite = 0
-    class_count: int | None = None
-    gradcam_missing = False
     with preserved_model_state(model) as snapshot, capture, paused_gc() as collector_was_on:
         first_probe = 0
         index = -1
@@ -111,65 +109,66 @@ def capture_pass(
                 # left it (observers, counters, in-place writes): the report does not depend on
                 # the batch size.
                 snapshot.restore(between_passes=True)
-            size = first_size
-            if taper and index > 0:
-                size = next_batch_size(
-                    first_size,
-                    probes=total,
-                    done=first_probe,
-                    shown=min(total, options.max_probes),
-                    largest_per_probe=capture.largest_per_probe,
-                    tile_bytes=capture.tile_bytes,
-                )
+            size = _batch_size(options, capture, total, first_probe, index, taper)
             inputs = to_model(tuple(t[first_probe : first_probe + size] for t in batch.inputs), model)
             capture.start_batch(first_probe)
             first_probe += inputs[0].shape[0]
-            batch_sizes.append(inputs[0].shape[0])
+            out.batch_sizes.append(inputs[0].shape[0])
             # The recorder runs on the first batch even without a graph on the page: it is what
             # names the module or op where a failing forward pass broke.
-            record = index == 0
-            try:
-                recorder = CallRecorder(model) if record else None
-                with (recorder if recorder is not None else contextlib.nullcontext()), torch.set_grad_enabled(want_cam):
-                    output = run_forward(model, inputs)
-            except ForwardError as exc:
-                if recorder is not None:
-                    failure = recorder.failure_context()
-                    graph = _graph_of(recorder)  # the graph of everything that ran
-                    _name_failure(exc, failure)
-                error = exc
+            if not _forward_and_read(model, inputs, index, options, capture, want_cam, record=index == 0, out=out):
                 break
-            if recorder is not None:
-                graph = _graph_of(recorder)
-            scores = classification_scores(output)
-            output_nonfinite += _count_nonfinite(output)
-            if scores is None and index == 0:
-                unscored = describe_output(output)
-            if scores is not None:
-                class_count = int(scores.shape[1])
-                predictions += top_predictions(probabilities(scores), options.top_k, options.class_names)
-                if want_cam:
-                    targets = [options.target_class] * scores.shape[0] if options.target_class is not None else scores.detach().argmax(1).tolist()
-                    if options.target_class is not None and not 0 <= options.target_class < scores.shape[1]:
-                        raise OptionError(f"--target-class {options.target_class} is outside the model's {scores.shape[1]} classes")
-                    if not capture.gradcam_backward(scores, targets):
-                        gradcam_missing = True
-            del output, scores
             progress.advance(inputs[0].shape[0])
             collect_young(collector_was_on)
             heap.after_batch(index)
-    return PassResult(
-        capture=capture.result(),
-        predictions=predictions,
-        graph=graph,
-        failure=failure,
-        error=error,
-        batch_sizes=batch_sizes,
-        unscored_output=unscored,
-        output_nonfinite=output_nonfinite,
-        class_count=class_count,
-        gradcam_missing=gradcam_missing,
+    return PassResult(capture=capture.result(), **{f.name: getattr(out, f.name) for f in dataclasses.fields(_Outcomes)})
+
+
+def _batch_size(options: ReportOptions, capture: ActivationCapture, total: int, done: int, index: int, taper: bool) -> int:
+    """The next batch's size: the first batch's, or with ``taper`` what the memory seen allows."""
+    if not (taper and index > 0):
+        return options.first_batch
+    return next_batch_size(
+        options.first_batch,
+        probes=total,
+        done=done,
+        shown=min(total, options.max_probes),
+        largest_per_probe=capture.largest_per_probe,
+        tile_bytes=capture.tile_bytes,
     )
+
+
+def _forward_and_read(model: nn.Module, inputs: tuple[torch.Tensor, ...], index: int, options: ReportOptions, capture: ActivationCapture, want_cam: bool, *, record: bool, out: _Outcomes) -> bool:
+    """One batch forward (recorded on the first), its predictions and Grad-CAM's backward, into
+    ``out``; False when the forward pass raised (the error and failure context are in ``out``)."""
+    try:
+        recorder = CallRecorder(model) if record else None
+        with (recorder if recorder is not None else contextlib.nullcontext()), torch.set_grad_enabled(want_cam):
+            output = run_forward(model, inputs)
+    except ForwardError as exc:
+        if recorder is not None:
+            out.failure = recorder.failure_context()
+            out.graph = _graph_of(recorder)  # the graph of everything that ran
+            _name_failure(exc, out.failure)
+        out.error = exc
+        return False
+    if recorder is not None:
+        out.graph = _graph_of(recorder)
+    scores = classification_scores(output)
+    out.output_nonfinite += _count_nonfinite(output)
+    if scores is None and index == 0:
+        out.unscored_output = describe_output(output)
+    del output  # the batch's outputs go before the next batch's forward
+    if scores is not None:
+        out.class_count = int(scores.shape[1])
+        out.predictions += top_predictions(probabilities(scores), options.top_k, options.class_names)
+        if want_cam:
+            targets = [options.target_class] * scores.shape[0] if options.target_class is not None else scores.detach().argmax(1).tolist()
+            if options.target_class is not None and not 0 <= options.target_class < scores.shape[1]:
+                raise OptionError(f"--target-class {options.target_class} is outside the model's {scores.shape[1]} classes")
+            if not capture.gradcam_backward(scores, targets):
+                out.gradcam_missing = True
+    return True
 
 
 def _name_failure(error: ForwardError, failure: dict[str, Any] | None) -> None:
