@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import math
 from dataclasses import dataclass, field
@@ -176,6 +177,25 @@ def layout(graph: ExecutedGraph, *, max_sweeps: int = 24) -> Layout:
     """
     ids = [n.id for n in graph.nodes]
     nodes = {n.id: n for n in graph.nodes}
+    order, rank, fwd, fsucc, fpred = _forward_edges(graph, ids, nodes)
+    # 1. Layering.
+    level = _levels(order, fsucc, fpred, nodes)
+    depth = max(level.values(), default=-1) + 1
+    # 2. Dummy vertices on long edges.
+    routes, vpred, vsucc, dummies, layers = _split_long_edges(ids, fwd, level, rank, depth)
+    # 3. Crossing reduction.
+    layers, pos = _reduce_crossings(layers, vpred, vsucc, depth, max_sweeps)
+    # 4. Sizes.
+    lines, size = _sizes(ids, nodes, dummies)
+    # 5. Horizontal placement.
+    xs = _place(layers, pos, vpred, vsucc, size, dummies)
+    return _positioned(graph, layers, xs, size, routes, lines, dummies, depth)
+
+
+def _forward_edges(graph: ExecutedGraph, ids: list[str], nodes: dict[str, GraphNode]):
+    """The graph's distinct edges between known nodes (self-loops dropped), a topological
+    order with each vertex's rank in it, and the edges oriented forward in that order with
+    their successor and predecessor lists: ``(order, rank, fwd, fsucc, fpred)``."""
     succ: dict[str, list[str]] = {v: [] for v in ids}
     pred: dict[str, list[str]] = {v: [] for v in ids}
     edges: list[tuple[str, str]] = []
@@ -195,18 +215,25 @@ def layout(graph: ExecutedGraph, *, max_sweeps: int = 24) -> Layout:
     for s, t in fwd:
         fsucc[s].append(t)
         fpred[t].append(s)
+    return order, rank, fwd, fsucc, fpred
 
-    # 1. Layering: longest path from the sources, then sources that are not graph inputs
-    #    (a constant fed into one layer) move down next to their first consumer.
+
+def _levels(order, fsucc, fpred, nodes) -> dict[str, int]:
+    """Layering: longest path from the sources, then sources that are not graph inputs
+    (a constant fed into one layer) move down next to their first consumer."""
     level: dict[str, int] = {}
     for v in order:
         level[v] = max((level[u] + 1 for u in fpred[v]), default=0)
     for v in reversed(order):
         if not fpred[v] and fsucc[v] and nodes[v].kind != "input":
             level[v] = min(level[w] for w in fsucc[v]) - 1
-    depth = max(level.values(), default=-1) + 1
+    return level
 
-    # 2. Dummy vertices on long edges.
+
+def _split_long_edges(ids, fwd, level, rank, depth):
+    """Dummy vertices on every edge spanning several layers, so each segment joins adjacent
+    layers: ``(routes, vpred, vsucc, dummies, layers)``, the layers in their first order
+    (recorded order, a dummy just after its edge's source)."""
     routes: list[tuple[str, str, list[str]]] = []
     vpred: dict[str, list[str]] = {v: [] for v in ids}
     vsucc: dict[str, list[str]] = {v: [] for v in ids}
@@ -231,40 +258,58 @@ def layout(graph: ExecutedGraph, *, max_sweeps: int = 24) -> Layout:
     layers: list[list[str]] = [[] for _ in range(depth)]
     for v in sorted(vlevel, key=lambda v: key[v]):
         layers[vlevel[v]].append(v)
+    return routes, vpred, vsucc, dummies, layers
 
-    # 3. Crossing reduction: barycenter sweeps, best order kept.
-    pos: dict[str, int] = {}
 
-    def reindex(layer: list[str]) -> None:
+class _LayerOrder:
+    """The vertex order of every layer and each vertex's index in its layer (``pos``), as
+    the barycenter sweeps change them."""
+
+    def __init__(self, layers: list[list[str]], vsucc: dict[str, list[str]], depth: int) -> None:
+        self.layers = layers
+        self.vsucc = vsucc
+        self.depth = depth
+        self.pos: dict[str, int] = {}
+        for layer in layers:
+            self.reindex(layer)
+
+    def reindex(self, layer: list[str]) -> None:
+        pos = self.pos
         for i, v in enumerate(layer):
             pos[v] = i
 
-    for layer in layers:
-        reindex(layer)
-
-    def sweep_layer(li: int, nbrs: dict[str, list[str]]) -> None:
-        layer = layers[li]
+    def sweep_layer(self, li: int, nbrs: dict[str, list[str]]) -> None:
+        """Reorder layer ``li`` by the mean index of each vertex's neighbours in ``nbrs``."""
+        pos = self.pos
+        layer = self.layers[li]
         keyed = []
         for i, v in enumerate(layer):
             ns = nbrs[v]
             bary = sum(pos[u] for u in ns) / len(ns) if ns else float(i)
             keyed.append((bary, i, v))
         keyed.sort()
-        layers[li] = [v for _, _, v in keyed]
-        reindex(layers[li])
+        self.layers[li] = [v for _, _, v in keyed]
+        self.reindex(self.layers[li])
 
-    def total_crossings() -> int:
+    def total_crossings(self) -> int:
+        layers, pos, vsucc = self.layers, self.pos, self.vsucc
         total = 0
-        for li in range(depth - 1):
+        for li in range(self.depth - 1):
             segs = [(a, b) for a in layers[li] for b in vsucc[a]]
             lower = {v: pos[v] for v in layers[li + 1]}
             total += _crossings_between({v: pos[v] for v in layers[li]}, lower, segs)
         return total
 
+
+def _reduce_crossings(layers, vpred, vsucc, depth, max_sweeps):
+    """Crossing reduction: barycenter sweeps, the best order seen kept, then a transposition
+    pass if crossings remain: ``(layers, pos)``."""
+    state = _LayerOrder(layers, vsucc, depth)
+    sweep_layer = state.sweep_layer
     for li in range(1, depth):  # first pass: order each layer under its predecessors
         sweep_layer(li, vpred)
-    best = total_crossings()
-    best_layers = [list(layer) for layer in layers]
+    best = state.total_crossings()
+    best_layers = [list(layer) for layer in state.layers]
     stale = 0
     for it in range(max_sweeps):
         if best == 0:
@@ -275,20 +320,24 @@ def layout(graph: ExecutedGraph, *, max_sweeps: int = 24) -> Layout:
         else:
             for li in range(1, depth):
                 sweep_layer(li, vpred)
-        c = total_crossings()
+        c = state.total_crossings()
         if c < best:
-            best, best_layers, stale = c, [list(layer) for layer in layers], 0
+            best, best_layers, stale = c, [list(layer) for layer in state.layers], 0
         else:
             stale += 1
             if stale >= 4:
                 break
     layers = best_layers
     for layer in layers:
-        reindex(layer)
+        state.reindex(layer)
     if best > 0:
-        _transpose(layers, pos, vpred, vsucc, reindex)
+        _transpose(layers, state.pos, vpred, vsucc, state.reindex)
+    return layers, state.pos
 
-    # 4. Sizes.
+
+def _sizes(ids, nodes, dummies):
+    """Every node's two text lines and box size (width from the longer line); dummies are
+    zero-width: ``(lines, size)``."""
     lines: dict[str, tuple[str, str]] = {}
     size: dict[str, tuple[float, float]] = {}
     for v in ids:
@@ -298,9 +347,11 @@ def layout(graph: ExecutedGraph, *, max_sweeps: int = 24) -> Layout:
         size[v] = (float(w), NODE_HEIGHT)
     for d in dummies:
         size[d] = (0.0, NODE_HEIGHT)
+    return lines, size
 
-    # 5. Horizontal placement.
-    xs = _place(layers, pos, vpred, vsucc, size, dummies)
+
+def _positioned(graph, layers, xs, size, routes, lines, dummies, depth) -> Layout:
+    """The layout with the x coordinates shifted to the margin, y from the layer index."""
     min_x = min((xs[v] - size[v][0] / 2 for v in xs), default=0.0)
     max_x = max((xs[v] + size[v][0] / 2 for v in xs), default=0.0)
     shift = MARGIN - min_x
@@ -363,6 +414,25 @@ def _transpose(layers, pos, vpred, vsucc, reindex, max_passes: int = 4) -> None:
 
 def _place(layers, pos, vpred, vsucc, size, dummies) -> dict[str, float]:
     """x coordinates: vertical alignment into blocks, then weighted isotonic sweeps."""
+    up, down = _align(layers, pos, vpred, vsucc, dummies)
+    seps_of = functools.partial(_separations, size=size, dummies=dummies)
+    root, members, left, right = _blocks(layers, up, seps_of)
+    # Left-most feasible placement along a topological order of the separation constraints
+    # (acyclic because alignments never cross).
+    order = _block_order(members, left, right)
+    if len(order) < len(members):  # cannot happen with consistent alignments; stay safe
+        return _place_per_layer(layers, vpred, vsucc, up, down, size, dummies, seps_of)
+    bx: dict[str, float] = {}
+    for b in order:
+        bx[b] = max((bx[a] + sep for a, sep in left[b].items()), default=0.0)
+    _balance_blocks(bx, order, members, root, left, right, vpred, vsucc)
+    return {v: bx[root[v]] for v in root}
+
+
+def _align(layers, pos, vpred, vsucc, dummies) -> tuple[dict[str, str], dict[str, str]]:
+    """Vertical alignment: ``(up, down)``, each vertex's aligned upper and lower neighbour.
+    Long-edge interiors first, then real-to-real edges by preference, then the ends of long
+    edges; an alignment that would cross (or share a vertex with) an earlier one is refused."""
     up: dict[str, str] = {}  # v -> upper vertex it is aligned with
     down: dict[str, str] = {}
     aligned_pairs: dict[int, list[tuple[int, int]]] = {}
@@ -380,21 +450,44 @@ def _place(layers, pos, vpred, vsucc, size, dummies) -> dict[str, float]:
         up[v], down[u] = u, v
         return True
 
-    def medians(ns: list[str]) -> list[str]:
-        if not ns:
-            return []
-        s = sorted(ns, key=lambda a: pos[a])
-        m = len(s)
-        return [s[(m - 1) // 2]] if m % 2 else [s[m // 2 - 1], s[m // 2]]
-
     # (a) long-edge interiors: a dummy follows the dummy above it.
     for layer in layers:
         for v in layer:
             if v in dummies and vpred[v] and vpred[v][0] in dummies:
                 try_align(vpred[v][0], v)
-    # (b) real-to-real edges. Each vertex prefers the neighbour on its longest path (counted
-    # in real nodes), so the main path of a block stays one straight column and the shorter
-    # branch (a projection shortcut, a 1x1 branch) steps aside; ties go to the median.
+    # (b) real-to-real edges.
+    for _, _, _, u, v in _real_alignment_candidates(layers, pos, vpred, vsucc, dummies):
+        try_align(u, v)
+    # (c) ends of long edges, where both ends are still free.
+    for layer in layers:
+        for v in layer:
+            for u in vpred[v]:
+                if (u in dummies) != (v in dummies):
+                    try_align(u, v)
+    return up, down
+
+
+def _medians(ns: list[str], pos: dict[str, int]) -> list[str]:
+    if not ns:
+        return []
+    s = sorted(ns, key=lambda a: pos[a])
+    m = len(s)
+    return [s[(m - 1) // 2]] if m % 2 else [s[m // 2 - 1], s[m // 2]]
+
+
+def _preferred(ns: list[str], length: dict[str, int], pos: dict[str, int]) -> str | None:
+    """The neighbour on the longest path, ties to the median, then to the left."""
+    if not ns:
+        return None
+    mid = _medians(ns, pos)
+    return max(ns, key=lambda a: (length[a], a in mid, -pos[a]))
+
+
+def _real_alignment_candidates(layers, pos, vpred, vsucc, dummies):
+    """Real-to-real edges ``(score, layer, pos, u, v)`` in the order they are tried. Each
+    vertex prefers the neighbour on its longest path (counted in real nodes), so the main path
+    of a block stays one straight column and the shorter branch (a projection shortcut, a 1x1
+    branch) steps aside; ties go to the median. Score 0: both ends prefer each other."""
     down_len: dict[str, int] = {}
     for layer in reversed(layers):
         for v in layer:
@@ -406,14 +499,8 @@ def _place(layers, pos, vpred, vsucc, size, dummies) -> dict[str, float]:
         for v in layer:
             up_len[v] = max((up_len[u] + (u not in dummies) for u in vpred[v]), default=0)
 
-    def preferred(ns: list[str], length: dict[str, int]) -> str | None:
-        if not ns:
-            return None
-        mid = medians(ns)
-        return max(ns, key=lambda a: (length[a], a in mid, -pos[a]))
-
     pref_succ = {
-        u: preferred([w for w in vsucc[u] if w not in dummies], down_len)
+        u: _preferred([w for w in vsucc[u] if w not in dummies], down_len, pos)
         for layer in layers for u in layer if u not in dummies
     }
     cand: list[tuple[int, int, int, str, str]] = []
@@ -422,29 +509,28 @@ def _place(layers, pos, vpred, vsucc, size, dummies) -> dict[str, float]:
             if v in dummies:
                 continue
             real_preds = [u for u in vpred[v] if u not in dummies]
-            pv = preferred(real_preds, up_len)
+            pv = _preferred(real_preds, up_len, pos)
             for u in real_preds:
                 score = (u != pv) + (v != pref_succ.get(u))
                 cand.append((score, li, pos[v], u, v))
     cand.sort(key=lambda c: (c[0], c[1], c[2], pos[c[3]]))
-    for _, _, _, u, v in cand:
-        try_align(u, v)
-    # (c) ends of long edges, where both ends are still free.
-    for layer in layers:
-        for v in layer:
-            for u in vpred[v]:
-                if (u in dummies) != (v in dummies):
-                    try_align(u, v)
+    return cand
 
-    def seps_of(layer: list[str]) -> list[float]:
-        out = []
-        for a, b in zip(layer, layer[1:]):
-            gap = GAP_DUMMY if (a in dummies or b in dummies) else GAP_REAL
-            out.append((size[a][0] + size[b][0]) / 2 + gap)
-        return out
 
-    # Blocks: every vertex joins the block of the topmost vertex of its alignment chain, and a
-    # block gets one x, so aligned chains are exactly straight.
+def _separations(layer: list[str], size, dummies) -> list[float]:
+    """Minimum distance between the centres of neighbours in ``layer``."""
+    out = []
+    for a, b in zip(layer, layer[1:]):
+        gap = GAP_DUMMY if (a in dummies or b in dummies) else GAP_REAL
+        out.append((size[a][0] + size[b][0]) / 2 + gap)
+    return out
+
+
+def _blocks(layers, up, seps_of):
+    """Blocks: every vertex joins the block of the topmost vertex of its alignment chain, and
+    a block gets one x, so aligned chains are exactly straight. ``(root, members, left,
+    right)``: each vertex's block, each block's vertices, and the separation each block needs
+    from the blocks on its left and on its right (the largest over the layers they share)."""
     root: dict[str, str] = {}
     members: dict[str, list[str]] = {}
     for layer in layers:
@@ -459,8 +545,12 @@ def _place(layers, pos, vpred, vsucc, size, dummies) -> dict[str, float]:
             if sep > right[ra].get(rb, -1.0):
                 right[ra][rb] = sep
                 left[rb][ra] = sep
-    # Left-most feasible placement along a topological order of the separation constraints
-    # (acyclic because alignments never cross).
+    return root, members, left, right
+
+
+def _block_order(members, left, right) -> list[str]:
+    """A topological order of the blocks under the left-of constraints (shorter than
+    ``members`` only if the constraints had a cycle)."""
     indeg = {b: len(left[b]) for b in members}
     queue = [b for b in members if indeg[b] == 0]
     order: list[str] = []
@@ -471,13 +561,12 @@ def _place(layers, pos, vpred, vsucc, size, dummies) -> dict[str, float]:
             indeg[c] -= 1
             if indeg[c] == 0:
                 queue.append(c)
-    if len(order) < len(members):  # cannot happen with consistent alignments; stay safe
-        return _place_per_layer(layers, vpred, vsucc, up, down, size, dummies, seps_of)
-    bx: dict[str, float] = {}
-    for b in order:
-        bx[b] = max((bx[a] + sep for a, sep in left[b].items()), default=0.0)
-    # Each block moves to the mean of its outside neighbours, as far as its neighbours in
-    # every layer allow (Gauss-Seidel on the separation constraints; stays feasible).
+    return order
+
+
+def _balance_blocks(bx, order, members, root, left, right, vpred, vsucc) -> None:
+    """Each block moves to the mean of its outside neighbours, as far as its neighbours in
+    every layer allow (Gauss-Seidel on the separation constraints; stays feasible)."""
     outside: dict[str, list[str]] = {}
     for b, ms in members.items():
         outside[b] = [
@@ -497,7 +586,6 @@ def _place(layers, pos, vpred, vsucc, size, dummies) -> dict[str, float]:
             bx[b] = new
         if moved < 0.5:  # nothing moves by a visible amount any more
             break
-    return {v: bx[root[v]] for v in root}
 
 
 def _place_per_layer(layers, vpred, vsucc, up, down, size, dummies, seps_of) -> dict[str, float]:

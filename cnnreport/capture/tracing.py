@@ -13,8 +13,9 @@ Producer and consumer are linked by tensor identity: each tensor an event output
 producer. The data-dependent branch that ran is the one recorded (that is the point: ``torch.fx``
 and ``torch.export`` fail on such a branch, and ``torch.jit.trace`` silently keeps one side).
 
-Nothing here runs the model: :meth:`CallRecorder.graph` turns the recorded events into a
-:class:`~cnnreport.graph.ExecutedGraph`, and :meth:`CallRecorder.failure_context` says where a
+Nothing here runs the model: :meth:`CallRecorder.graph` hands the recorded events to
+:mod:`cnnreport.capture.graph_building`, which builds the
+:class:`~cnnreport.capture.executed_graph.ExecutedGraph`, and :meth:`CallRecorder.failure_context` says where a
 forward pass that raised broke off.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
@@ -34,7 +36,8 @@ from torch.nn.modules import module as _module_hooks
 from torch.overrides import TorchFunctionMode
 
 from ..datamodel import row_id, section_id
-from .executed_graph import ExecutedGraph, GraphNode, GroupInfo
+from .executed_graph import ExecutedGraph, GroupInfo
+from .graph_building import UncalledContainer, build_executed_graph
 
 __all__ = ["CallEvent", "CallRecorder", "is_passive_hook", "passive_hook", "suspend_recording"]
 
@@ -782,139 +785,27 @@ class CallRecorder:
         After a complete pass, op nodes whose results reach nothing (``x.mean() > t`` feeding
         a Python ``if``) are left out: they decided the branch, they are not part of the data
         flow. Module calls always stay. After a failed pass nothing is pruned, since the
-        failing call may have been about to consume them.
+        failing call may have been about to consume them. Built by
+        :func:`~cnnreport.capture.graph_building.build_executed_graph`; the recorder's own
+        state is left as it was, so a second call gives the same graph.
         """
-        events = self.events
-        if self._done:
-            consumers: dict[str, int] = {}
-            for ev in events:
-                for src in ev.inputs:
-                    consumers[src] = consumers.get(src, 0) + 1
-            dropped: set[str] = set()
-            for ev in reversed(events):  # reverse order: a dead chain unravels in one pass
-                if ev.kind == "op" and not consumers.get(ev.id):
-                    dropped.add(ev.id)
-                    for src in ev.inputs:
-                        consumers[src] -= 1
-            events = [ev for ev in events if ev.id not in dropped]
-        groups = {k: dataclasses.replace(g) for k, g in self.groups.items()}
-        scopes = self._container_scopes(events, groups)
-        nodes: list[GraphNode] = []
-        edges: list[tuple[str, str]] = []
-        for ev, scope in zip(events, scopes):
-            if ev.kind == "module":
-                rid, sid = row_id(ev.path) if ev.path else "", section_id(ev.path, ev.call_index)
-                if not ev.path:
-                    sid = ""
-            elif ev.kind == "op":
-                rid, sid = (row_id(ev.path) if ev.path else ""), ""
-            else:
-                rid, sid = "", ""
-            nodes.append(
-                GraphNode(
-                    id=ev.id,
-                    kind=ev.kind,
-                    name=ev.name,
-                    type=ev.type,
-                    call_index=ev.call_index,
-                    output_shapes=[list(s) for s in ev.output_shapes],
-                    params=ev.params,
-                    group=scope[-1] if scope else "",
-                    row_id=rid,
-                    section_id=sid,
-                    scope=list(scope),
-                    input_shapes=[list(s) for s in ev.input_shapes],
-                    attrs=dict(ev.attrs),
-                )
-            )
-            edges.extend((src, ev.id) for src in ev.inputs)
-        return ExecutedGraph(nodes=nodes, edges=edges, groups=groups)
-
-    def _container_scopes(
-        self, events: list[CallEvent], groups: dict[str, GroupInfo]
-    ) -> list[tuple[str, ...]]:
-        """Scopes with containers that have no ``forward`` of their own added as groups.
-
-        A ``ModuleList`` of blocks run by a loop in the parent's ``forward`` (DenseNet's dense
-        blocks, most U-Nets) never appears on the call stack, so without this the collapsed
-        view could not fold it. Such a container becomes a group when its members ran in one
-        contiguous stretch of the pass; ops of the parent's ``forward`` inside that stretch
-        (the ``cat`` after each dense layer) join it. Containers whose calls interleave with
-        other modules' stay ungrouped.
-        """
-        scopes = [tuple(ev.scope) for ev in events]
-        called = {g.path for g in groups.values()}
-        taken = set(self._ids) | set(groups)
-        candidates = sorted(
-            (
-                (path.count("."), path, module)
-                for path, module in self.model.named_modules()
-                if path
-                and path not in called
-                and id(module) in self._infos
-                and not self._infos[id(module)].leaf
-            ),
-            key=lambda c: (c[0], c[1]),
+        return build_executed_graph(
+            self.events, self.groups, self._uncalled_containers(), self._ids, complete=self._done
         )
-        for _, path, module in candidates:
-            prefix = path + "."
-            key_paths = {k: g.path for k, g in groups.items()}
 
-            def belongs(i: int) -> bool:
-                if events[i].kind == "module" and events[i].path.startswith(prefix):
-                    return True
-                return any(key_paths.get(k, "").startswith(prefix) for k in scopes[i])
-
-            inside = [i for i in range(len(events)) if belongs(i)]
-            if len(inside) < 2:
-                continue
-            # The scope the container's members run under: the part of their chain before
-            # the first key inside the container.
-            parents = set()
-            for i in inside:
-                chain = scopes[i]
-                cut = next(
-                    (n for n, k in enumerate(chain) if key_paths.get(k, "").startswith(prefix)),
-                    len(chain),
-                )
-                parents.add(chain[:cut])
-            if len(parents) != 1:
-                continue
-            parent = parents.pop()
-            first, last = inside[0], inside[-1]
-            members = set(inside)
-            stretch = range(first, last + 1)
-            if any(i not in members and not (events[i].kind == "op" and scopes[i] == parent)
-                   for i in stretch):
-                continue  # another module ran in between: not a contiguous block
-            key, n = path, 1
-            while key in taken:  # local: calling graph() twice must give the same keys
-                n += 1
-                key = f"{path}#{n}"
-            taken.add(key)
-            info = self._infos[id(module)]
-            groups[key] = GroupInfo(
-                key=key,
-                token=f"g{len(groups) + 1}",
-                path=path,
-                type=info.type,
-                call_index=1,
-                params=_param_count(module),
-                parent=parent[-1] if parent else "",
-                row_id=row_id(path),
-                section_id=section_id(path, 1),
-                output_shapes=[list(s) for s in events[last].output_shapes],
+    def _uncalled_containers(self) -> list[UncalledContainer]:
+        """Non-leaf modules of the model that never ran a ``forward`` of their own."""
+        called = {g.path for g in self.groups.values()}
+        return [
+            UncalledContainer(
+                path, self._infos[id(module)].type, functools.partial(_param_count, module)
             )
-            for i in stretch:
-                chain = scopes[i]
-                scopes[i] = chain[: len(parent)] + (key,) + chain[len(parent) :]
-            # Groups directly inside the container now have it as their parent.
-            for g in groups.values():
-                if g.key != key and g.parent == (parent[-1] if parent else "") and (
-                    g.path.startswith(prefix)
-                ):
-                    g.parent = key
-        return scopes
+            for path, module in self.model.named_modules()
+            if path
+            and path not in called
+            and id(module) in self._infos
+            and not self._infos[id(module)].leaf
+        ]
 
     def failure_context(self) -> dict[str, Any]:
         """Where a forward pass that raised broke off.

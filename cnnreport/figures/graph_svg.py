@@ -86,8 +86,23 @@ def render_svg(
         f"<title>{_esc(title or 'model graph')}</title>",
         '<g class="g-edges">',
     ]
-    # Edges: smooth vertical curves through the dummy vertices; incoming edges of a node with
-    # several inputs land on separate ports across its top, ordered by where they come from.
+    port_x = _input_ports(lay)
+    for i, (s, t, chain) in enumerate(lay.routes):
+        _append_edge(out, lay, s, t, chain, port_x.get(i, lay.pos[t][0]))
+    out.append("</g>")
+    out.append('<g class="g-nodes">')
+    for layer in lay.layers:
+        for v in layer:
+            if v in lay.dummies:
+                continue
+            _append_node(out, nodes[v], lay, tokens, link_sections, rfs)
+    out.append("</g></svg>")
+    return "\n".join(out)
+
+
+def _input_ports(lay: Layout) -> dict[int, float]:
+    """The x where each route (by index) lands on its target. Incoming edges of a node with
+    several inputs land on separate ports across its top, ordered by where they come from."""
     in_routes: dict[str, list[int]] = {}
     for i, (_, t, chain) in enumerate(lay.routes):
         in_routes.setdefault(t, []).append(i)
@@ -105,75 +120,83 @@ def render_svg(
         limit = max(0.0, tw / 2 - 6)
         for j, i in enumerate(idxs):
             port_x[i] = tx + max(-limit, min(limit, (j - base) * step))
-    for i, (s, t, chain) in enumerate(lay.routes):
-        pts: list[tuple[float, float]] = []
-        sx, sy = lay.pos[s]
-        pts.append((sx, sy + lay.size[s][1] / 2))
-        for d in chain[1:-1]:
-            dx, dy = lay.pos[d]
-            pts.append((dx, dy - NODE_HEIGHT / 2))
-            pts.append((dx, dy + NODE_HEIGHT / 2))
-        tx, ty = port_x.get(i, lay.pos[t][0]), lay.pos[t][1] - lay.size[t][1] / 2
-        pts.append((tx, ty - 5))
-        d_attr = [f"M{_n(pts[0][0])} {_n(pts[0][1])}"]
-        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
-            if x0 == x1:
-                d_attr.append(f"L{_n(x1)} {_n(y1)}")
-            else:
-                my = (y0 + y1) / 2
-                d_attr.append(f"C{_n(x0)} {_n(my)} {_n(x1)} {_n(my)} {_n(x1)} {_n(y1)}")
-        out.append(f'<path class="g-edge" d="{" ".join(d_attr)}"/>')
+    return port_x
+
+
+def _append_edge(out: list[str], lay: Layout, s: str, t: str, chain: list[str], tx: float) -> None:
+    """One edge as a smooth vertical curve through its dummy vertices, landing at ``tx`` on
+    the target's top, and its arrowhead."""
+    pts: list[tuple[float, float]] = []
+    sx, sy = lay.pos[s]
+    pts.append((sx, sy + lay.size[s][1] / 2))
+    for d in chain[1:-1]:
+        dx, dy = lay.pos[d]
+        pts.append((dx, dy - NODE_HEIGHT / 2))
+        pts.append((dx, dy + NODE_HEIGHT / 2))
+    ty = lay.pos[t][1] - lay.size[t][1] / 2
+    pts.append((tx, ty - 5))
+    d_attr = [f"M{_n(pts[0][0])} {_n(pts[0][1])}"]
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 == x1:
+            d_attr.append(f"L{_n(x1)} {_n(y1)}")
+        else:
+            my = (y0 + y1) / 2
+            d_attr.append(f"C{_n(x0)} {_n(my)} {_n(x1)} {_n(my)} {_n(x1)} {_n(y1)}")
+    out.append(f'<path class="g-edge" d="{" ".join(d_attr)}"/>')
+    out.append(
+        f'<path class="g-arrow" d="M{_n(tx - 3.5)} {_n(ty - 6)}L{_n(tx + 3.5)} {_n(ty - 6)}'
+        f'L{_n(tx)} {_n(ty)}Z"/>'
+    )
+
+
+def _append_node(
+    out: list[str],
+    node: GraphNode,
+    lay: Layout,
+    tokens: dict[str, str],
+    link_sections: set[str],
+    rfs: dict[str, tuple[Any, Any]],
+) -> None:
+    """One node: its ``<g>`` with data attributes, link, tooltip, box and text lines."""
+    v = node.id
+    cx, cy = lay.pos[v]
+    nw, nh = lay.size[v]
+    x0, y0 = cx - nw / 2, cy - nh / 2
+    cat = node_category(node)
+    classes = f"g-node g-k-{cat}" + (" g-group" if node.kind == "group" else "")
+    attrs = [f'class="{classes}"', f'data-node="{_esc(node.id)}"']
+    scope_tokens = " ".join(tokens[k] for k in node.scope if k in tokens)
+    if scope_tokens:
+        attrs.append(f'data-scope="{scope_tokens}"')
+    if node.kind == "group" and node.id in tokens:
+        attrs.append(f'data-group="{tokens[node.id]}"')
+    href = ""
+    if node.section_id and node.section_id in link_sections:
+        href = "#" + node.section_id
+    elif node.row_id:
+        href = "#" + node.row_id
+    l1, l2 = lay.lines[v]
+    out.append(f"<g {' '.join(attrs)}>")
+    if href:
+        out.append(f'<a href="{_esc(href)}">')
+    out.append(f"<title>{_esc(_tooltip(node, rfs.get(node.id)))}</title>")
+    rx = "10" if node.kind in ("input", "output") else "4"
+    out.append(
+        f'<rect class="g-box" x="{_n(x0)}" y="{_n(y0)}" width="{_n(nw)}" '
+        f'height="{_n(nh)}" rx="{rx}"/>'
+    )
+    out.append(
+        f'<text class="g-l1" x="{_n(cx)}" y="{_n(cy - 3)}" text-anchor="middle">'
+        f"{_esc(l1)}</text>"
+    )
+    if l2:
         out.append(
-            f'<path class="g-arrow" d="M{_n(tx - 3.5)} {_n(ty - 6)}L{_n(tx + 3.5)} {_n(ty - 6)}'
-            f'L{_n(tx)} {_n(ty)}Z"/>'
+            f'<text class="g-l2" x="{_n(cx)}" y="{_n(cy + 11)}" text-anchor="middle">'
+            f"{_esc(l2)}</text>"
         )
+    if href:
+        out.append("</a>")
     out.append("</g>")
-    out.append('<g class="g-nodes">')
-    for layer in lay.layers:
-        for v in layer:
-            if v in lay.dummies:
-                continue
-            node = nodes[v]
-            cx, cy = lay.pos[v]
-            nw, nh = lay.size[v]
-            x0, y0 = cx - nw / 2, cy - nh / 2
-            cat = node_category(node)
-            classes = f"g-node g-k-{cat}" + (" g-group" if node.kind == "group" else "")
-            attrs = [f'class="{classes}"', f'data-node="{_esc(node.id)}"']
-            scope_tokens = " ".join(tokens[k] for k in node.scope if k in tokens)
-            if scope_tokens:
-                attrs.append(f'data-scope="{scope_tokens}"')
-            if node.kind == "group" and node.id in tokens:
-                attrs.append(f'data-group="{tokens[node.id]}"')
-            href = ""
-            if node.section_id and node.section_id in link_sections:
-                href = "#" + node.section_id
-            elif node.row_id:
-                href = "#" + node.row_id
-            l1, l2 = lay.lines[v]
-            out.append(f"<g {' '.join(attrs)}>")
-            if href:
-                out.append(f'<a href="{_esc(href)}">')
-            out.append(f"<title>{_esc(_tooltip(node, rfs.get(node.id)))}</title>")
-            rx = "10" if node.kind in ("input", "output") else "4"
-            out.append(
-                f'<rect class="g-box" x="{_n(x0)}" y="{_n(y0)}" width="{_n(nw)}" '
-                f'height="{_n(nh)}" rx="{rx}"/>'
-            )
-            out.append(
-                f'<text class="g-l1" x="{_n(cx)}" y="{_n(cy - 3)}" text-anchor="middle">'
-                f"{_esc(l1)}</text>"
-            )
-            if l2:
-                out.append(
-                    f'<text class="g-l2" x="{_n(cx)}" y="{_n(cy + 11)}" text-anchor="middle">'
-                    f"{_esc(l2)}</text>"
-                )
-            if href:
-                out.append("</a>")
-            out.append("</g>")
-    out.append("</g></svg>")
-    return "\n".join(out)
 
 
 def group_views(
