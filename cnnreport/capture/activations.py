@@ -288,6 +288,12 @@ def probe_statistics(
             zeros = _chunked(flat, _zero_count, torch.int64).cpu().numpy()
         nan = inf = np.zeros(n, dtype=np.int64)
         return {**_as_lists(mean, std, mn, mx, zeros, nan, inf, rms), **extra}
+    return _nonfinite_probe_statistics(flat)
+
+
+def _nonfinite_probe_statistics(flat: torch.Tensor) -> dict[str, Any]:
+    """:func:`probe_statistics` of an ``(N, D)`` tensor holding NaN or Inf: NaN/Inf counts per
+    probe, and the other figures over each probe's finite values (NaN where it has none)."""
     nan = torch.isnan(flat).sum(1)
     inf = torch.isinf(flat).sum(1)
     # Statistics over the finite values only; the counts say how many were not.
@@ -454,6 +460,39 @@ def _unrecorded_output(output: Any, tensor: torch.Tensor | None) -> str:
     if not tensor.is_floating_point():
         return f"returned a {str(tensor.dtype).replace('torch.', '')} tensor, not a floating-point one"
     return f"returned an empty tensor of shape {tuple(tensor.shape)}"
+
+
+def _record_saturation(layer: LayerCapture, out: torch.Tensor, limits: tuple[float, float]) -> None:
+    """Count a bounded activation's values within 0.1% of its range from either limit."""
+    lo, hi = limits
+    tol = 1e-3 * (hi - lo)
+    x = out.detach()
+    layer.limits = (lo, hi)
+    layer.saturated_low += int((x <= lo + tol).sum())
+    layer.saturated_high += int((x >= hi - tol).sum())
+
+
+def _record_channel_range(layer: LayerCapture, out: torch.Tensor, stats: dict[str, Any]) -> None:
+    """Widen the layer's per-channel range by an ``(N, C, ...)`` output's.
+
+    Every conv-shaped layer keeps its per-channel range, so the health checks find dead
+    channels in layers that have no section too. Flat (N, F) outputs are left out: a flattened
+    map has a "channel" per pixel, and a pixel that is always zero is not a dead unit.
+    """
+    if "channel_min" in stats:
+        cmin_np, cmax_np = stats["channel_min"], stats["channel_max"]
+    else:  # non-finite values: the slow path computed no channel figures
+        x = out.detach()
+        dims = (0, *range(2, x.dim()))
+        cmin_np = x.amin(dim=dims).float().cpu().numpy()
+        cmax_np = x.amax(dim=dims).float().cpu().numpy()
+    _widen_channel_range(layer, cmin_np, cmax_np)
+
+
+def _widen_channel_range(layer: LayerCapture, cmin_np: np.ndarray, cmax_np: np.ndarray) -> None:
+    """Take per-channel minima and maxima into the layer's running range."""
+    layer.channel_min = cmin_np if layer.channel_min is None else np.minimum(layer.channel_min, cmin_np)
+    layer.channel_max = cmax_np if layer.channel_max is None else np.maximum(layer.channel_max, cmax_np)
 
 
 class ActivationCapture:
@@ -636,22 +675,10 @@ class ActivationCapture:
         module: nn.Module,
         known_range: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
-        key = (name, call)
+        """Add one call's output ``out`` (a batch of probes) to the layer's record."""
         if out.shape[0]:
             self.largest_per_probe = max(self.largest_per_probe, out.numel() // out.shape[0] * out.element_size())
-        layer = self._layers.get(key)
-        if layer is None:
-            layer = LayerCapture(
-                name=name,
-                type=type_name,
-                call_index=call,
-                order=self._order,
-                output_shape=list(out.shape[1:]),
-                detailed=detailed,
-                numel_per_probe=int(out[0].numel()) if out.shape[0] else 0,
-            )
-            self._order += 1
-            self._layers[key] = layer
+        layer = self._layer_for(name, type_name, call, out, detailed)
         stats = probe_statistics(out, count_zeros=detailed, moments=detailed, channel_range=known_range)
         layer.probe_mean += stats["mean"]
         layer.probe_std += stats["std"]
@@ -665,28 +692,32 @@ class ActivationCapture:
         if input_rms is not None and len(input_rms) == out.shape[0]:
             layer.input_rms += input_rms
         if limits_of is not None:
-            lo, hi = limits_of(module)
-            tol = 1e-3 * (hi - lo)
-            x = out.detach()
-            layer.limits = (lo, hi)
-            layer.saturated_low += int((x <= lo + tol).sum())
-            layer.saturated_high += int((x >= hi - tol).sum())
-        x = out.detach()
-        if x.dim() >= 3:
-            # Every conv-shaped layer keeps its per-channel range, so the health checks find
-            # dead channels in layers that have no section too. Flat (N, F) outputs are left
-            # out: a flattened map has a "channel" per pixel, and a pixel that is always zero is
-            # not a dead unit.
-            if "channel_min" in stats:
-                cmin_np, cmax_np = stats["channel_min"], stats["channel_max"]
-            else:  # non-finite values: the slow path computed no channel figures
-                dims = (0, *range(2, x.dim()))
-                cmin_np = x.amin(dim=dims).float().cpu().numpy()
-                cmax_np = x.amax(dim=dims).float().cpu().numpy()
-            layer.channel_min = cmin_np if layer.channel_min is None else np.minimum(layer.channel_min, cmin_np)
-            layer.channel_max = cmax_np if layer.channel_max is None else np.maximum(layer.channel_max, cmax_np)
-        if not detailed:
-            return
+            _record_saturation(layer, out, limits_of(module))
+        if out.dim() >= 3:
+            _record_channel_range(layer, out, stats)
+        if detailed:
+            self._record_details(layer, out, stats)
+
+    def _layer_for(self, name: str, type_name: str, call: int, out: torch.Tensor, detailed: bool) -> LayerCapture:
+        """The record of ``name``'s call ``call``, made (next in execution order) at its first batch."""
+        key = (name, call)
+        layer = self._layers.get(key)
+        if layer is None:
+            layer = LayerCapture(
+                name=name,
+                type=type_name,
+                call_index=call,
+                order=self._order,
+                output_shape=list(out.shape[1:]),
+                detailed=detailed,
+                numel_per_probe=int(out[0].numel()) if out.shape[0] else 0,
+            )
+            self._order += 1
+            self._layers[key] = layer
+        return layer
+
+    def _record_details(self, layer: LayerCapture, out: torch.Tensor, stats: dict[str, Any]) -> None:
+        """What only a section shows: per-probe channel means, the top channels' tiles, a histogram sample."""
         x = _as_float(out)
         images, note = as_image_channels(x)
         layer.tile_note = note
@@ -703,9 +734,7 @@ class ActivationCapture:
         else:
             cmeans = x.reshape(x.shape[0], -1)
             cmeans_np = cmeans.cpu().numpy()
-            cmin_np, cmax_np = cmeans_np.min(0), cmeans_np.max(0)
-            layer.channel_min = cmin_np if layer.channel_min is None else np.minimum(layer.channel_min, cmin_np)
-            layer.channel_max = cmax_np if layer.channel_max is None else np.maximum(layer.channel_max, cmax_np)
+            _widen_channel_range(layer, cmeans_np.min(0), cmeans_np.max(0))
         # A copy: cmeans_np is a view, of the statistics' whole buffer (three times its size)
         # or, for a flat (N, F) output, of the activation itself, which an in-place op after
         # this module (ReLU(inplace=True)) would overwrite.

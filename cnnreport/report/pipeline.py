@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..analysis import statistics as stats
+from ..analysis.alerts import health_alerts
 from ..analysis.architecture import Architecture, inspect_model
 from ..capture.activations import CaptureResult
 from ..capture.passes import PassResult, capture_pass, single_threaded_torch
@@ -474,7 +474,7 @@ def _draw(model: nn.Module, batch: ProbeBatch, opts: ReportOptions, result: Pass
     # threads oversubscribed the cores and every op waited at its team's barrier.
     with single_threaded_torch(), ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
         alerts_job = pool.submit(
-            stats.health_alerts,
+            health_alerts,
             model,
             result.capture,
             None,
