@@ -1,7 +1,6 @@
-"""``cnnreport diff`` and ``cnnreport verify``: plain click commands that ``cli.main`` adds.
+"""``cnnreport diff`` and ``cnnreport verify``: click commands that ``cnnreport.cli`` registers.
 
-They use ``cli``'s error mapping and option parsers, imported when a command runs, so that
-importing this module never imports ``cli`` (which imports this module to register them).
+They use :mod:`.main`'s error mapping and option parsers; :mod:`.main` never imports this module.
 """
 
 from __future__ import annotations
@@ -15,21 +14,26 @@ from typing import Any, Callable
 
 import click
 
-#: Help of --max-image-pixels, for every command that reads probe images (the number is
-#: probes.MAX_IMAGE_PIXELS, written out so that --help does not import torch).
-MAX_IMAGE_PIXELS_HELP = (
-    "Most pixels (width x height) one probe image may have; larger files are refused from their "
-    "header, before decoding.  [default: 268435456, 16384x16384]"
+from .main import (
+    MAX_IMAGE_PIXELS_HELP,
+    _class_names,
+    _floats,
+    class_names_file,
+    handle_errors,
+    plan_run_outputs,
+    probe_inputs,
+    probe_option_rules,
+    refuse_inapplicable,
+    spec_file,
+    write_planned,
 )
 
 
 def _handled(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``cli.handle_errors``, looked up at call time (see the module docstring)."""
+    """:func:`.main.handle_errors` around a command."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .main import handle_errors
-
         return handle_errors(func)(*args, **kwargs)
 
     return wrapper
@@ -96,17 +100,6 @@ def diff(**kw: Any) -> None:
     from ..io.provenance import default_provenance
     from ..report.diff import diff_reports
     from ..report.pipeline import make_options
-    from .main import (
-        _class_names,
-        _floats,
-        class_names_file,
-        plan_run_outputs,
-        probe_inputs,
-        probe_option_rules,
-        refuse_inapplicable,
-        spec_file,
-        write_planned,
-    )
 
     probe_paths = list(kw["probes"] or [])
     # Options the rest of the command makes meaningless, then values that cannot work: both

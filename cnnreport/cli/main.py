@@ -27,7 +27,13 @@ from ..errors import (
     terminal_safe,
 )
 from ..support.version import __version__
-from .extra import MAX_IMAGE_PIXELS_HELP
+
+#: Help of --max-image-pixels, for every command that reads probe images (the number is
+#: probes.MAX_IMAGE_PIXELS, written out so that --help does not import torch).
+MAX_IMAGE_PIXELS_HELP = (
+    "Most pixels (width x height) one probe image may have; larger files are refused from their "
+    "header, before decoding.  [default: 268435456, 16384x16384]"
+)
 
 EXIT_USAGE = 2
 #: Exit status of a run ended by a signal: 128 + the signal's number, as a shell reports it.
@@ -596,11 +602,6 @@ def demo(**kwargs: Any) -> None:
     _run(load_demo_model(), probes, kwargs, plan=plan, class_names=CLASS_NAMES)
 
 
-from .extra import diff as _diff_command  # noqa: E402
-from .extra import verify as _verify_command
-
-main.add_command(_diff_command)
-main.add_command(_verify_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
