@@ -1,7 +1,8 @@
 """One error root for every user mistake cnnreport can name.
 
 The CLI catches :class:`CnnReportError`, prints its message as one line and exits with the
-error's ``exit_code``; anything else is a bug in cnnreport and keeps its traceback.
+code :data:`cnnreport.cli.exits.EXIT_CODES` maps the error to; anything else is a bug in
+cnnreport and keeps its traceback.
 Messages name the thing to fix: the file, the layer, the shape or the option.
 """
 
@@ -30,8 +31,6 @@ def terminal_safe(text: str) -> str:
 
 class CnnReportError(Exception):
     """Base class of every error caused by the user's input, not by cnnreport itself."""
-
-    exit_code = 2
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -75,8 +74,6 @@ class ForwardError(CnnReportError):
     ``failure`` says where the pass broke) instead of raising.
     """
 
-    exit_code = 3
-
 
 class ProvenanceError(OptionError):
     """A report's provenance cannot vouch for anything: missing, malformed, hidden where the
@@ -85,8 +82,6 @@ class ProvenanceError(OptionError):
 
 class HealthCheckFailed(CnnReportError):
     """Alerts of at least the ``--fail-on`` severity were found (the report was still written)."""
-
-    exit_code = 4
 
 
 class Interrupted(KeyboardInterrupt):

@@ -14,7 +14,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from cnnreport.cli.main import main, partial_path
+from cnnreport.cli.main import main
+from cnnreport.cli.runs import partial_path
 
 MODEL_SOURCE = textwrap.dedent(
     """

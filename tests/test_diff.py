@@ -22,7 +22,7 @@ from cnnreport.analysis.diff import (
     compare_architecture,
     cosine_change,
 )
-from cnnreport.cli.extra import diff as diff_command
+from cnnreport.cli.diff import diff as diff_command
 from cnnreport.datamodel import Alert, AlertKind, Severity
 from cnnreport.io.provenance import PROVENANCE_SCRIPT_ID, model_fingerprint
 from cnnreport.render.diff_views import diff_json, render_diff_html, render_diff_markdown

@@ -16,7 +16,8 @@ from PIL import Image
 from torch import nn
 
 from cnnreport import build_report
-from cnnreport.cli.main import _names_from_json, main
+from cnnreport.cli.main import main
+from cnnreport.cli.values import names_from_json
 from cnnreport.errors import OptionError
 
 HEAD_FIRST = textwrap.dedent(
@@ -78,7 +79,7 @@ def test_class_name_maps_keep_their_indices(content, expected):
     # a map stays a map of what it names; the report gives one name per class of the model
     from cnnreport.capture.predictions import resolve_class_names
 
-    assert resolve_class_names(_names_from_json(json.loads(content)), len(expected))[0] == expected
+    assert resolve_class_names(names_from_json(json.loads(content)), len(expected))[0] == expected
 
 
 @pytest.mark.parametrize("content", [b"{bad", b'{"0": "a", "x": "b"}', b"5", b"\xff\xfe\x00bad"])
@@ -146,6 +147,6 @@ def test_preprocessing_options_without_probes_are_refused(ws):
 
 def test_option_error_is_the_class_names_error_type():
     with pytest.raises(OptionError):
-        from cnnreport.cli.main import _class_names
+        from cnnreport.cli.values import parse_class_names
 
-        _class_names("not-a-file-and-no-commas")
+        parse_class_names("not-a-file-and-no-commas")

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from cnnreport.cli.extra import verify as verify_command
+from cnnreport.cli.verify import verify as verify_command
 from cnnreport.errors import OptionError, WeightsError
 from cnnreport.io.provenance import (
     PROVENANCE_SCRIPT_ID,
