@@ -13,7 +13,7 @@ import math
 import struct
 import zlib
 from functools import lru_cache
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -231,6 +231,19 @@ def _largest_finite_magnitude(values: np.ndarray) -> float:
     return float(np.abs(finite).max()) if finite.size else 0.0
 
 
+class _DrawnWeights(NamedTuple):
+    """One way of drawing a convolution's weights: the image and what it shows."""
+
+    canvas: np.ndarray
+    png: bytes
+    note: str
+    colormap: str
+    shown: int
+    vmax: float
+    nonfinite: int  # NaN/Inf weights among those drawn
+    drawn: int  # weights drawn (the count nonfinite is out of)
+
+
 def draw_filters(weight: np.ndarray | torch.Tensor, *, layer: str, groups: int = 1, max_filters: int = 32, max_inputs: int = 8) -> FilterGallery:
     """A convolution's filter gallery (see :func:`filter_gallery`).
 
@@ -243,85 +256,107 @@ def draw_filters(weight: np.ndarray | torch.Tensor, *, layer: str, groups: int =
     if isinstance(drawn, torch.Tensor):
         drawn = drawn.detach().float().cpu().numpy()
     w = np.asarray(drawn, dtype=np.float32)
-    bad_all = ~np.isfinite(w)
-    any_bad = bool(bad_all.any())
-    if any_bad:
-        w = np.where(bad_all, np.float32(0), w)
+    bad = ~np.isfinite(w)
+    if bad.any():
+        w = np.where(bad, np.float32(0), w)
+    else:
+        bad = None  # nothing to mark: the drawings skip the mask
     notes = []
     if w.ndim == 5:  # (out, in, d, h, w): the middle depth slice
         w = w[:, :, w.shape[2] // 2]
-        bad_all = bad_all[:, :, bad_all.shape[2] // 2]
+        bad = None if bad is None else bad[:, :, bad.shape[2] // 2]
         notes.append("3-D kernels: middle depth slice")
     elif w.ndim == 3:  # (out, in, k): a one-pixel-high strip per kernel
         w = w[:, :, None, :]
-        bad_all = bad_all[:, :, None, :]
+        bad = None if bad is None else bad[:, :, None, :]
     elif w.ndim != 4:
         raise ValueError(f"{layer}: cannot draw a weight of shape {tuple(weight.shape)}")
     shown = min(out_ch, max_filters)
-    vmax = float(np.abs(w[:shown]).max()) if w.size else 0.0  # non-finite weights are zeros in w
     group_note = f", {groups} groups" if groups > 1 else ""
-    nonfinite = drawn_count = 0
     if in_per_group == 3 and groups == 1:
-        # First-layer RGB filters: zero maps to mid-grey, so sign stays visible in colour too.
-        rgb = np.clip(0.5 + 0.5 * w[:shown] / max(vmax, 1e-12), 0, 1)
-        tiles = (np.transpose(rgb, (0, 2, 3, 1)) * 255).round().astype(np.uint8)
-        if any_bad:
-            bad = bad_all[:shown]
-            nonfinite, drawn_count = int(bad.sum()), bad.size
-            tiles[np.transpose(bad, (0, 2, 3, 1)).any(axis=3)] = NONFINITE_RGB
-        canvas, *_ = tile_grid(tiles)
-        png = encode_png(canvas)
-        note = f"{shown} of {out_ch} filters as RGB images (mid-grey is zero, scale ±{vmax:.3g})"
-        cmap = "rgb"
+        result = _draw_rgb_filters(w, bad, shown, out_ch)
     elif w.shape[2] == 1 and w.shape[3] == 1 and in_per_group > 1:
-        # 1x1 kernels: single pixels say nothing one by one; the (out x in) matrix does.
-        rows_shown, cols_shown = min(out_ch, 64), min(in_per_group, 64)
-        matrix = w[:rows_shown, :cols_shown, 0, 0]
-        vmax = float(np.abs(matrix).max()) if matrix.size else 0.0
-        canvas = _quantise_symmetric(matrix, vmax)
-        if any_bad:
-            bad = bad_all[:rows_shown, :cols_shown, 0, 0]
-            nonfinite, drawn_count = int(bad.sum()), bad.size
-            canvas[bad] = BACKGROUND_INDEX
-        png = indexed_png(canvas, WEIGHT_CMAP)
-        shown = rows_shown
-        note = (
-            f"1x1 kernels as a matrix: rows are output channels 0-{rows_shown - 1} of {out_ch}, "
-            f"columns input channels 0-{cols_shown - 1} of {in_per_group}{group_note}"
-        )
-        cmap = WEIGHT_CMAP
+        result = _draw_pointwise_matrix(w, bad, out_ch, in_per_group, group_note)
     else:
-        inputs = min(in_per_group, max_inputs)
-        sub = w[:shown, :inputs]  # (shown, inputs, kh, kw)
-        kh, kw = sub.shape[2:]
-        tiles = _quantise_symmetric(sub.reshape(shown * inputs, kh, kw), vmax)
-        if any_bad:
-            bad = bad_all[:shown, :inputs].reshape(shown * inputs, kh, kw)
-            nonfinite, drawn_count = int(bad.sum()), bad.size
-            tiles[bad] = BACKGROUND_INDEX
-        tiles = _stretch_strips(tiles)
-        # One input channel per filter (first grey layer, depthwise): a square grid reads best;
-        # otherwise a row per filter, a column per input channel.
-        canvas, *_ = tile_grid(tiles, columns=None if inputs == 1 else inputs)
-        png = indexed_png(canvas, WEIGHT_CMAP)
-        what = "depthwise filters" if in_per_group == 1 and groups > 1 else "filters"
-        if inputs == 1:  # drawn as a square grid, one tile per filter
-            layout_note = f"{shown} of {out_ch} {what}, one tile each (one input channel per filter)"
+        result = _draw_kernel_grid(w, bad, shown, out_ch, in_per_group, groups, max_inputs, group_note)
+    note = result.note
+    if result.nonfinite:
+        colour = "black" if result.colormap == "rgb" else "grey"
+        if result.nonfinite == result.drawn:
+            notes.append(f"every weight drawn ({result.nonfinite}) is NaN/Inf, drawn {colour}: no finite scale")
         else:
-            layout_note = f"{shown} of {out_ch} {what} (rows) x {inputs} of {in_per_group} input channels (columns)"
-        note = f"{layout_note}{group_note}; diverging colour map centred on zero, ±{vmax:.3g}"
-        cmap = WEIGHT_CMAP
-    if nonfinite:
-        colour = "black" if cmap == "rgb" else "grey"
-        if nonfinite == drawn_count:
-            notes.append(f"every weight drawn ({nonfinite}) is NaN/Inf, drawn {colour}: no finite scale")
-        else:
-            notes.append(f"{nonfinite} NaN/Inf weight{'' if nonfinite == 1 else 's'} drawn {colour}, left out of the scale")
+            notes.append(f"{result.nonfinite} NaN/Inf weight{'' if result.nonfinite == 1 else 's'} drawn {colour}, left out of the scale")
     if notes:
         note += "; " + "; ".join(notes)
-    image_h, image_w = canvas.shape[:2]
-    figure = Figure(png=png, width=image_w, height=image_h, alt=f"{layer}: weights, {note}")
-    return FilterGallery(figure=figure, note=note, shown_filters=shown, total_filters=out_ch, vmax=vmax, colormap=cmap, nonfinite=nonfinite)
+    image_h, image_w = result.canvas.shape[:2]
+    figure = Figure(png=result.png, width=image_w, height=image_h, alt=f"{layer}: weights, {note}")
+    return FilterGallery(
+        figure=figure, note=note, shown_filters=result.shown, total_filters=out_ch, vmax=result.vmax, colormap=result.colormap, nonfinite=result.nonfinite
+    )
+
+
+def _largest_magnitude(w: np.ndarray) -> float:
+    return float(np.abs(w).max()) if w.size else 0.0  # non-finite weights are zeros in w
+
+
+def _draw_rgb_filters(w: np.ndarray, bad: np.ndarray | None, shown: int, out_ch: int) -> _DrawnWeights:
+    """First-layer RGB filters as colour images: zero maps to mid-grey, so sign stays visible."""
+    vmax = _largest_magnitude(w[:shown])
+    rgb = np.clip(0.5 + 0.5 * w[:shown] / max(vmax, 1e-12), 0, 1)
+    tiles = (np.transpose(rgb, (0, 2, 3, 1)) * 255).round().astype(np.uint8)
+    nonfinite = drawn = 0
+    if bad is not None:
+        bad = bad[:shown]
+        nonfinite, drawn = int(bad.sum()), bad.size
+        tiles[np.transpose(bad, (0, 2, 3, 1)).any(axis=3)] = NONFINITE_RGB
+    canvas, *_ = tile_grid(tiles)
+    note = f"{shown} of {out_ch} filters as RGB images (mid-grey is zero, scale ±{vmax:.3g})"
+    return _DrawnWeights(canvas, encode_png(canvas), note, "rgb", shown, vmax, nonfinite, drawn)
+
+
+def _draw_pointwise_matrix(w: np.ndarray, bad: np.ndarray | None, out_ch: int, in_per_group: int, group_note: str) -> _DrawnWeights:
+    """1x1 kernels: single pixels say nothing one by one; the (out x in) matrix does."""
+    rows_shown, cols_shown = min(out_ch, 64), min(in_per_group, 64)
+    matrix = w[:rows_shown, :cols_shown, 0, 0]
+    vmax = _largest_magnitude(matrix)
+    canvas = _quantise_symmetric(matrix, vmax)
+    nonfinite = drawn = 0
+    if bad is not None:
+        bad = bad[:rows_shown, :cols_shown, 0, 0]
+        nonfinite, drawn = int(bad.sum()), bad.size
+        canvas[bad] = BACKGROUND_INDEX
+    note = (
+        f"1x1 kernels as a matrix: rows are output channels 0-{rows_shown - 1} of {out_ch}, "
+        f"columns input channels 0-{cols_shown - 1} of {in_per_group}{group_note}"
+    )
+    return _DrawnWeights(canvas, indexed_png(canvas, WEIGHT_CMAP), note, WEIGHT_CMAP, rows_shown, vmax, nonfinite, drawn)
+
+
+def _draw_kernel_grid(
+    w: np.ndarray, bad: np.ndarray | None, shown: int, out_ch: int, in_per_group: int, groups: int, max_inputs: int, group_note: str
+) -> _DrawnWeights:
+    """Each kernel as a tile on one diverging scale: a row per filter, a column per input channel."""
+    vmax = _largest_magnitude(w[:shown])
+    inputs = min(in_per_group, max_inputs)
+    sub = w[:shown, :inputs]  # (shown, inputs, kh, kw)
+    kh, kw = sub.shape[2:]
+    tiles = _quantise_symmetric(sub.reshape(shown * inputs, kh, kw), vmax)
+    nonfinite = drawn = 0
+    if bad is not None:
+        bad = bad[:shown, :inputs].reshape(shown * inputs, kh, kw)
+        nonfinite, drawn = int(bad.sum()), bad.size
+        tiles[bad] = BACKGROUND_INDEX
+    tiles = _stretch_strips(tiles)
+    # One input channel per filter (first grey layer, depthwise): a square grid reads best;
+    # otherwise a row per filter, a column per input channel.
+    canvas, *_ = tile_grid(tiles, columns=None if inputs == 1 else inputs)
+    what = "depthwise filters" if in_per_group == 1 and groups > 1 else "filters"
+    if inputs == 1:  # drawn as a square grid, one tile per filter
+        layout_note = f"{shown} of {out_ch} {what}, one tile each (one input channel per filter)"
+    else:
+        layout_note = f"{shown} of {out_ch} {what} (rows) x {inputs} of {in_per_group} input channels (columns)"
+    note = f"{layout_note}{group_note}; diverging colour map centred on zero, ±{vmax:.3g}"
+    return _DrawnWeights(canvas, indexed_png(canvas, WEIGHT_CMAP), note, WEIGHT_CMAP, shown, vmax, nonfinite, drawn)
 
 
 def histogram_figure(counts: Sequence[int], *, alt: str, width: int = 160, height: int = 48, log: bool = False) -> Figure:

@@ -767,7 +767,7 @@ def _looks_like_safetensors(path: str) -> bool:
 
 def _read_safetensors(full: str, path: str) -> tuple[dict[str, torch.Tensor], list[str] | None]:
     try:
-        from safetensors import safe_open
+        from safetensors import safe_open  # optional: only .safetensors checkpoints need it
     except ImportError:
         raise WeightsError(
             f"reading {path} needs the safetensors package",
@@ -979,51 +979,11 @@ def apply_state_dict(
     metadata = getattr(state_dict, "_metadata", None)
     state, notes, renames = _strip_prefixes(dict(state_dict), list(expected))
 
-    missing = [k for k in expected if k not in state]
-    # Checkpoints from before PyTorch 0.4.1 lack BatchNorm's num_batches_tracked; the model's
-    # own counter is the right value then, not an error (when the layer's statistics are there).
-    filled = [
-        k for k in missing
-        if k.endswith("num_batches_tracked")
-        and k[: -len("num_batches_tracked")] + "running_mean" in state
-    ]
-    if filled:
-        for name in filled:
-            state[name] = expected[name]
-        missing = [k for k in missing if k not in filled]
-        notes.append(f"kept the model's own num_batches_tracked for {len(filled)} BatchNorm layer(s)")
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k}: checkpoint {_shape(state[k].shape)} vs model {_shape(expected[k].shape)}"
-        for k in expected
-        if k in state
-        and isinstance(state[k], torch.Tensor)
-        and isinstance(expected[k], torch.Tensor)
-        and state[k].shape != expected[k].shape
-    ]
+    _keep_own_batch_counters(state, expected, notes)
     model_name = type(model).__name__
     if getattr(model, "original_name", None):  # TorchScript modules keep the class name here
         model_name = str(model.original_name)
-    if missing or unexpected or mismatched:
-        matched = sum(1 for k in state if k in expected)
-        parts = []
-        if matched == 0 and not mismatched:
-            parts.append(
-                f"none of its {len(state)} keys match the model's {len(expected)} "
-                f"(checkpoint: {', '.join(list(state)[:3])}; model: {', '.join(list(expected)[:3])})"
-            )
-        else:
-            if missing:
-                parts.append(_listing(missing, "missing key"))
-            if unexpected:
-                parts.append(_listing(unexpected, "unexpected key"))
-            if mismatched:
-                parts.append(_listing(mismatched, "shape mismatch", show=2))
-        raise WeightsError(
-            f"weights {source} do not fit {model_name}: " + "; ".join(parts),
-            hint="weights for another architecture? check MODEL and --model-arg, "
-            "or pick another checkpoint entry with --weights-key",
-        )
+    _refuse_misfit(state, expected, f"weights {source} do not fit {model_name}")
 
     if metadata is not None:
         ordered: OrderedDict[str, Any] = OrderedDict(state)
@@ -1048,6 +1008,57 @@ def apply_state_dict(
         if stored is not None:
             stored.update({k: v.detach() for k, v in cast.items()})
     return notes
+
+
+def _keep_own_batch_counters(state: dict[str, Any], expected: Mapping[str, Any], notes: list[str]) -> None:
+    """Checkpoints from before PyTorch 0.4.1 lack BatchNorm's num_batches_tracked; the model's
+    own counter is the right value then, not an error (when the layer's statistics are there)."""
+    filled = [
+        k for k in expected
+        if k not in state
+        and k.endswith("num_batches_tracked")
+        and k[: -len("num_batches_tracked")] + "running_mean" in state
+    ]
+    for name in filled:
+        state[name] = expected[name]
+    if filled:
+        notes.append(f"kept the model's own num_batches_tracked for {len(filled)} BatchNorm layer(s)")
+
+
+def _refuse_misfit(state: Mapping[str, Any], expected: Mapping[str, Any], what: str) -> None:
+    """Raise :class:`WeightsError` (``what``: the misfit) naming the missing and unexpected keys
+    and the shape mismatches, or saying that no key matches at all; nothing when every key fits."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k}: checkpoint {_shape(state[k].shape)} vs model {_shape(expected[k].shape)}"
+        for k in expected
+        if k in state
+        and isinstance(state[k], torch.Tensor)
+        and isinstance(expected[k], torch.Tensor)
+        and state[k].shape != expected[k].shape
+    ]
+    if not (missing or unexpected or mismatched):
+        return
+    matched = sum(1 for k in state if k in expected)
+    parts = []
+    if matched == 0 and not mismatched:
+        parts.append(
+            f"none of its {len(state)} keys match the model's {len(expected)} "
+            f"(checkpoint: {', '.join(list(state)[:3])}; model: {', '.join(list(expected)[:3])})"
+        )
+    else:
+        if missing:
+            parts.append(_listing(missing, "missing key"))
+        if unexpected:
+            parts.append(_listing(unexpected, "unexpected key"))
+        if mismatched:
+            parts.append(_listing(mismatched, "shape mismatch", show=2))
+    raise WeightsError(
+        f"{what}: " + "; ".join(parts),
+        hint="weights for another architecture? check MODEL and --model-arg, "
+        "or pick another checkpoint entry with --weights-key",
+    )
 
 
 def _cast_note(cast: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> str:

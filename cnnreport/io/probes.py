@@ -227,6 +227,21 @@ class _Piece:
     raw_ndarray: bool = False  # came from numpy (channel-last layouts are recognised)
 
 
+def _check_probe_options(
+    image_size: Any, resize: str, max_probes: int | None, channels: int | None, max_image_pixels: int | None, mean: Any, std: Any
+) -> tuple[tuple[int, int] | None, int, Any]:
+    """:func:`load_probes`' options checked before any file is read: the target size, the pixel
+    limit and the normalisation; :class:`OptionError` for a value that cannot work."""
+    size = _check_size(image_size)
+    if resize not in _RESIZE_MODES:
+        raise OptionError(f"resize mode {resize!r} is not one of {', '.join(_RESIZE_MODES)}")
+    if max_probes is not None and int(max_probes) <= 0:
+        raise OptionError(f"--max-probes must be at least 1, got {max_probes}")
+    if channels is not None and int(channels) <= 0:
+        raise OptionError(f"channels must be at least 1, got {channels}")
+    return size, _check_pixel_limit(max_image_pixels), _mean_std(mean, std)
+
+
 def load_probes(
     source: Any,
     *,
@@ -266,15 +281,7 @@ def load_probes(
     Raises :class:`ProbeError` for unreadable or missing probes and :class:`OptionError` for
     option values that cannot work.
     """
-    size = _check_size(image_size)
-    if resize not in _RESIZE_MODES:
-        raise OptionError(f"resize mode {resize!r} is not one of {', '.join(_RESIZE_MODES)}")
-    if max_probes is not None and int(max_probes) <= 0:
-        raise OptionError(f"--max-probes must be at least 1, got {max_probes}")
-    if channels is not None and int(channels) <= 0:
-        raise OptionError(f"channels must be at least 1, got {channels}")
-    pixel_limit = _check_pixel_limit(max_image_pixels)
-    norm = _mean_std(mean, std)
+    size, pixel_limit, norm = _check_probe_options(image_size, resize, max_probes, channels, max_image_pixels, mean, std)
     notes: list[str] = []
 
     if isinstance(source, tuple) and source and all(_is_array(s) for s in source):
@@ -1045,7 +1052,7 @@ _PILLOW_GUARD = threading.Lock()
 @contextlib.contextmanager
 def _decoder_errors(path: str) -> Any:
     """Pillow's failures of every kind, on a damaged or hostile file, as one-line :class:`ProbeError`\\ s."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # lazy: tensor probes never need Pillow
 
     try:
         yield
@@ -1073,7 +1080,7 @@ def _opened_image(path: str, pixel_limit: int | None = None) -> Any:
     ``--max-image-pixels`` itself) Pillow's guard is off; with one, Pillow refuses any frame
     or tile it meets while decoding (GIF frames, TIFF tiles) above that limit.
     """
-    from PIL import Image
+    from PIL import Image  # lazy: tensor probes never need Pillow
 
     with _decoder_errors(path), _PILLOW_GUARD, warnings.catch_warnings():
         # Pillow warns at half its error size; the limit is ours, and a warning is no answer.
@@ -1123,7 +1130,7 @@ def _read_image(
     (``Image.reduce``) on the 8-bit pixels, each keeping at least :data:`_SHRINK_MARGIN` times what the final
     antialiased resize needs, so only the reduced image ever becomes floats.
     """
-    from PIL import Image
+    from PIL import Image  # lazy: tensor probes never need Pillow
 
     path = header.path
     with _opened_image(path, pixel_limit) as opened:
