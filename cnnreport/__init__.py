@@ -30,7 +30,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'cnnreport' has no attribute {name!r}")
-    from importlib import import_module
+    from importlib import import_module  # only on first use of a lazy name
 
     value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value

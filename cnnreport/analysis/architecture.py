@@ -102,7 +102,7 @@ def _forget_torchinfo_cache(model: nn.Module, summary_list: Any) -> None:
     would keep the user's model (and its weights) alive after they delete it. Only the entry
     this call made is removed (checked by identity)."""
     try:
-        from torchinfo import torchinfo as torchinfo_module
+        from torchinfo import torchinfo as torchinfo_module  # loaded by inspect_model already
 
         cache = torchinfo_module._cached_forward_pass
     except (ImportError, AttributeError):  # another torchinfo: nothing of ours to drop
@@ -118,7 +118,7 @@ def inspect_model(model: nn.Module, example: tuple[torch.Tensor, ...]) -> Archit
     The parameter totals are ``sum(p.numel())`` over the model's parameters; torchinfo's own
     total is kept beside them, since torchinfo counts a shared parameter once per holder.
     """
-    from torchinfo import summary
+    from torchinfo import summary  # lazy: only a report with its table pays for torchinfo
 
     with preserved_model_state(model, freeze=False):  # the trainable column reads requires_grad
         stats = summary(model, input_data=list(example), verbose=0, depth=1000, mode="eval")

@@ -39,7 +39,7 @@ __all__ = ["saliency_maps", "gradcam_reference", "require_captum"]
 def require_captum() -> Any:
     """Import and return ``captum.attr``, or raise :class:`OptionError` saying how to install it."""
     try:
-        import captum.attr as captum_attr
+        import captum.attr as captum_attr  # optional: only --saliency with captum installed
     except ImportError as exc:
         raise OptionError(
             'saliency maps need Captum, which is not installed: pip install "cnnreport[attributions]" '

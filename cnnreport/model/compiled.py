@@ -18,6 +18,7 @@ import sys
 import threading
 from typing import Any, Iterator
 
+import torch
 from torch import nn
 
 
@@ -84,7 +85,6 @@ def compiled_code_runs_eagerly() -> Iterator[None]:
     (before 2.6).
     """
     global _STANCE_USERS, _STANCE_SET
-    import torch
 
     set_stance = getattr(torch.compiler, "set_stance", None)
     if _eval_frame() is None or set_stance is None:

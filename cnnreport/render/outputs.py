@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import glob as globlib
 import os
+import shutil
 import signal
 import stat
 import sys
@@ -355,7 +356,6 @@ def _backup(target: Path) -> str | None:
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, getattr(errno, "EOPNOTSUPP", errno.ENOTSUP)):
             raise
-        import shutil
 
         shutil.copy2(target, backup)
     return backup
