@@ -12,7 +12,11 @@ from conftest import quick_options
 from torch import nn
 from torch.nn.modules import module as module_globals
 
-from cnnreport.capture.activations import ActivationCapture, probe_statistics, top_channel_tiles
+from cnnreport.capture.activations import (
+    ActivationCapture,
+    probe_statistics,
+    top_channel_tiles,
+)
 from cnnreport.errors import ForwardError
 from cnnreport.model.state import preserved_model_state
 from cnnreport.report.pipeline import build_report
