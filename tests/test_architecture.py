@@ -152,3 +152,41 @@ def test_report_does_not_keep_the_model_alive():
     gc.collect()
     assert alive() is None
 
+
+
+# ----------------------------------------------------------------------------------------------
+# Bytes follow each tensor's own dtype (counted by hand)
+
+
+def _small_bn_net() -> nn.Module:
+    # parameters: conv 4*3*3*3 + 4 = 112, batchnorm 4 + 4 = 8, linear 4*2 + 2 = 10: 130 in all
+    # buffers: running_mean 4 + running_var 4 in the model's dtype, num_batches_tracked 1 int64
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+
+@pytest.mark.parametrize(
+    "dtype, param_bytes, buffer_bytes",
+    [
+        (torch.float16, 130 * 2, 8 * 2 + 8),
+        (torch.bfloat16, 130 * 2, 8 * 2 + 8),
+        (torch.float64, 130 * 8, 8 * 8 + 8),
+        (torch.float32, 130 * 4, 8 * 4 + 8),
+    ],
+    ids=["float16", "bfloat16", "float64", "float32"],
+)
+def test_parameter_and_buffer_bytes_follow_the_dtype(dtype, param_bytes, buffer_bytes):
+    model = _small_bn_net().to(dtype).eval()
+    assert count_parameters(model) == (130, 130, param_bytes)
+    summary = inspect_model(model, (torch.rand(1, 3, 8, 8, dtype=dtype),)).summary
+    assert (summary.total_params, summary.param_bytes, summary.buffer_bytes) == (130, param_bytes, buffer_bytes)
+    assert summary.dtype == str(dtype).replace("torch.", "")
+
+
+def test_bytes_of_a_mixed_precision_model_add_up_per_tensor():
+    model = _small_bn_net()
+    model[0].half()  # 112 parameters x 2 bytes = 224
+    model[4].double()  # 10 x 8 = 80; the batchnorm stays float32: 8 x 4 = 32
+    assert count_parameters(model) == (130, 130, 224 + 32 + 80)
+    # a half-precision weight tied into two modules is counted, and its bytes, once
+    tied = Tied().half()
+    assert count_parameters(tied) == (87, 87, 87 * 2)

@@ -229,3 +229,58 @@ def test_report_has_saliency_per_probe_on_the_square(corner_model):
         assert 0 <= px <= SQUARE + 1 and 0 <= py <= SQUARE + 1, a.peak_xy
     without = cnnreport.build_report(corner_model, x[1::2], quick_options(graph=False, saliency=False))
     assert [a.method for a in without.attributions] == ["Grad-CAM"] * 4  # saliency=False: Grad-CAM only
+
+
+# ----------------------------------------------------------------------------------------------
+# The peak's (x, y) on a map whose peak is known by construction
+
+
+class BrightestPixel(nn.Module):
+    """A 1x1 identity conv, then class 1 = the spatial mean, class 0 = minus it. Grad-CAM of
+    ``conv`` for class 1: every channel weight is 1 / (H*W) > 0, so the map is the input
+    itself (ReLU'd) and its peak is the brightest input pixel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1, bias=False)
+        self.fc = nn.Linear(1, 2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.fill_(1.0)
+            self.fc.weight.copy_(torch.tensor([[-1.0], [1.0]]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def test_gradcam_peak_xy_is_column_then_row():
+    # 6 rows x 8 columns; the bright pixel sits at (row 1, column 6) and (row 4, column 2):
+    # off the diagonal and in a non-square grid, so swapped x and y cannot pass
+    x = torch.full((2, 1, 6, 8), 0.1)
+    x[0, 0, 1, 6] = 1.0
+    x[1, 0, 4, 2] = 1.0
+    report = cnnreport.build_report(BrightestPixel(), x, quick_options(graph=False))
+    cams = [a for a in report.attributions if a.method == "Grad-CAM"]
+    assert [(a.layer, a.target_class) for a in cams] == [("conv", 1), ("conv", 1)]
+    assert [a.peak_xy for a in cams] == [(6, 1), (2, 4)]
+
+
+class PixelScore(nn.Module):
+    """Class 1's score is 3x the 1x1 conv's output at (row 2, column 5): the saliency map is
+    one-hot there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.fill_(1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = 3.0 * self.conv(x)[:, 0, 2, 5]
+        return torch.stack([-score, score], dim=1)
+
+
+def test_saliency_peak_xy_is_column_then_row():
+    x = torch.full((1, 1, 6, 8), 0.5)
+    report = cnnreport.build_report(PixelScore(), x, quick_options(graph=False, saliency=True))
+    (sal,) = [a for a in report.attributions if a.method == "Saliency"]
+    assert (sal.target_class, sal.peak_xy) == (1, (5, 2))

@@ -12,7 +12,11 @@ from conftest import quick_options
 from torch import nn
 from torch.nn.modules import module as module_globals
 
-from cnnreport.capture.activations import ActivationCapture, top_channel_tiles
+from cnnreport.capture.activations import (
+    ActivationCapture,
+    probe_statistics,
+    top_channel_tiles,
+)
 from cnnreport.errors import ForwardError
 from cnnreport.model.state import preserved_model_state
 from cnnreport.report.pipeline import build_report
@@ -646,3 +650,66 @@ def test_an_empty_activation_is_skipped_not_an_error():
 
     report = build_report(Net().eval(), torch.randn(2, 3, 12, 12), quick_options())
     assert [s.name for s in report.sections] == ["conv"]
+
+
+# ----------------------------------------------------------------------------------------------
+# A spread far smaller than the mean: std must not come from rms^2 - mean^2
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 16, 16), (3, 1024)], ids=["per-channel", "flat"])
+@pytest.mark.parametrize("mean, spread", [(1e4, 0.5), (-3e4, 2.0)])
+def test_std_of_a_large_mean_activation_equals_float64(shape, mean, spread):
+    # float32 carries ~7 digits: at mean 1e4, rms^2 ~ 1e8 and its rounding (~10) dwarfs a
+    # variance of 0.25, so the shortcut gives 0 or a few units; the exact pass gives ~1e-6
+    gen = torch.Generator().manual_seed(5)
+    x = (mean + spread * torch.randn(shape, generator=gen, dtype=torch.float64)).float()
+    reference = x.double().flatten(1).std(1, correction=0)  # two-pass, in float64
+    stats = probe_statistics(x)
+    np.testing.assert_allclose(stats["std"], reference.numpy(), rtol=1e-4, atol=0)
+    np.testing.assert_allclose(stats["mean"], x.double().flatten(1).mean(1).numpy(), rtol=1e-6, atol=0)
+
+
+def test_report_std_of_a_layer_offset_by_1e4_equals_float64(probes):
+    model = rm.seeded(rm.ConvInplaceRelu())
+    with torch.no_grad():
+        model.conv.bias.fill_(1e4)  # every output near 1e4, spread ~0.5
+    report = build_report(model, probes, quick_options(layers=["conv"]))
+    (section,) = [s for s in report.sections if s.name == "conv"]
+    ref = reference_outputs(model, probes)["conv"][0]  # float64 copy of the float32 output
+    assert float(ref.std(correction=0)) < 5  # the case in question: spread tiny next to 1e4
+    assert section.stats.std == pytest.approx(float(ref.std(correction=0)), rel=1e-4)
+    per_probe = [p.std for p in section.per_probe_stats]
+    np.testing.assert_allclose(per_probe, ref.flatten(1).std(1, correction=0).numpy(), rtol=1e-4, atol=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# A channel with no finite mean is never chosen as a top channel ahead of a measured one
+
+
+def test_a_nan_channel_mean_is_ranked_last_not_first():
+    # channel means 1, NaN, 3, 2, -inf: the NaN is below every number, -inf included
+    values = [1.0, float("nan"), 3.0, 2.0, float("-inf")]
+    images = torch.stack([torch.full((4, 4), v) for v in values])[None]
+    means = torch.tensor([values])
+    (top2,) = top_channel_tiles(images, means, k=2, tile_size=4)
+    assert top2.channels == [2, 3]
+    (every,) = top_channel_tiles(images, means, k=5, tile_size=4)
+    assert every.channels == [2, 3, 0, 4, 1]
+    # the finite tiles keep their shared scale (1 .. 3), on 128 even levels: 3 -> 2 * 127,
+    # 2 -> 2 * round(63.5) = 2 * 64 (half to even), 1 -> 0; the non-finite ones are drawn grey
+    assert (every.vmin, every.vmax) == (1.0, 3.0)
+    assert every.tiles[:, 0, 0].tolist() == [254, 128, 0, 255, 255]
+
+
+def test_capture_never_shows_an_all_nan_channel_first():
+    model = rm.seeded(rm.ConvInplaceRelu(cin=3, cout=4))
+    with torch.no_grad():
+        model.conv.bias.copy_(torch.tensor([0.0, float("nan"), 5.0, 1.0]))  # channel 1 all NaN
+        model.conv.weight.mul_(0.01)  # the bias sets the order: 2, 3, 0
+    x = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(7))
+    capture = ActivationCapture(model, {"conv"}, max_channels=2, tile_size=8)
+    with preserved_model_state(model), capture, torch.no_grad():
+        capture.start_batch()
+        model.conv(x)
+    (layer,) = capture.result().detailed()
+    assert [t.channels for t in layer.tiles] == [[2, 3], [2, 3]]

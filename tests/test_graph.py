@@ -588,6 +588,47 @@ def test_receptive_fields_hand_computed():
     assert receptive_fields(g) == {"a": (7, 2), "b": (15, 2), "op:max_pool2d": (19, 4)}
 
 
+def test_receptive_fields_of_transposed_convs_and_adaptive_pooling_hand_computed():
+    # 20x20 input; r, j start at 1, 1. The rule for a transposed conv of stride s: the jump
+    # is divided by s first, then r += (k - 1) * d * j with that new jump. Adaptive pooling
+    # from `in` to `out` is a kernel ceil(in / out) with stride floor(in / out).
+    stack = nn.Sequential(
+        nn.Conv2d(1, 1, 3, stride=2, padding=1),  # 20 -> 10: r 1 + 2*1 = 3, j 2
+        nn.ConvTranspose2d(1, 1, 4, stride=2, padding=1),  # 10 -> 20: j 2/2 = 1, r 3 + 3*1 = 6
+        nn.Conv2d(1, 1, 3, stride=2, padding=1),  # 20 -> 10: r 6 + 2*1 = 8, j 2
+        nn.AdaptiveAvgPool2d(3),  # 10 -> 3: k ceil(10/3) = 4, s floor(10/3) = 3: r 8 + 3*2 = 14, j 6
+        nn.AdaptiveMaxPool2d(1),  # 3 -> 1: k 3, s 3: r 14 + 2*6 = 26, j 18
+    )
+    _, g, _ = record(stack, torch.randn(1, 1, 20, 20))
+    assert receptive_fields(g) == {"0": (3, 2), "1": (6, 1), "2": (8, 2), "3": (14, 6), "4": (26, 18)}
+
+    # A transposed conv straight on the input goes below one input pixel: fractions, as floats.
+    up = nn.Sequential(
+        nn.ConvTranspose2d(1, 1, 4, stride=2),  # j 1/2, r 1 + 3 * 1/2 = 2.5
+        nn.ConvTranspose2d(1, 1, 3, stride=2, dilation=2),  # j 1/4, r 2.5 + 2*2 * 1/4 = 3.5
+        nn.Conv2d(1, 1, 5, stride=4),  # r 3.5 + 4 * 1/4 = 4.5, j 1/4 * 4 = 1
+    )
+    _, g, _ = record(up, torch.randn(1, 1, 6, 6))
+    rf = receptive_fields(g)
+    assert rf == {"0": (2.5, 0.5), "1": (3.5, 0.25), "2": (4.5, 1)}
+    assert [type(v) for pair in rf.values() for v in pair] == [float, float, float, float, float, int]
+
+    # Functional forms: F.conv_transpose2d and F.adaptive_avg_pool2d follow the same rules.
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1, 1, 3, 3))
+            self.entry = nn.Identity()  # a model with no submodule is one leaf: no op nodes
+
+        def forward(self, x):
+            x = F.conv2d(self.entry(x), self.w, stride=3)  # 15 -> 5: r 3, j 3
+            x = F.conv_transpose2d(x, self.w, stride=3)  # 5 -> 15: j 1, r 3 + 2*1 = 5
+            return F.adaptive_avg_pool2d(x, 2)  # 15 -> 2: k 8, s 7: r 5 + 7*1 = 12, j 7
+
+    _, g, _ = record(Functional(), torch.randn(1, 1, 15, 15))
+    assert receptive_fields(g) == {"op:conv2d": (3, 3), "op:conv_transpose2d": (5, 1), "op:adaptive_avg_pool2d": (12, 7)}
+
+
 def test_receptive_field_takes_the_max_over_branches():
     _, g, _ = record(TinyInception(), torch.randn(1, 3, 8, 8))
     rf = receptive_fields(g)

@@ -15,11 +15,11 @@ from torch import nn
 
 from cnnreport.errors import CnnReportError, OptionError, ProbeError
 from cnnreport.io.probes import (
-    MEAN_STD_PRESETS,
     ProbeBatch,
     expected_input_channels,
     expected_input_ndim,
     load_probes,
+    normalisation,
     synthetic_probes,
 )
 
@@ -442,9 +442,8 @@ def test_different_sizes_follow_the_first_image(tmp_path):
 def test_mean_std_and_presets(folder):
     raw = load_probes(folder)
     imagenet = load_probes(folder, mean="imagenet")
-    mean, std = MEAN_STD_PRESETS["imagenet"]
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
+    m = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # the published ImageNet figures
+    s = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     assert torch.allclose(imagenet.tensor, (raw.tensor - m) / s)
     # thumbnails show the image before normalisation
     assert all(np.array_equal(a, b) for a, b in zip(imagenet.display, raw.display))
@@ -538,3 +537,65 @@ def test_expected_input_channels_of_torchscript():
     traced = torch.jit.trace(model, torch.zeros(1, 3, 8, 8))
     assert expected_input_channels(traced) == 3
     assert expected_input_ndim(traced) == 3
+
+
+# ------------------------------------------------------------------------------------------
+# Numbers pinned by hand: the ImageNet preset and where the centre crop sits
+
+
+def test_imagenet_preset_is_the_published_mean_and_std():
+    # torchvision's ImageNet statistics, written out here rather than read from the code
+    assert normalisation("imagenet", None) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert normalisation("none", None) is None
+
+
+def test_imagenet_normalised_probe_equals_a_float64_hand_computation(tmp_path):
+    # 2x3 RGB image, every pixel and channel different, so any channel's mean or std is seen
+    pixels = np.array(
+        [[[0, 10, 255], [51, 128, 200], [255, 255, 0]],
+         [[17, 34, 68], [230, 5, 99], [128, 128, 128]]], np.uint8)  # fmt: skip
+    path = save(pixels, tmp_path / "probe.png")
+    batch = load_probes(path, mean="imagenet")
+    assert batch.tensor.shape == (1, 3, 2, 3) and batch.tensor.dtype == torch.float32
+    mean = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(3, 1, 1)
+    scaled = torch.from_numpy(pixels.astype(np.float64) / 255.0).permute(2, 0, 1)
+    expected = (scaled - mean) / std
+    torch.testing.assert_close(batch.tensor[0].double(), expected, atol=1e-6, rtol=0)
+    # one value worked out on paper: red 0 -> (0 - 0.485) / 0.229
+    assert float(batch.tensor[0, 0, 0, 0]) == pytest.approx(-2.117903930, abs=1e-6)
+    # blue 255 -> (1 - 0.406) / 0.225
+    assert float(batch.tensor[0, 2, 0, 0]) == pytest.approx(2.64, abs=1e-6)
+
+
+def _rows_image(height: int, width: int) -> np.ndarray:
+    """Grey H x W uint8 image whose row r is 10 * r + 5 everywhere: every row distinct."""
+    return np.repeat((10 * np.arange(height) + 5).astype(np.uint8)[:, None], width, axis=1)
+
+
+def test_crop_of_a_tall_image_keeps_the_middle_rows(tmp_path):
+    # 12 rows x 4 columns to 4 x 4: the width already fits (scale 1, no resampling), so the
+    # crop is exact: rows (12 - 4) // 2 = 4 .. 7, not the top rows 0 .. 3
+    path = save(_rows_image(12, 4), tmp_path / "tall.png")
+    batch = load_probes(path, image_size=(4, 4))
+    assert batch.tensor.shape == (1, 1, 4, 4)
+    values = np.rint(batch.tensor[0, 0].numpy() * 255).astype(int)
+    assert values[:, 0].tolist() == [45, 55, 65, 75]
+    assert (values == values[:, :1]).all()
+    assert batch.display[0][:, 0].tolist() == [45, 55, 65, 75]
+
+
+def test_crop_of_an_odd_margin_rounds_the_top_down(tmp_path):
+    # 11 rows to 4: 7 spare rows, (11 - 4) // 2 = 3 above and 4 below
+    path = save(_rows_image(11, 4), tmp_path / "odd.png")
+    values = np.rint(load_probes(path, image_size=(4, 4)).tensor[0, 0, :, 0].numpy() * 255).astype(int)
+    assert values.tolist() == [35, 45, 55, 65]
+
+
+def test_crop_of_a_wide_image_keeps_the_middle_columns(tmp_path):
+    # the same image on its side: columns 4 .. 7 of 12
+    path = save(np.ascontiguousarray(_rows_image(12, 4).T), tmp_path / "wide.png")
+    batch = load_probes(path, image_size=(4, 4))
+    values = np.rint(batch.tensor[0, 0].numpy() * 255).astype(int)
+    assert values[0].tolist() == [45, 55, 65, 75]
+    assert (values == values[:1]).all()
