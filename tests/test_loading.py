@@ -374,7 +374,7 @@ def test_torchscript_archive_as_model(model_file, tmp_path):
     assert is_torchscript_archive(path)
     loaded = load_model(str(path))
     assert isinstance(loaded.model, torch.jit.ScriptModule)
-    assert loaded.checkpoint_sha256 == file_sha256(path)
+    assert loaded.checkpoint_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert loaded.checkpoint_path == str(path)
     assert any("TorchScript" in note for note in loaded.notes)
     x = torch.randn(2, 3, 8, 8)
@@ -400,7 +400,7 @@ def test_pickled_model_needs_trust(tmp_path):
     assert "torch.nn.modules.container.Sequential" in text
     loaded = load_model(str(path), trust_checkpoint=True)
     assert_same_weights(loaded.model, model)
-    assert loaded.checkpoint_sha256 == file_sha256(path)
+    assert loaded.checkpoint_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_state_dict_given_as_model_says_use_weights(tmp_path):
@@ -569,7 +569,7 @@ def test_safetensors_weights_and_metadata(model_file, tmp_path):
     loaded = load_model(f"{model_file}:Tiny", weights=str(path))
     assert_same_weights(loaded.model, source)
     assert loaded.class_names == ["a", "b", "c"]
-    assert loaded.checkpoint_sha256 == file_sha256(path)
+    assert loaded.checkpoint_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert "stripped prefix 'module.' from 9 keys" in loaded.notes
 
 
@@ -700,7 +700,7 @@ def test_read_checkpoint_reports_sha_and_path(tmp_path):
     path = tmp_path / "c.pt"
     torch.save({"state_dict": nn.Linear(1, 1).state_dict(), "labels": ["x"]}, path)
     checkpoint = read_checkpoint(str(path))
-    assert checkpoint.sha256 == file_sha256(path)
+    assert checkpoint.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert set(checkpoint.state_dict) == {"weight", "bias"}
     assert checkpoint.class_names == ["x"]
 
@@ -735,3 +735,27 @@ def test_checkpoint_saved_on_gpu_loads_on_cpu(model_file, tmp_path):
     torch.jit.save(torch.jit.script(source.eval()), str(ts))
     scripted = load_model(str(ts), device="cpu").model
     assert next(scripted.parameters()).device.type == "cpu"
+
+
+def test_a_stale_key_beside_its_wrapped_twin_is_refused_not_loaded_over_it():
+    """``0.weight`` (stale) beside ``module.0.weight`` (the wrapped, current one): stripping
+    ``module.`` would give two tensors for ``0.weight``. Neither may silently win: the wrapped
+    key is left as it is and the load fails naming it, and the model keeps its own weights."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 1))
+    with torch.no_grad():
+        model[0].weight.fill_(7.0)
+        model[0].bias.fill_(7.0)
+    stale = torch.full((2, 1, 1, 1), 1.0)
+    current = torch.full((2, 1, 1, 1), 2.0)
+    bias = torch.tensor([3.0, -3.0])
+    # Both orders: whichever of the two comes last must not be what gets loaded.
+    for state in (
+        OrderedDict([("0.weight", stale), ("module.0.weight", current), ("module.0.bias", bias)]),
+        OrderedDict([("module.0.weight", current), ("0.weight", stale), ("module.0.bias", bias)]),
+    ):
+        with pytest.raises(WeightsError) as info:
+            apply_state_dict(model, state)
+        text = one_line(info.value)
+        assert "1 unexpected key (module.0.weight)" in text and "missing" not in text, text
+        assert torch.equal(model[0].weight, torch.full((2, 1, 1, 1), 7.0))
+        assert torch.equal(model[0].bias, torch.full((2,), 7.0))
