@@ -75,6 +75,39 @@ def test_fingerprint_covers_dtype_shape_and_names():
     assert state_dict_fingerprint({"a": t, "b": t + 1}) != state_dict_fingerprint({"a": t + 1, "b": t})
 
 
+def test_fingerprint_tells_dtypes_apart_even_when_the_bytes_are_the_same():
+    # A float32 tensor and its int32 view hold the very same bytes, shape and byte count: only
+    # the dtype in the header can tell them apart. So do float16/bfloat16, uint8/int8/bool.
+    t = torch.tensor([1.5, -2.0, 0.25], dtype=torch.float32)
+    assert t.view(torch.int32).numpy().tobytes() == t.numpy().tobytes()
+    assert state_dict_fingerprint({"w": t}) != state_dict_fingerprint({"w": t.view(torch.int32)})
+    h = torch.tensor([1.0, 2.0], dtype=torch.float16)
+    assert state_dict_fingerprint({"w": h}) != state_dict_fingerprint({"w": h.view(torch.bfloat16)})
+    u = torch.tensor([0, 1, 1], dtype=torch.uint8)
+    fps = {state_dict_fingerprint({"w": u.to(d)}) for d in (torch.uint8, torch.int8, torch.bool)}
+    assert len(fps) == 3
+    # Same values, float32 against float64: other dtype (and other bytes).
+    assert state_dict_fingerprint({"w": t}) != state_dict_fingerprint({"w": t.double()})
+
+
+def test_fingerprint_is_the_documented_sha256_written_out_with_struct():
+    """The documented format, rebuilt with hashlib and struct (no torch bytes): the tag line,
+    then per key in sorted order a JSON line [key, dtype, shape, byte count] and the raw
+    little-endian bytes."""
+    import struct
+
+    state = {
+        "w": torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64),
+        "b": torch.tensor([3, -1], dtype=torch.int64),
+        "h": torch.tensor([1.0], dtype=torch.float16),
+    }
+    digest = hashlib.sha256(b"cnnreport-state-dict-v1\n")
+    digest.update(b'["b", "int64", [2], 16]\n' + struct.pack("<2q", 3, -1))
+    digest.update(b'["h", "float16", [1], 2]\n' + struct.pack("<e", 1.0))
+    digest.update(b'["w", "float64", [1, 3], 24]\n' + struct.pack("<3d", 1.0, -2.0, 0.5))
+    assert state_dict_fingerprint(state) == digest.hexdigest()
+
+
 def test_fingerprint_handles_bfloat16_bool_scalars_and_non_contiguous_tensors():
     sd = {
         "bf": torch.ones(3, dtype=torch.bfloat16),
@@ -148,7 +181,7 @@ def test_probe_files_of_a_probe_batch_and_of_tensors(tmp_path):
     path = tmp_path / "p.png"
     Image.fromarray(np.full((8, 8), 200, np.uint8)).save(path)
     files = probe_files(load_probes(str(path)))
-    assert [(f.name, f.sha256) for f in files] == [("p.png", file_sha256(path))]
+    assert [(f.name, f.sha256) for f in files] == [("p.png", hashlib.sha256(path.read_bytes()).hexdigest())]
     tensor_files = probe_files(load_probes(PROBES))
     assert len(tensor_files) == 2 and all(f.sha256 == "" for f in tensor_files)
 
@@ -197,6 +230,18 @@ def test_verify_accepts_the_same_tensors_saved_in_another_file(archived, tmp_pat
     ok, message = verify_report(html_path, resaved)
     assert ok, message
     assert "fingerprint" in message and "file itself differs" in message
+
+
+@pytest.mark.parametrize("prefix", ["module.module.", "_orig_mod.module.", "module._orig_mod.", "module.module._orig_mod."])
+def test_verify_strips_stacked_wrapper_prefixes(archived, tmp_path, prefix):
+    # DataParallel around DataParallel, torch.compile around DDP...: every stacked wrapper's
+    # prefix comes off, as loading takes them off, and the recorded tensors are found.
+    model, _, _, html_path = archived
+    wrapped = tmp_path / "wrapped.pt"
+    torch.save({prefix + k: v for k, v in model.state_dict().items()}, wrapped)
+    ok, message = verify_report(html_path, wrapped)
+    assert ok, message
+    assert "holds the recorded tensors" in message and "file itself differs" in message
 
 
 def test_verify_rejects_other_weights_with_a_one_line_reason(archived, tmp_path):
@@ -268,4 +313,12 @@ def test_verify_matches_the_same_tensors_in_another_order_or_format_or_wrapper(t
     other = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
     torch.save(other.state_dict(), tmp_path / "other.pt")
     assert not verify_report(html, tmp_path / "other.pt").ok
-    assert load_weights  # the loader the CLI uses reads all of these files too
+    # The loader the CLI uses reads each of these files into the same tensors, bit for bit.
+    for name in ("w.pt", "w.safetensors", "reversed.pt", "ddp.pt"):
+        target = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+        notes = load_weights(target, str(tmp_path / name))
+        assert "loaded 4 tensors into Sequential" in notes, (name, notes)
+        got, want = target.state_dict(), model.state_dict()
+        assert list(got) == list(want)
+        for key in want:
+            assert torch.equal(got[key], want[key]), (name, key)
