@@ -12,10 +12,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import random
 import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -231,6 +233,50 @@ def test_quantisation_aware_observers_keep_their_ranges():
     assert report.provenance.model_fingerprint == expected_fingerprint(before)
     # each batch was quantised with the observers as given, not as the previous batch left them
     assert [p.predictions[0].probability for p in report.probes] == pytest.approx(expected, abs=1e-6)
+
+
+class RandomDrawer(nn.Module):
+    """Draws from numpy's, Python's and torch's global generators in every forward (a noisy
+    augmentation layer, a stochastic depth written by hand): each draw moves that generator."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        noise = float(np.random.rand()) + random.random() + float(torch.rand(()))
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3))) + 0.0 * noise
+
+
+def _draws() -> tuple[list[float], list[float], list[float]]:
+    return np.random.rand(3).tolist(), [random.random() for _ in range(3)], torch.rand(3).tolist()
+
+
+def _seed_all() -> None:
+    np.random.seed(2024)
+    random.seed(2025)
+    torch.manual_seed(2026)
+
+
+def test_the_global_generators_are_where_they_were_after_a_report_whose_model_draws():
+    """The next draw after a report is the draw the user would have had without it."""
+    _seed_all()
+    want = _draws()
+    model = RandomDrawer()  # built before seeding: its init draws do not count
+    x = torch.rand(3, 3, 8, 8)
+    _seed_all()
+    build_report(model, x, progress=False, batch_size=2, saliency=True)
+    got = _draws()
+    assert got[0] == want[0]  # numpy
+    assert got[1] == want[1]  # random
+    assert got[2] == want[2]  # torch
+    # and the model did draw: without the report's restore each generator would have moved
+    _seed_all()
+    with torch.no_grad():
+        model(x)
+    moved = _draws()
+    assert (moved[0] != want[0], moved[1] != want[1], moved[2] != want[2]) == (True, True, True)
 
 
 def test_a_forward_that_writes_and_then_fails_leaves_the_model_as_it_was():
