@@ -423,3 +423,84 @@ def test_filter_checks_share_norms_and_still_clean_nan_rows():
     assert stats.dead_filter_indices(filters, 1e-6, norms=norms) == stats.dead_filter_indices(filters, 1e-6) == [2, 3]
     pairs, compared = stats.duplicate_filter_pairs(filters, 0.99, norms=norms)
     assert [(i, j) for i, j, _ in pairs] == [(0, 4)] and compared == 6
+
+
+def _one_dead_of_four() -> nn.Module:
+    """conv (4 channels, channel 2 constant -1 for every input) -> ReLU -> pool -> fc."""
+    model = seeded(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)), seed=5)
+    with torch.no_grad():
+        model[0].weight[2] = 0.0
+        model[0].bias[2] = -1.0
+    return model
+
+
+def _dead_severity(report, kind: AlertKind = AlertKind.DEAD_CHANNELS) -> list[tuple[str, Severity, float]]:
+    return [(a.layer, a.severity, a.value) for a in report.alerts if a.kind is kind]
+
+
+def test_dead_channel_severity_boundary_is_at_or_above_the_fraction(probes):
+    # 1 of 4 channels dead: exactly 0.25 of the layer.
+    model = _one_dead_of_four()
+    at = report_of(model, probes, dead_channel_fraction=0.25)
+    beyond = report_of(model, probes, dead_channel_fraction=float(np.nextafter(0.25, 1.0)))
+    below = report_of(model, probes, dead_channel_fraction=float(np.nextafter(0.25, 0.0)))
+    default = report_of(model, probes)  # the documented default is 25%
+    assert _dead_severity(at) == [("0", Severity.WARNING, 0.25)]
+    assert _dead_severity(beyond) == [("0", Severity.INFO, 0.25)]
+    assert _dead_severity(below) == [("0", Severity.WARNING, 0.25)]
+    assert _dead_severity(default) == [("0", Severity.WARNING, 0.25)]
+    # The zeroed filter is 1 of 4 dead filters: the same fraction, the same boundary.
+    dead_filters = AlertKind.DEAD_FILTERS
+    assert _dead_severity(at, dead_filters) == [("0", Severity.WARNING, 0.25)]
+    assert _dead_severity(beyond, dead_filters) == [("0", Severity.INFO, 0.25)]
+    assert _dead_severity(default, dead_filters) == [("0", Severity.WARNING, 0.25)]
+
+
+class _Scaled(nn.Module):
+    """conv1 (random) -> conv2 (1x1, bias-free, ``factor`` times the identity) -> pool -> fc.
+
+    ``factor`` is a power of two, so conv2's output is exactly ``factor`` times its input and
+    so is its RMS: the output/input ratio is exactly ``factor``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 2, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(2, 2, 1, bias=False)
+        self.fc = nn.Linear(2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv2(self.conv1(x)).mean((2, 3)))
+
+
+def _scaled(factor: float) -> _Scaled:
+    model = seeded(_Scaled(), seed=2)
+    with torch.no_grad():
+        model.conv2.weight.copy_(factor * torch.eye(2).reshape(2, 2, 1, 1))
+    return model
+
+
+def _scale_findings(report) -> list[tuple[str, str, float]]:
+    kinds = (AlertKind.EXPLODING, AlertKind.VANISHING)
+    return [(a.kind.value, a.layer, a.value) for a in report.alerts if a.kind in kinds]
+
+
+def test_exploding_boundary_is_strictly_above_the_ratio(probes):
+    model = _scaled(1024.0)
+    at = report_of(model, probes, explode_ratio=1024.0)
+    beyond = report_of(model, probes, explode_ratio=float(np.nextafter(1024.0, 0.0)))
+    default = report_of(model, probes)  # 1024 > the default 1000
+    assert _scale_findings(at) == []
+    assert _scale_findings(beyond) == [("exploding_activations", "conv2", 1024.0)]
+    assert _scale_findings(default) == [("exploding_activations", "conv2", 1024.0)]
+    assert _scale_findings(report_of(model, probes, explode_ratio=1025.0)) == []
+
+
+def test_vanishing_boundary_is_strictly_below_the_ratio(probes):
+    model = _scaled(1.0 / 1024.0)
+    at = report_of(model, probes, vanish_ratio=1.0 / 1024.0)
+    beyond = report_of(model, probes, vanish_ratio=float(np.nextafter(1.0 / 1024.0, 1.0)))
+    default = report_of(model, probes)  # 1/1024 < the default 1/1000
+    assert _scale_findings(at) == []
+    assert _scale_findings(beyond) == [("vanishing_activations", "conv2", 1.0 / 1024.0)]
+    assert _scale_findings(default) == [("vanishing_activations", "conv2", 1.0 / 1024.0)]
+    assert _scale_findings(report_of(model, probes, vanish_ratio=1.0 / 1025.0)) == []
