@@ -255,6 +255,61 @@ def test_a_rename_that_fails_puts_back_the_files_already_replaced(tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.html"]
 
 
+def test_a_rename_that_fails_over_existing_files_leaves_no_backup_or_temporary_file(tmp_path, monkeypatch):
+    # Both outputs exist: each gets a backup before its rename. The second rename fails; the
+    # first file is put back from its backup, and the second's backup must not be left behind.
+    a, b = tmp_path / "a.html", tmp_path / "b.json"
+    a.write_text("old a")
+    b.write_text("old b")
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == b:
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", replace)
+    with pytest.raises(OutputError, match="No space left"):
+        outputs.write_output_set([(a, "new a"), (b, "new b")])
+    monkeypatch.setattr(outputs.os, "replace", real_replace)
+    assert (a.read_text(), b.read_text()) == ("old a", "old b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.html", "b.json"]
+
+
+@pytest.mark.parametrize("failing", ["a.html", "b.json"])
+def test_a_write_that_fails_while_staging_leaves_no_temporary_file(tmp_path, monkeypatch, failing):
+    """The disk fills while a temporary copy is flushed (fsync fails): the run is one error,
+    both outputs keep their old bytes, and neither the failed temporary file nor one already
+    staged for the other output is left in the folder."""
+    a, b = tmp_path / "a.html", tmp_path / "b.json"
+    a.write_text("old a")
+    b.write_text("old b")
+    real_fsync = os.fsync
+    calls = []  # the outputs are staged in order: the first fsync is a.html's, the second b.json's
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) == ["a.html", "b.json"].index(failing) + 1:
+            raise OSError(28, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(outputs.os, "fsync", fsync)
+    with pytest.raises(OutputError, match="No space left"):
+        outputs.write_output_set([(a, "new a"), (b, "new b")])
+    assert (a.read_text(), b.read_text()) == ("old a", "old b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.html", "b.json"]
+    assert len(calls) == ["a.html", "b.json"].index(failing) + 1
+
+
+def test_text_that_cannot_be_encoded_leaves_no_temporary_file(tmp_path):
+    a = tmp_path / "a.html"
+    a.write_text("old a")
+    with pytest.raises(OutputError, match="cannot write"):
+        outputs.write_output_set([(a, "bad \udc80 surrogate")])
+    assert a.read_text() == "old a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.html"]
+
+
 def test_a_signal_during_the_renames_waits_until_every_file_is_replaced(tmp_path, monkeypatch):
     a, b = tmp_path / "a.html", tmp_path / "b.json"
     a.write_text("old a")
