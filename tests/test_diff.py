@@ -131,7 +131,18 @@ def test_diff_of_two_architectures_counts_parameters_and_skips_mismatched_weight
     d = quick_diff(old, new)
     assert d.param_delta == sum(p.numel() for p in new.parameters()) - sum(p.numel() for p in old.parameters())
     assert [w.name for w in d.weight_changes] == ["head"]  # conv1/conv2 changed shape: no ratio
-    assert {a.name for a in d.activation_changes} <= {"conv1", "conv2"}
+    # conv2 keeps its 6 channels: compared channel by channel; conv1's count changed (4 -> 8),
+    # so only its per-probe mean and std can be; extra exists in the new model only.
+    assert [(a.name, a.basis) for a in d.activation_changes] == [("conv2", "channel means"), ("conv1", "per-probe mean and std")]
+    # conv2's change is 1 - cosine of the two models' channel means, here in float64 plain torch.
+    def conv2_means(model: Net) -> torch.Tensor:
+        model = copy.deepcopy(model).double()
+        with torch.no_grad():
+            return model.conv2(model.act(model.conv1(PROBES.double()))).mean((0, 2, 3))
+
+    a, b = conv2_means(old), conv2_means(new)
+    expected = 1.0 - float(a @ b) / float(a.norm() * b.norm())
+    assert d.activation_changes[0].change == pytest.approx(expected, rel=1e-6)
 
 
 def test_cosine_change():
