@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -94,7 +95,8 @@ def test_generate_from_a_model_file(tmp_path, user_project):
     assert data["model"]["total_params"] == sum(p.numel() for p in net.parameters()) == 3 * 6 * 9 + 6 + 8 * 3 * 9 + 8 + 8 * 4 + 4
     assert data["model"]["input_shape"] == [3, 24, 24]
     assert [p["name"] for p in data["probes"]] == ["astronaut.png", "chelsea.png", "coffee.png"]
-    assert data["provenance"]["checkpoint_sha256"]
+    assert data["provenance"]["checkpoint_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert data["provenance"]["checkpoint_path"] == str(weights)
     # The weights were loaded: the report's conv1 weight statistics are those of the checkpoint.
     conv1 = next(s for s in data["sections"] if s["name"] == "conv1")
     assert conv1["weight_stats"]["max"] == pytest.approx(float(net.conv1.weight.detach().max()), rel=1e-6)
