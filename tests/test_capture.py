@@ -104,7 +104,10 @@ def test_hooks_removed_when_the_forward_raises(probes):
         assert user_global.id in global_before["_global_forward_hooks"]
         with pytest.raises(ForwardError) as info:
             build_report(model, probes, quick_options())
-        assert "mat1 and mat2" in str(info.value) or "shape" in str(info.value)
+        # 4 channels x 16 x 16 flattened reach a Linear that wants 7 features
+        message = str(info.value)
+        assert message.startswith("the forward pass failed in bad (Linear) given input (3, 1024), but it expects Linear(in_features=7): RuntimeError: "), message
+        assert "mat1 and mat2 shapes cannot be multiplied (3x1024 and 7x2)" in message
         assert hook_snapshot(model) == before
         assert global_hook_snapshot() == global_before
         for name, attrs in hook_snapshot(model).items():
