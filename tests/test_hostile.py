@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from html import escape as html_escape
 from html.parser import HTMLParser
 
 import torch
@@ -66,4 +67,10 @@ def test_hostile_layer_title_and_class_names_render_as_text():
     text = "".join(parser.text)
     assert EVIL in text
     assert "<script>alert('title')</script>" in text
-    assert "<b>cat</b>" in text or "dog</script>" in text
+    # two classes: each probe lists both, so both names are there as text
+    assert "<b>cat</b>" in text
+    assert "dog</script><script>alert(2)" in text
+    # each probe's prediction list names both classes, escaped as the stdlib escapes them
+    for index, name in enumerate(["<b>cat</b>", "dog</script><script>alert(2)"]):
+        shown = html_escape(name, quote=False)
+        assert html.count(f'<span class="plabel" title="class {index}: {shown}">{shown}</span>') == 2, name
