@@ -56,8 +56,10 @@ def test_tied_weights_are_counted_once_and_marked():
     # and says why the totals differ.
     assert report.model.torchinfo_total_params == 18
     assert [n for n in report.notes if "torchinfo" in n] == [
-        "torchinfo counts 18 parameters; the model holds 9: torchinfo counts a parameter shared by "
-        "several modules once per module, the totals here count each tensor once."
+        (
+            "torchinfo counts 18 parameters; the model holds 9: torchinfo counts a parameter shared by "
+            "several modules once per module, the totals here count each tensor once."
+        )
     ]
 
 
