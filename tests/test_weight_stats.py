@@ -48,8 +48,9 @@ def test_std_is_exact_when_the_mean_dwarfs_the_spread(offset, spread, dtype):
     assert got.mean == pytest.approx(true_mean, rel=1e-6)
 
 
-def test_std_of_ordinary_zero_centred_weights_is_unchanged():
-    w = _noise((1000, 4, 5, 5), seed=2).float()
+@pytest.mark.parametrize("offset", [0.0, 0.3, -0.9])
+def test_std_of_ordinary_weights_with_a_mean_below_the_spread(offset):
+    w = (offset + _noise((1000, 4, 5, 5), seed=2)).float()
     true_std, true_mean = _true(w)
     got = weight_stats(w)
     assert got.std == pytest.approx(true_std, rel=1e-5)
