@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..capture.activations import LayerCapture
+from ..capture.activations import CHUNK_ELEMENTS, LayerCapture
 from ..datamodel import (
     ActivationStats,
     Histogram,
@@ -136,11 +136,21 @@ def weight_stats(weight: torch.Tensor, near_zero: float = 1e-3) -> WeightStats:
             return WeightStats(nanv, nanv, nanv, nanv, nanv, 0.0, nan, inf)
         lo, hi = float(w.min()), float(w.max())
     peak = max(abs(lo), abs(hi))
-    # std from the norm and the mean, one cheap pass each: weights are centred near zero, so
-    # norm^2/n - mean^2 keeps its digits (std_mean was half of this function's time).
+    # std from the norm and the mean, one cheap pass each: weights are usually centred near
+    # zero, so norm^2/n - mean^2 keeps its digits (std_mean was half of this function's time).
     norm = float(torch.linalg.vector_norm(w))
     mean = float(w.sum()) / w.numel()
-    std = math.sqrt(max(norm * norm / w.numel() - mean * mean, 0.0))
+    var = norm * norm / w.numel() - mean * mean
+    # Where the mean is as large as the spread (scales near 1, a constant layer) that
+    # difference cancels the float32 sums' digits: recompute from the deviations.
+    if var <= mean * mean:
+        # float32 holds every other dtype's values exactly; float64 ones are read as they are.
+        source = weight.detach().reshape(-1) if nan == inf == 0 and weight.dtype == torch.float64 else w
+        if lo == hi and source is w:  # a constant layer: no spread, and the mean is its value
+            mean, var = lo, 0.0
+        else:
+            mean, var = _centred_moments(source, mean)
+    std = math.sqrt(max(var, 0.0))
     if peak <= 0:
         near = w.numel()
     elif w.device.type == "cpu":
@@ -159,6 +169,24 @@ def weight_stats(weight: torch.Tensor, near_zero: float = 1e-3) -> WeightStats:
         nan_count=nan,
         inf_count=inf,
     )
+
+
+def _centred_moments(values: torch.Tensor, centre: float) -> tuple[float, float]:
+    """Mean and population variance of finite ``values`` in float64, from their deviations
+    from ``centre`` (the corrected two-pass sum: a centre off by e adds e^2, which the sum of
+    the deviations takes back out), a chunk at a time into one float64 buffer, so the copy
+    stays small and is not reallocated per chunk."""
+    n = values.numel()
+    total = squares = 0.0
+    buffer = torch.empty(min(n, CHUNK_ELEMENTS), dtype=torch.float64, device=values.device)
+    for start in range(0, n, CHUNK_ELEMENTS):
+        chunk = values[start : start + CHUNK_ELEMENTS]
+        d = buffer[: chunk.numel()]
+        d.copy_(chunk)
+        d.sub_(centre)
+        total += float(d.sum())
+        squares += float(torch.dot(d, d))
+    return centre + total / n, (squares - total * total / n) / n
 
 
 HISTOGRAM_WEIGHT_SAMPLE = 1 << 16
