@@ -522,11 +522,15 @@ def test_reports_in_parallel_threads_leave_torch_threads_as_they_were(probes):
 
     before = torch.get_num_threads()
     after: dict[int, int] = {}
+    # Each thread reads its count once every report is over: while another thread's report is
+    # inside its single-threaded block, the process default reads 1 by design (passes.py).
+    all_done = threading.Barrier(3, timeout=600)
 
     def run(key: int) -> None:
         model = rm.seeded(rm.ConvInplaceRelu(cin=3, cout=6))
         for _ in range(3):
             build_report(model, probes, quick_options())
+        all_done.wait()
         after[key] = torch.get_num_threads()
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
