@@ -443,6 +443,29 @@ def render_markdown(report: Report) -> str:
     return fit_markdown(lambda rows: template.render(report=report, max_rows=rows, json_schema_version=JSON_SCHEMA_VERSION))
 
 
+#: The inline frame's starting height; the reader can drag its bottom edge to resize it.
+FRAME_HEIGHT_PX = 800
+
+
+def framed_html(page: str, title: str = "") -> str:
+    """``page`` inside a sandboxed inline frame, for a notebook's output cell (``_repr_html_``).
+
+    The page travels whole in ``srcdoc`` (HTML-escaped), so its Content-Security-Policy and
+    script hashes apply inside the frame as in a file. ``sandbox="allow-scripts"`` without
+    ``allow-same-origin`` gives the frame an opaque origin: its scripts run, but they cannot
+    reach the notebook's page, cookies or kernel, and the notebook's styles cannot reach it.
+    Nothing outside the attribute is a script, so the notebook's page runs none of ours.
+    """
+    label = escape(f"cnnreport: {title}" if title else "cnnreport report")
+    srcdoc = escape(page)  # &, <, >, " and ' escaped: the attribute holds the page as text
+    return (
+        f'<div class="cnnreport-frame" style="resize:vertical;overflow:hidden;width:100%;height:{FRAME_HEIGHT_PX}px;'
+        'border:1px solid #d0d7de;box-sizing:border-box">'
+        f'<iframe sandbox="allow-scripts" title="{label}" style="width:100%;height:100%;border:0;display:block" srcdoc="{srcdoc}"></iframe>'
+        "</div>"
+    )
+
+
 # -- writing -------------------------------------------------------------------------------
 
 
