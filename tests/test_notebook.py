@@ -114,27 +114,25 @@ def test_the_text_beside_the_frame_is_one_short_line(report):
 # -- show ----------------------------------------------------------------------------------
 
 
-def test_show_displays_the_report_and_returns_it_writing_no_file(tmp_path, monkeypatch):
+def test_show_displays_the_report_once_and_writes_no_file(tmp_path, monkeypatch):
     display_module = pytest.importorskip("IPython.display", reason="IPython is not installed (pip install -e '.[test]')")
     shown: list[object] = []
     monkeypatch.setattr(display_module, "display", lambda obj: shown.append(obj))
     monkeypatch.chdir(tmp_path)
-    returned = cnnreport.show(tiny_model(), PROBES, title="shown", progress=False, max_channels=2)
-    assert isinstance(returned, cnnreport.Report)
+    # Nothing returned: a cell ending in show(...) would otherwise show the page twice.
+    assert cnnreport.show(tiny_model(), PROBES, title="shown", progress=False, max_channels=2) is None
     assert len(shown) == 1
-    assert shown[0] is returned
-    assert returned.title == "shown"
-    assert returned.options.max_channels == 2
+    assert isinstance(shown[0], cnnreport.Report)
+    assert shown[0].title == "shown"
+    assert shown[0].options.max_channels == 2
+    assert [r.name for r in shown[0].layers][1:] == ["stem_conv", "deep_conv", "head"]
     assert sorted(os.listdir(tmp_path)) == []
 
 
-def test_show_without_ipython_returns_the_report(tmp_path, monkeypatch):
+def test_show_without_ipython_says_what_to_use_instead(monkeypatch):
     monkeypatch.setitem(sys.modules, "IPython.display", None)  # its import now raises ImportError
-    monkeypatch.chdir(tmp_path)
-    returned = cnnreport.show(tiny_model(), PROBES, title="no ipython", progress=False)
-    assert returned.title == "no ipython"
-    assert [r.name for r in returned.layers][1:] == ["stem_conv", "deep_conv", "head"]
-    assert sorted(os.listdir(tmp_path)) == []
+    with pytest.raises(ImportError, match=r"needs IPython; elsewhere use build_report\(\.\.\.\)\.write_html\(path\)"):
+        cnnreport.show(tiny_model(), PROBES, title="no ipython", progress=False)
 
 
 def test_show_is_public_api():
@@ -206,7 +204,7 @@ from torch import nn
 import cnnreport
 """
 
-MODEL = f"""\
+MODEL = """\
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
@@ -222,8 +220,8 @@ model = Net().eval()
 probes = torch.rand(3, 3, 20, 12)
 """
 
-SHOW = 'report = cnnreport.show(model, probes, title="nb tiny")'
-SHOW_QUIET = 'quiet = cnnreport.show(model, probes[:2], title="nb quiet", progress=False)'
+SHOW = 'cnnreport.show(model, probes, title="nb tiny")'
+SHOW_QUIET = 'cnnreport.show(model, probes[:2], title="nb quiet", progress=False)'
 
 
 @pytest.fixture(scope="module")
