@@ -191,7 +191,7 @@ def test_many_alerts_of_one_kind_read_as_one_line_worst_first_the_rest_folded(tm
     start = html.index('<section id="alerts"')
     page = _Alerts()
     page.feed(html[start : html.index("</section>", start)])  # the alerts card, not each section's own list
-    assert page.groups == ["dead channels on 5 layers (4 warning, 1 info); the worst first:"]
+    assert page.groups == ["dead channels on 5 layers (4 warnings, 1 info); the worst first:"]
     dead_shown = [t for t in page.shown if t.split()[1:3] == ["dead", "channels"]]
     assert [t.split(" are constant")[0] for t in dead_shown] == [
         "warning dead channels body.14 5 of 8 channels (62%)",
