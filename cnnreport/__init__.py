@@ -25,9 +25,10 @@ _LAZY = {
     "CnnReportError": "errors",
     "diff_reports": "report.diff",
     "show": "report.notebook",
+    "Run": "history.run",
 }
 
-__all__ = ["generate_report", "build_report", "show", "Report", "ReportOptions", "CnnReportError", "__version__"]
+__all__ = ["generate_report", "build_report", "show", "Run", "Report", "ReportOptions", "CnnReportError", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
