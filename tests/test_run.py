@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -213,3 +215,31 @@ def test_metric_values_as_json_numbers(tmp_path):
     record = json.loads(snap.record_path.read_text())
     assert record["metrics"] == {"a": 0.5, "b": 3.0, "c": None, "d": 0.0}
     assert math.copysign(1, record["metrics"]["d"]) == -1
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: {**r, "format": "cnnreport-snapshot/2"}, "format is not 'cnnreport-snapshot/1'"),
+        (lambda r: {**r, "step": 13}, "name says step 12 but it records step 13"),
+        (lambda r: {**r, "step": -1}, "step must be a whole number >= 0"),
+        (lambda r: {**r, "epoch": 1.5}, "epoch must be a whole number >= 0"),
+        (lambda r: {**r, "metrics": {"acc": "0.9"}}, "metrics must map names to numbers or null"),
+        (lambda r: {**r, "report_json": ""}, "'report_json' must name a file"),
+    ],
+)
+def test_a_malformed_record_is_refused_naming_its_file(tmp_path, change, message):
+    record = {"format": "cnnreport-snapshot/1", "step": 12, "epoch": 3, "metrics": {"acc": 0.5}, "checkpoint": "a.pt", "report_html": "a.html", "report_json": "a.json"}
+    (tmp_path / "step-000012.snapshot.json").write_text(json.dumps(change(record)))
+    with pytest.raises(OptionError, match="step-000012.snapshot.json is not a cnnreport snapshot record: .*" + re.escape(message)):
+        read_snapshots(tmp_path)
+
+
+def test_a_record_with_nan_is_refused(tmp_path):
+    (tmp_path / "step-000001.snapshot.json").write_text('{"format": "cnnreport-snapshot/1", "step": 1, "epoch": null, "metrics": {"a": NaN}, "checkpoint": "a.pt", "report_html": "a.html", "report_json": "a.json"}')
+    with pytest.raises(OptionError, match="NaN is not JSON"):
+        read_snapshots(tmp_path)
+    (tmp_path / "step-000001.snapshot.json").write_text('{"format": "cnnreport-snapshot/1", "step": 1, "epoch": null, "metrics": {"a": null, "b": 2}, "checkpoint": "/abs/a.pt", "report_html": "a.html", "report_json": "a.json"}')
+    (tmp_path / "notes.json").write_text("{}")  # not a record: not read
+    (snap,) = read_snapshots(tmp_path)
+    assert (snap.step, snap.epoch, snap.metrics, snap.checkpoint_path) == (1, None, {"a": None, "b": 2.0}, Path("/abs/a.pt"))

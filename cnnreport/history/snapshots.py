@@ -125,8 +125,12 @@ def read_snapshot(path: str | os.PathLike[str]) -> Snapshot:
     """The snapshot recorded in ``path`` (a ``step-NNNNNN.snapshot.json``); a malformed record
     raises :class:`~cnnreport.errors.OptionError` naming the file and what is wrong."""
     p = Path(path)
+
+    def no_constants(name: str) -> Any:  # NaN, Infinity: Python's json reads them, JSON has none
+        raise _bad(p, f"{name} is not JSON")
+
     try:
-        data = json.loads(p.read_text(encoding="utf-8"), parse_constant=lambda c: (_ for _ in ()).throw(_bad(p, f"{c} is not JSON")))
+        data = json.loads(p.read_text(encoding="utf-8"), parse_constant=no_constants)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _bad(p, str(exc)) from None
     if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
