@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +245,51 @@ def test_a_record_with_nan_is_refused(tmp_path):
     (tmp_path / "notes.json").write_text("{}")  # not a record: not read
     (snap,) = read_snapshots(tmp_path)
     assert (snap.step, snap.epoch, snap.metrics, snap.checkpoint_path) == (1, None, {"a": None, "b": 2.0}, Path("/abs/a.pt"))
+
+
+def test_files_get_the_users_mode_not_a_temp_files(tmp_path):
+    old = os.umask(0o027)
+    try:
+        snap = cnnreport.Run(tmp_path, probes=probes(), **FAST).snapshot(DigitsCNN(), step=1)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (snap.record_path, snap.checkpoint_path)}
+    assert modes == {"step-000001.snapshot.json": 0o640, "step-000001.pt": 0o640}
+
+
+def test_the_index_reads_a_runs_records_and_the_run_reads_the_archives(tmp_path):
+    from cnnreport.history.archive import write_snapshot_record
+    from cnnreport.history.index import read_entries
+
+    run = cnnreport.Run(tmp_path, probes=probes(), **FAST)
+    run.snapshot(DigitsCNN(), step=10, epoch=1, metrics={"val_acc": 0.25})
+    run.snapshot(DigitsCNN(), step=4, epoch=0, metrics={"val_acc": float("nan")})
+    entries = read_entries(tmp_path, tmp_path / "index.html")
+    assert [(e.step, e.epoch, e.metrics, e.report_href, Path(e.checkpoint).name) for e in entries] == [
+        (4, 0, {"val_acc": None}, "step-000004.html", "step-000004.pt"),
+        (10, 1, {"val_acc": 0.25}, "step-000010.html", "step-000010.pt"),
+    ]
+    # A record of an archived checkpoint with no number in its name: no step, read last.
+    write_snapshot_record(str(tmp_path / "final.snapshot.json"), {"step": None, "epoch": None, "metrics": {}, "checkpoint": "final.pt", "report_html": "final.html", "report_json": "final.json"})
+    assert [(s.step, s.name) for s in read_snapshots(tmp_path)] == [(4, "step-000004.snapshot.json"), (10, "step-000010.snapshot.json"), (None, "final.snapshot.json")]
+
+
+def test_a_reader_listing_the_folder_mid_snapshot_sees_no_unfinished_file(tmp_path, monkeypatch):
+    seen = []
+    real_replace = os.replace
+
+    def replace_and_look(src, dst, *args, **kwargs):
+        seen.append((Path(dst).name, sorted(p.name for p in tmp_path.glob("*.snapshot.json")), sorted(p.name for p in tmp_path.glob("*.pt"))))
+        return real_replace(src, dst, *args, **kwargs)
+
+    run = cnnreport.Run(tmp_path, probes=probes(), **FAST)
+    monkeypatch.setattr(os, "replace", replace_and_look)
+    run.snapshot(DigitsCNN(), step=2)
+    monkeypatch.undo()
+    # Each file appears under its name only by its own replace, the record last of all.
+    assert seen == [
+        ("step-000002.pt", [], []),
+        ("step-000002.html", [], ["step-000002.pt"]),
+        ("step-000002.json", [], ["step-000002.pt"]),
+        ("step-000002.snapshot.json", [], ["step-000002.pt"]),
+    ]

@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import OptionError, WeightsError
 from ..io.provenance import default_provenance, fill_provenance
 from ..report.pipeline import build_report, make_options
-from .snapshots import Snapshot, check_step, clean_metrics, stem, write_record
+from .snapshots import Snapshot, check_step, clean_metrics, stem, user_mode, write_record
 
 
 class Run:
@@ -100,6 +100,7 @@ class Run:
                 checkpoint=_relative(saved, self.folder),
                 report_html=html.name,
                 report_json=json_path.name,
+                name=old_record.name,
             )
             write_record(record)
         return record
@@ -117,10 +118,11 @@ def _relative(path: Path, folder: Path) -> str:
 def _save_state_dict(model: nn.Module, path: Path) -> None:
     """``model``'s state_dict with every tensor on the CPU, replacing ``path`` atomically."""
     state = {k: v.detach().to("cpu") if isinstance(v, torch.Tensor) else v for k, v in model.state_dict().items()}
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".checkpoint-", suffix=".tmp")  # never *.pt: a glob of checkpoints must not catch it
     os.close(handle)
     try:
         torch.save(state, temp)
+        user_mode(temp)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

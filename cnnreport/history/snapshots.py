@@ -27,24 +27,29 @@ from ..errors import OptionError
 
 SNAPSHOT_FORMAT = "cnnreport-snapshot/1"
 RECORD_SUFFIX = ".snapshot.json"
-_RECORD_NAME = re.compile(r"step-(\d+)" + re.escape(RECORD_SUFFIX))
+_STEP_NAME = re.compile(r"step-(\d+)" + re.escape(RECORD_SUFFIX))
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One snapshot: its step, epoch, metrics and the files it wrote, relative to ``folder``."""
+    """One snapshot: its step, epoch, metrics and the files it wrote, relative to ``folder``.
+
+    ``step`` is None only in a record of an archived checkpoint whose name holds no number
+    (``cnnreport history`` writes those, ``x.pt`` -> ``x.snapshot.json``); a :class:`Run`
+    always records one, and names its files by it."""
 
     folder: Path
-    step: int
+    step: int | None
     epoch: int | None
     metrics: dict[str, float | None] = field(default_factory=dict)  # None: not finite (NaN, inf)
     checkpoint: str = ""
     report_html: str = ""
     report_json: str = ""
+    name: str = ""  # the record's file name; "" for one not yet written (then step-NNNNNN)
 
     @property
     def record_path(self) -> Path:
-        return self.folder / (stem(self.step) + RECORD_SUFFIX)
+        return self.folder / (self.name or stem(self.step or 0) + RECORD_SUFFIX)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -106,15 +111,24 @@ def write_record(snapshot: Snapshot) -> Path:
     """Write ``snapshot``'s record atomically (temp file in the folder, then ``os.replace``)."""
     path = snapshot.record_path
     text = json.dumps(snapshot.to_dict(), indent=2, allow_nan=False) + "\n"
-    handle, temp = tempfile.mkstemp(dir=snapshot.folder, prefix=".tmp-", suffix=RECORD_SUFFIX)
+    # Not named *.snapshot.json until replaced: a reader listing the folder never sees it half-written.
+    handle, temp = tempfile.mkstemp(dir=snapshot.folder, prefix=".snapshot-", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
+        user_mode(temp)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+def user_mode(path: str | os.PathLike[str]) -> None:
+    """Give a ``mkstemp`` file (mode 0600) the mode any file the user writes gets (umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _bad(path: Path, why: str) -> OptionError:
@@ -136,14 +150,14 @@ def read_snapshot(path: str | os.PathLike[str]) -> Snapshot:
     if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
         raise _bad(p, f"its format is not {SNAPSHOT_FORMAT!r}")
     try:
-        step = check_step(data.get("step"))
+        step = None if data.get("step") is None else check_step(data.get("step"))
         epoch = None if data.get("epoch") is None else check_step(data.get("epoch"), "epoch")
         metrics = data.get("metrics") or {}
         if not isinstance(metrics, dict) or not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in metrics.values()):
             raise OptionError("metrics must map names to numbers or null")
     except OptionError as exc:
         raise _bad(p, str(exc)) from None
-    named = _RECORD_NAME.fullmatch(p.name)
+    named = _STEP_NAME.fullmatch(p.name)
     if named is not None and int(named.group(1)) != step:
         raise _bad(p, f"its name says step {int(named.group(1))} but it records step {step}")
     files = {}
@@ -152,10 +166,13 @@ def read_snapshot(path: str | os.PathLike[str]) -> Snapshot:
         if not isinstance(value, str) or not value:
             raise _bad(p, f"{key!r} must name a file")
         files[key] = value
-    return Snapshot(folder=p.parent, step=step, epoch=epoch, metrics={k: None if v is None else float(v) for k, v in metrics.items()}, **files)
+    return Snapshot(folder=p.parent, step=step, epoch=epoch, metrics={k: None if v is None else float(v) for k, v in metrics.items()}, name=p.name, **files)
 
 
 def read_snapshots(folder: str | os.PathLike[str]) -> list[Snapshot]:
-    """Every snapshot recorded in ``folder``, by step (step 999999 before 1000000)."""
-    records = sorted(p for p in Path(folder).iterdir() if _RECORD_NAME.fullmatch(p.name))
-    return sorted((read_snapshot(p) for p in records), key=lambda s: s.step)
+    """Every snapshot recorded in ``folder`` (each ``*.snapshot.json``: a :class:`Run`'s and
+    ``cnnreport history``'s), by step (999999 before 1000000; records without one last), then
+    epoch, then name, as the index orders its rows."""
+    records = sorted(p for p in Path(folder).iterdir() if p.name.endswith(RECORD_SUFFIX) and not p.name.startswith("."))
+    snapshots = [read_snapshot(p) for p in records]
+    return sorted(snapshots, key=lambda s: (s.step is None, s.step or 0, s.epoch is None, s.epoch or 0, s.name))
