@@ -93,6 +93,17 @@ def test_every_n_epochs_and_once_at_the_end(tmp_path):
     first, *_, last = (torch.load(s.checkpoint_path, weights_only=True) for s in snaps)
     assert torch.equal(first["net.conv1.weight"], last["net.conv1.weight"])  # frozen
     assert not torch.equal(first["net.conv2.weight"], last["net.conv2.weight"])
+    # The history index over this folder: the frozen layer changed by exactly 0, the others not.
+    from cnnreport.history.index import build_index, read_entries, write_index
+
+    index = build_index(read_entries(tmp_path, tmp_path / "index.html"))
+    assert [e.label for e in index.entries] == ["step 8", "step 16", "step 20"]
+    changes = {c.layer: c.from_first for c in index.weight_changes}
+    assert changes["net.conv1"] == [None, 0.0, 0.0]
+    first_change, *later_changes = changes["net.conv2"]
+    assert (first_change, len(later_changes)) == (None, 2)
+    assert min(later_changes) > 0
+    assert write_index(tmp_path) == str(tmp_path / "index.html")
 
 
 def test_training_with_the_callback_is_training_without_it(tmp_path):
