@@ -258,8 +258,8 @@ def test_files_get_the_users_mode_not_a_temp_files(tmp_path):
 
 
 def test_the_index_reads_a_runs_records_and_the_run_reads_the_archives(tmp_path):
-    from cnnreport.history.archive import write_snapshot_record
     from cnnreport.history.index import read_entries
+    from cnnreport.history.snapshots import Snapshot, write_record
 
     run = cnnreport.Run(tmp_path, probes=probes(), **FAST)
     run.snapshot(DigitsCNN(), step=10, epoch=1, metrics={"val_acc": 0.25})
@@ -270,7 +270,7 @@ def test_the_index_reads_a_runs_records_and_the_run_reads_the_archives(tmp_path)
         (10, 1, {"val_acc": 0.25}, "step-000010.html", "step-000010.pt"),
     ]
     # A record of an archived checkpoint with no number in its name: no step, read last.
-    write_snapshot_record(str(tmp_path / "final.snapshot.json"), {"step": None, "epoch": None, "metrics": {}, "checkpoint": "final.pt", "report_html": "final.html", "report_json": "final.json"})
+    write_record(Snapshot(folder=tmp_path, step=None, epoch=None, checkpoint="final.pt", report_html="final.html", report_json="final.json", name="final.snapshot.json"))
     assert [(s.step, s.name) for s in read_snapshots(tmp_path)] == [(4, "step-000004.snapshot.json"), (10, "step-000010.snapshot.json"), (None, "final.snapshot.json")]
 
 

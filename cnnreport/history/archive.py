@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -16,7 +15,8 @@ from ..errors import OptionError
 from ..io.provenance import default_provenance, model_fingerprint
 from ..report.pipeline import build_report
 from ..support.version import __version__
-from .index import SNAPSHOT_FORMAT, write_index
+from .index import write_index
+from .snapshots import RECORD_SUFFIX, Snapshot, write_record
 
 _DIGITS = re.compile(r"(\d+)")
 
@@ -66,9 +66,11 @@ def report_checkpoints(
             report = build_report(loaded.model, probes, options=options, provenance=provenance, input_size=input_size, notes=loaded.notes)
             report.write(html=html, json=json_path)
         step = checkpoint_step(checkpoint)
-        write_snapshot_record(
-            f"{base}.snapshot.json",
-            {"step": step, "epoch": None, "metrics": {}, "checkpoint": Path(checkpoint).name, "report_html": Path(html).name, "report_json": Path(json_path).name},
+        write_record(
+            Snapshot(
+                folder=Path(checkpoint).parent, step=step, epoch=None, checkpoint=Path(checkpoint).name,
+                report_html=Path(html).name, report_json=Path(json_path).name, name=f"{base.name}{RECORD_SUFFIX}",
+            )
         )
         result = ArchivedReport(str(checkpoint), step, html, json_path, reused)
         if on_checkpoint is not None:
@@ -96,24 +98,6 @@ def write_history(
     done = report_checkpoints(checkpoints, load, probes, options, input_size=input_size, on_checkpoint=on_checkpoint)
     write_index(folders.pop(), output, title=options.title, evolve_layers=evolve_layers, weights_key=weights_key)
     return done
-
-
-def write_snapshot_record(path: str, fields: Mapping[str, Any]) -> None:
-    """The snapshot record, written last and atomically, so it exists only beside its report."""
-    record = {"format": SNAPSHOT_FORMAT, **fields}
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(prefix=".snapshot.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=1, sort_keys=True, allow_nan=False)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as any file the user writes, not mkstemp's 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 #: Options the report records as it resolved them (the batch size it started with, one class
@@ -144,4 +128,4 @@ def _current(json_path: str, fingerprint: str, probes: Any, options: Mapping[str
     return all(recorded_options.get(k) == v for k, v in options.items())
 
 
-__all__ = ["ArchivedReport", "checkpoint_step", "report_checkpoints", "write_history", "write_snapshot_record"]
+__all__ = ["ArchivedReport", "checkpoint_step", "report_checkpoints", "write_history"]

@@ -27,9 +27,8 @@ from ..io.loading import read_checkpoint
 from ..render.outputs import write_output_set
 from ..render.views import environment
 from ..support.version import __version__
+from .snapshots import read_snapshots
 
-#: The snapshot record's format tag (``<name>.snapshot.json`` beside each report).
-SNAPSHOT_FORMAT = "cnnreport-snapshot/1"
 #: Filter galleries drawn per evolving layer and snapshot.
 EVOLUTION_FILTERS = 16
 
@@ -87,32 +86,24 @@ class HistoryIndex:
 
 
 def read_entries(folder: str | os.PathLike[str], index_path: str | os.PathLike[str]) -> list[IndexEntry]:
-    """Every snapshot record in ``folder`` (``*.snapshot.json``) whose report JSON is there, in
-    step order (then epoch, then file name). Raises :class:`OptionError` when there is none."""
-    folder = Path(folder)
+    """Every snapshot recorded in ``folder`` (:func:`~.snapshots.read_snapshots`: step order)
+    whose report JSON is there. Raises :class:`OptionError` for a malformed record, or when
+    there is no snapshot at all."""
     index_dir = Path(index_path).resolve().parent
     entries = []
-    for record_path in sorted(folder.glob("*.snapshot.json")):
+    for snapshot in read_snapshots(folder):
         try:
-            record = json.loads(record_path.read_text(encoding="utf-8"))
+            report = json.loads(snapshot.report_json_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            continue  # a record being written or damaged: that snapshot is not in the index
-        if not isinstance(record, dict) or record.get("format") != SNAPSHOT_FORMAT:
-            continue
-        report_json = folder / str(record.get("report_json", ""))
-        try:
-            report = json.loads(report_json.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        html = (folder / str(record.get("report_html", ""))).resolve()
+            continue  # a record whose report was removed since: that snapshot is not in the index
         counts = {s: sum(1 for a in report.get("alerts") or [] if a.get("severity") == s) for s in ("error", "warning", "info")}
         entries.append(
             IndexEntry(
-                step=_int(record.get("step")),
-                epoch=_int(record.get("epoch")),
-                metrics={str(k): _float(v) for k, v in (record.get("metrics") or {}).items()},
-                report_href=os.path.relpath(html, index_dir),
-                checkpoint=str(folder / str(record.get("checkpoint", ""))),
+                step=snapshot.step,
+                epoch=snapshot.epoch,
+                metrics=dict(snapshot.metrics),
+                report_href=os.path.relpath(snapshot.report_html_path.resolve(), index_dir),
+                checkpoint=str(snapshot.checkpoint_path),
                 report=report,
                 errors=counts["error"],
                 warnings=counts["warning"],
@@ -121,7 +112,6 @@ def read_entries(folder: str | os.PathLike[str], index_path: str | os.PathLike[s
         )
     if not entries:
         raise OptionError(f"{folder}: no snapshots (no *.snapshot.json with its report); snapshot a run or give checkpoints first")
-    entries.sort(key=lambda e: (e.step if e.step is not None else math.inf, e.epoch if e.epoch is not None else math.inf, e.checkpoint))
     return entries
 
 
@@ -269,4 +259,4 @@ def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
-__all__ = ["FilterEvolution", "HistoryIndex", "IndexEntry", "SNAPSHOT_FORMAT", "build_index", "read_entries", "render_index", "write_index"]
+__all__ = ["FilterEvolution", "HistoryIndex", "IndexEntry", "build_index", "read_entries", "render_index", "write_index"]
