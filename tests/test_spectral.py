@@ -225,7 +225,7 @@ def test_without_spectral_nothing_is_computed_or_shown(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a spectrum was computed without spectral=True")
 
-    monkeypatch.setattr("cnnreport.report.pipeline.layer_spectrum", refuse)
+    monkeypatch.setattr("cnnreport.analysis.spectral.layer_spectrum", refuse)
     torch.manual_seed(0)
     report = cnnreport.build_report(Net().eval(), torch.rand(2, 3, 10, 12), **QUIET)
     assert report.spectral is None

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..analysis.alerts import health_alerts
 from ..analysis.architecture import Architecture, inspect_model
-from ..analysis.spectral import analysed_layers, layer_spectrum, spectral_alerts
+from ..analysis.spectral import layer_spectra, spectral_alerts
 from ..capture.activations import CaptureResult
 from ..capture.passes import PassResult, capture_pass, single_threaded_torch
 from ..capture.predictions import check_class_names, resolve_class_names
@@ -467,22 +467,8 @@ def _assemble(model: nn.Module, batch: ProbeBatch, example: tuple[torch.Tensor, 
 
 def _spectra(model: nn.Module, opts: ReportOptions) -> list[LayerSpectrum] | None:
     """With ``opts.spectral``, every convolution and linear layer's weight spectrum, in
-    definition order; None (and no work) without it. One layer per worker thread, each on one
-    core (as the sections: torch's own thread team per call oversubscribed the cores, and a
-    batched eigvalsh took ten times as long); the largest layers start first."""
-    if not opts.spectral:
-        return None
-    layers = analysed_layers(model)
-    by_size = sorted(layers, key=lambda item: -_weight_numel(item[1]))
-    with single_threaded_torch(), ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-        jobs = {name: pool.submit(layer_spectrum, name, module) for name, module in by_size}
-        found = [jobs[name].result() for name, _ in layers]
-    return [s for s in found if s is not None]
-
-
-def _weight_numel(module: nn.Module) -> int:
-    weight = getattr(module, "weight", None)
-    return weight.numel() if isinstance(weight, torch.Tensor) and not isinstance(weight, nn.parameter.UninitializedParameter) else 0
+    definition order; None (and no work) without it."""
+    return layer_spectra(model) if opts.spectral else None
 
 
 def _draw(model: nn.Module, batch: ProbeBatch, opts: ReportOptions, result: PassResult, frozen_state: dict[str, Any] | None, provenance: Provenance | None) -> tuple[list[LayerSection], list[Alert], Provenance, tuple[str, str, dict[str, str]]]:
