@@ -319,9 +319,10 @@ class ReportOptions:
     timestamp: bool = False
     # How the run looks on a terminal, not what the report shows: kept out of every view.
     progress: bool = field(default=True, metadata={"shown": False})
-    # Layer quality without data (off by default: about a second on ResNet-50, see
-    # analysis/spectral.py): each convolution and linear layer's weight-spectrum exponent
-    # alpha, and an info alert outside [spectral_alpha_low, spectral_alpha_high].
+    # Layer quality without data (off by default: 2.6 s of CPU on a ResNet-50, see
+    # benchmarks/bench_spectral.py): each convolution and linear layer's weight-spectrum
+    # exponent alpha (analysis/spectral.py), and an info alert outside
+    # [spectral_alpha_low, spectral_alpha_high].
     spectral: bool = False
     spectral_alpha_low: float = 2.0
     spectral_alpha_high: float = 6.0
