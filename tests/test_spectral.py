@@ -21,8 +21,12 @@ from click.testing import CliRunner
 from torch import nn
 
 import cnnreport
-from cnnreport.analysis import spectral
-from cnnreport.analysis.spectral import fit_power_law, layer_spectra, pooled_eigenvalues, power_law_alpha
+from cnnreport.analysis.spectral import (
+    fit_power_law,
+    layer_spectra,
+    pooled_eigenvalues,
+    power_law_alpha,
+)
 from cnnreport.render.views import render_markdown, report_json
 
 QUIET = dict(progress=False, max_channels=2, max_probes=2, tile_size=8, attributions=False, graph=False)

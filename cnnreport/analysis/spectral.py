@@ -45,7 +45,15 @@ import torch
 from torch import nn
 
 from ..capture.passes import single_threaded_torch
-from ..datamodel import ROOT_LABEL, Alert, AlertKind, LayerSpectrum, ReportOptions, Severity, section_id
+from ..datamodel import (
+    ROOT_LABEL,
+    Alert,
+    AlertKind,
+    LayerSpectrum,
+    ReportOptions,
+    Severity,
+    section_id,
+)
 from ..model.modules import CONV_TYPES, module_type_name
 
 #: Eigenvalues at or below this are not part of the spectrum (ww's ``EVALS_THRESH`` on CPU).
