@@ -4,6 +4,9 @@
 >>> report = generate_report(model, "probes/", output="report.html", title="digits-cnn epoch 12")
 >>> report.to_dict()["model"]["total_params"]
 
+In a notebook, ``cnnreport.show(model, "probes/")`` builds the report and displays the page in
+the output cell, writing no file.
+
 The names below are imported on first use, so ``import cnnreport`` (and ``cnnreport --help``)
 stays fast and does not load torch until a report is built.
 """
@@ -21,9 +24,10 @@ _LAZY = {
     "ReportOptions": "datamodel",
     "CnnReportError": "errors",
     "diff_reports": "report.diff",
+    "show": "report.notebook",
 }
 
-__all__ = ["generate_report", "build_report", "Report", "ReportOptions", "CnnReportError", "__version__"]
+__all__ = ["generate_report", "build_report", "show", "Report", "ReportOptions", "CnnReportError", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

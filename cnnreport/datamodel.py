@@ -180,6 +180,7 @@ class AlertKind(str, enum.Enum):
     SATURATION = "saturation"  #: values pinned at a bounded activation's limit
     NO_CONVOLUTION = "no_convolution"  #: the model has no convolution layer at all
     SYNTHETIC_INPUT = "synthetic_input"  #: no probes were given
+    UNTRAINED = "untrained"  #: dead channels nearly everywhere and BatchNorm never updated: weights not trained or not loaded
     SPECTRAL_ALPHA = "spectral_alpha"  #: a layer's weight-spectrum exponent outside the usual band (--spectral)
 
 
@@ -316,6 +317,9 @@ class ReportOptions:
     bn_min_variance: float = 1e-5
     bn_min_gamma: float = 1e-3
     saturation_fraction: float = 0.9
+    #: Share of measured layers with dead channels that, with every BatchNorm at its initial
+    #: statistics, reads as weights never trained or never loaded.
+    untrained_dead_layer_fraction: float = 0.5
     timestamp: bool = False
     # How the run looks on a terminal, not what the report shows: kept out of every view.
     progress: bool = field(default=True, metadata={"shown": False})

@@ -3,6 +3,7 @@
 (function () {
   "use strict";
   var doc = document;
+  var srcdoc = location.href.indexOf("about:srcdoc") === 0;
   function all(selector, root) { return Array.prototype.slice.call((root || doc).querySelectorAll(selector)); }
   function typing(el) { return el && (el.tagName === "INPUT" || el.tagName === "TEXTAREA" || el.isContentEditable); }
 
@@ -191,6 +192,12 @@
     var link = t.closest("a[href^='#']");
     if (link) {
       var dest = targetOf(link.getAttribute("href"));
+      // In a notebook's frame (srcdoc) "#x" resolves against the notebook's own address, so
+      // following it would load that page into the frame: move within this document instead.
+      if (srcdoc) {
+        e.preventDefault();
+        if (dest) location.hash = link.getAttribute("href");
+      }
       reveal(dest);
       window.requestAnimationFrame(function () { settle(dest); });
       if (nav.contains(link)) menu(false);

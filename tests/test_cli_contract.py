@@ -97,3 +97,13 @@ def test_a_shared_option_means_the_same_on_every_command() -> None:
                 assert seen[key] == shape, key
             seen[key] = shape
     assert shared >= 25  # generate, demo and diff do share most of their options
+
+
+def test_an_error_reads_as_its_message() -> None:
+    # str() is what a Python caller's log shows; the CLI prints one_line().
+    error = WeightsError("weights w.pt do not fit Net", hint="check MODEL")
+    assert str(error) == "weights w.pt do not fit Net"
+    assert error.args == ("weights w.pt do not fit Net",)
+    assert error.one_line() == "weights w.pt do not fit Net (check MODEL)"
+    interrupted = Interrupted(signal.SIGTERM)
+    assert interrupted.signum == 15 and interrupted.args == (15,)

@@ -14,8 +14,10 @@ uses:
 - dead channels (``dead_channel_fraction``): channels constant over every probe and
   position. A ReLU channel that is mostly zero is normal; only a constant one is dead.
   Needs the per-channel range the capture keeps for section layers (and for every layer
-  once capture records it); a layer whose dead channels are all inherited from the layer
-  just before it (same channel count) is not reported again;
+  once capture records it). A channel is reported once, where it first dies: the same
+  channel reaching a later layer through per-channel layers and concatenations (DenseNet),
+  constant still or zeroed again, is not reported there (:mod:`.channel_flow`); without a graph,
+  a layer whose dead channels are all those of the layer just before it is not reported again;
 - exploding / vanishing activations (``explode_ratio``, ``vanish_ratio``): the median over
   probes of a call's output RMS over its input RMS, except for layers whose scale is set by
   design (normalisation, bounded activations, softmax: :data:`SCALE_EXEMPT_TYPES`);
@@ -27,7 +29,9 @@ uses:
 - saturation (``saturation_fraction``): the fraction of a bounded activation's values
   within 0.1% of its limits. The lower limit 0 of ReLU6 / Hardtanh(0, x) is ReLU's normal
   zero and does not count;
-- the model as a whole: no convolution at all, and activations from a synthetic input.
+- the model as a whole: no convolution at all, activations from a synthetic input, and weights
+  that look untrained or not loaded (``untrained_dead_layer_fraction``): dead channels in most
+  measured layers while every BatchNorm still holds its initial statistics.
 
 One alert per (kind, layer); ``section_id`` links to the layer's section when it has one.
 Sorted errors first, then warnings, then info, each by execution order; findings at the same
@@ -46,6 +50,7 @@ import torch
 from torch import nn
 
 from ..capture.activations import CaptureResult, LayerCapture
+from ..capture.executed_graph import ExecutedGraph
 from ..datamodel import (
     ROOT_LABEL,
     Alert,
@@ -56,6 +61,7 @@ from ..datamodel import (
     section_id,
 )
 from ..model.modules import CONV_TYPES
+from .channel_flow import repeated_dead_channels
 from .statistics import (
     constant_channels,
     dead_filter_indices,
@@ -95,6 +101,7 @@ class AlertContext:
     synthetic_input: bool = False
     probe_nonfinite: int | None = None
     output_nonfinite: int = 0
+    graph: ExecutedGraph | None = None  # the executed graph, where constant channels flow (None: unknown)
     modules: dict[str, nn.Module] = field(init=False)
     #: Per owning module, the phrases naming its NaN/Inf weights and buffers.
     bad_tensors: dict[str, list[str]] = field(init=False)
@@ -224,21 +231,26 @@ def check_nonfinite(ctx: AlertContext) -> list[Finding]:
 
 
 def check_dead_channels(ctx: AlertContext) -> list[Finding]:
-    """Channels constant over every probe and position, once per layer.
+    """Channels constant over every probe and position, once per layer, where they become constant.
 
     Uses ``dead_channel_fraction`` (a warning at or above it, info below) and ``bn_min_gamma``
     (channels a BatchNorm switched off are its finding); a saturated layer (``saturation_fraction``)
-    is the saturation check's.
+    is the saturation check's. A channel is reported where it first dies: the same channel
+    reaching a later layer through per-channel layers and concatenations (:mod:`.channel_flow`),
+    constant still or zeroed again, is that first layer's finding.
     """
     out: list[Finding] = []
     seen: set[str] = set()
     previous_dead: tuple[int, set[int]] | None = None  # (channels, dead set) of the last layer with channel info
     collapsed = False
+    measured = {(layer.name, layer.call_index): constant_channels(layer) for layer, _ in ctx.leaf_calls()}
+    repeated = repeated_dead_channels(ctx.graph, {key: set(dead) for key, dead in measured.items() if dead}, measured)
     for layer, module in ctx.leaf_calls():
-        dead = constant_channels(layer)
+        dead = measured[(layer.name, layer.call_index)]
         if dead is None or layer.channel_min is None:
             continue
         channels = int(layer.channel_min.shape[0])
+        arrived = repeated.get((layer.name, layer.call_index), set())
         inherited = previous_dead is not None and previous_dead[0] == channels and set(dead) <= previous_dead[1]
         # Channels a BatchNorm just before switched off (gamma near zero) are that
         # BatchNorm's finding, raised once there, not a new dead-channel finding here.
@@ -249,16 +261,18 @@ def check_dead_channels(ctx: AlertContext) -> list[Finding]:
         # A bounded activation pinned at its limits is reported as saturation instead.
         inherited = inherited or collapsed or _saturated(layer, ctx.options)
         collapsed = collapsed or (channels > 0 and len(explained) >= channels)
-        if dead and not inherited and layer.name not in seen:
+        new = [c for c in dead if c not in arrived]
+        if new and not inherited and layer.name not in seen:
             seen.add(layer.name)
-            frac = len(dead) / channels
+            frac = len(new) / channels
             severity = Severity.WARNING if frac >= ctx.options.dead_channel_fraction else Severity.INFO
+            more = f"; {len(dead) - len(new)} more were found dead in an earlier layer and reach this one" if len(new) < len(dead) else ""
             out.append(
                 ctx.finding(
                     AlertKind.DEAD_CHANNELS,
                     severity,
                     layer.name,
-                    f"{len(dead)} of {channels} channels ({_pct(frac)}) are constant over every probe and position: {_count_list(dead)}",
+                    f"{len(new)} of {channels} channels ({_pct(frac)}) are constant over every probe and position: {_count_list(new)}{more}",
                     frac,
                     layer.call_index,
                     float(layer.order),
@@ -424,6 +438,38 @@ def check_synthetic_input(ctx: AlertContext) -> list[Finding]:
     return [ctx.finding(AlertKind.SYNTHETIC_INPUT, Severity.INFO, "", "no probes were given: activations come from a synthetic input and say little about real data", None, at=-1.0, whole_model=True)]
 
 
+#: Fewest measured layers on which dead channels "nearly everywhere" can be a pattern.
+UNTRAINED_MIN_LAYERS = 4
+#: Activations whose channels die by clipping: where a dead channel shows first.
+CLIPPING_ACTIVATIONS = frozenset({"ReLU", "ReLU6", "RReLU", "Hardtanh", "Threshold", "CELU", "ELU", "SELU", "GELU", "SiLU", "Mish", "Hardswish", "Softplus"})
+
+
+def check_untrained(ctx: AlertContext) -> list[Finding]:
+    """The pattern behind many dead-channel findings (warning): dead channels in at least
+    ``untrained_dead_layer_fraction`` of the measured layers (at least :data:`UNTRAINED_MIN_LAYERS`)
+    while every BatchNorm still holds its initial statistics (mean 0, variance 1, never updated). Says nothing on a model without BatchNorm, whose statistics
+    cannot tell a trained model from a fresh one."""
+    norms = [m for _, m in ctx.sound_modules() if _is_batchnorm(m) and getattr(m, "track_running_stats", False)]
+    if not norms or not all(_bn_at_init(m) and int(getattr(m, "num_batches_tracked", 0) or 0) == 0 for m in norms):
+        return []
+    measured = [(layer.type, constant_channels(layer)) for layer, _ in ctx.leaf_calls()]
+    measured = [(kind, dead) for kind, dead in measured if dead is not None]
+    # Channels die where an activation clips them: counted over the activations where the
+    # capture measured them (a convolution's output is constant only if its filter is dead).
+    activations = [(kind, dead) for kind, dead in measured if kind in CLIPPING_ACTIVATIONS]
+    where, measured = ("activation layers", activations) if len(activations) >= UNTRAINED_MIN_LAYERS else ("layers", measured)
+    with_dead = sum(1 for _, dead in measured if dead)
+    if len(measured) < UNTRAINED_MIN_LAYERS or with_dead < ctx.options.untrained_dead_layer_fraction * len(measured):
+        return []
+    share = with_dead / len(measured)
+    message = (
+        f"dead channels in {with_dead} of {len(measured)} measured {where} ({_pct(share)}) and all {len(norms)} BatchNorm "
+        "layers still at their initial statistics (running mean 0, variance 1, never updated): the weights look "
+        "untrained or were not loaded; check the checkpoint (--weights, --weights-key)"
+    )
+    return [ctx.finding(AlertKind.UNTRAINED, Severity.WARNING, "", message, share, at=-1.0, whole_model=True)]
+
+
 #: Every health check, in the order their findings are listed when severity and position tie.
 ALERT_CHECKS: tuple[Callable[[AlertContext], list[Finding]], ...] = (
     check_nonfinite,
@@ -435,6 +481,7 @@ ALERT_CHECKS: tuple[Callable[[AlertContext], list[Finding]], ...] = (
     check_batchnorm,
     check_no_convolution,
     check_synthetic_input,
+    check_untrained,
 )
 
 
@@ -447,6 +494,7 @@ def health_alerts(
     synthetic_input: bool = False,
     probe_nonfinite: int | None = None,
     output_nonfinite: int = 0,
+    graph: ExecutedGraph | None = None,
 ) -> list[Alert]:
     """Every health finding about ``model`` on the probes of ``capture``, worst first.
 
@@ -463,6 +511,7 @@ def health_alerts(
         synthetic_input=synthetic_input,
         probe_nonfinite=probe_nonfinite,
         output_nonfinite=output_nonfinite,
+        graph=graph,
     )
     found = [finding for check in ALERT_CHECKS for finding in check(ctx)]
     found.sort(key=lambda pair: (-pair[0].severity.rank, pair[1]))

@@ -244,11 +244,15 @@ class _DrawnWeights(NamedTuple):
     drawn: int  # weights drawn (the count nonfinite is out of)
 
 
-def draw_filters(weight: np.ndarray | torch.Tensor, *, layer: str, groups: int = 1, max_filters: int = 32, max_inputs: int = 8) -> FilterGallery:
+def draw_filters(
+    weight: np.ndarray | torch.Tensor, *, layer: str, groups: int = 1, max_filters: int = 32, max_inputs: int = 8, scale: float | None = None
+) -> FilterGallery:
     """A convolution's filter gallery (see :func:`filter_gallery`).
 
-    The colour scale is the largest *finite* |weight| drawn; NaN and Inf weights are drawn grey
-    (black for RGB filters, where grey is zero), and the note says how many there are."""
+    The colour scale is the largest *finite* |weight| drawn, or ``scale`` when given (one scale
+    shared by several galleries, such as one layer's filters across checkpoints); NaN and Inf
+    weights are drawn grey (black for RGB filters, where grey is zero), and the note says how
+    many there are."""
     out_ch, in_per_group = weight.shape[:2]
     # Only the first filters are drawn (64 rows of a 1x1 matrix at most): cut before copying,
     # since a late ResNet layer holds millions of weights.
@@ -274,11 +278,11 @@ def draw_filters(weight: np.ndarray | torch.Tensor, *, layer: str, groups: int =
     shown = min(out_ch, max_filters)
     group_note = f", {groups} groups" if groups > 1 else ""
     if in_per_group == 3 and groups == 1:
-        result = _draw_rgb_filters(w, bad, shown, out_ch)
+        result = _draw_rgb_filters(w, bad, shown, out_ch, scale)
     elif w.shape[2] == 1 and w.shape[3] == 1 and in_per_group > 1:
-        result = _draw_pointwise_matrix(w, bad, out_ch, in_per_group, group_note)
+        result = _draw_pointwise_matrix(w, bad, out_ch, in_per_group, group_note, scale)
     else:
-        result = _draw_kernel_grid(w, bad, shown, out_ch, in_per_group, groups, max_inputs, group_note)
+        result = _draw_kernel_grid(w, bad, shown, out_ch, in_per_group, groups, max_inputs, group_note, scale)
     note = result.note
     if result.nonfinite:
         colour = "black" if result.colormap == "rgb" else "grey"
@@ -295,13 +299,15 @@ def draw_filters(weight: np.ndarray | torch.Tensor, *, layer: str, groups: int =
     )
 
 
-def _largest_magnitude(w: np.ndarray) -> float:
+def _largest_magnitude(w: np.ndarray, scale: float | None = None) -> float:
+    if scale is not None:
+        return float(scale)
     return float(np.abs(w).max()) if w.size else 0.0  # non-finite weights are zeros in w
 
 
-def _draw_rgb_filters(w: np.ndarray, bad: np.ndarray | None, shown: int, out_ch: int) -> _DrawnWeights:
+def _draw_rgb_filters(w: np.ndarray, bad: np.ndarray | None, shown: int, out_ch: int, scale: float | None) -> _DrawnWeights:
     """First-layer RGB filters as colour images: zero maps to mid-grey, so sign stays visible."""
-    vmax = _largest_magnitude(w[:shown])
+    vmax = _largest_magnitude(w[:shown], scale)
     rgb = np.clip(0.5 + 0.5 * w[:shown] / max(vmax, 1e-12), 0, 1)
     tiles = (np.transpose(rgb, (0, 2, 3, 1)) * 255).round().astype(np.uint8)
     nonfinite = drawn = 0
@@ -314,11 +320,11 @@ def _draw_rgb_filters(w: np.ndarray, bad: np.ndarray | None, shown: int, out_ch:
     return _DrawnWeights(canvas, encode_png(canvas), note, "rgb", shown, vmax, nonfinite, drawn)
 
 
-def _draw_pointwise_matrix(w: np.ndarray, bad: np.ndarray | None, out_ch: int, in_per_group: int, group_note: str) -> _DrawnWeights:
+def _draw_pointwise_matrix(w: np.ndarray, bad: np.ndarray | None, out_ch: int, in_per_group: int, group_note: str, scale: float | None) -> _DrawnWeights:
     """1x1 kernels: single pixels say nothing one by one; the (out x in) matrix does."""
     rows_shown, cols_shown = min(out_ch, 64), min(in_per_group, 64)
     matrix = w[:rows_shown, :cols_shown, 0, 0]
-    vmax = _largest_magnitude(matrix)
+    vmax = _largest_magnitude(matrix, scale)
     canvas = _quantise_symmetric(matrix, vmax)
     nonfinite = drawn = 0
     if bad is not None:
@@ -333,10 +339,10 @@ def _draw_pointwise_matrix(w: np.ndarray, bad: np.ndarray | None, out_ch: int, i
 
 
 def _draw_kernel_grid(
-    w: np.ndarray, bad: np.ndarray | None, shown: int, out_ch: int, in_per_group: int, groups: int, max_inputs: int, group_note: str
+    w: np.ndarray, bad: np.ndarray | None, shown: int, out_ch: int, in_per_group: int, groups: int, max_inputs: int, group_note: str, scale: float | None
 ) -> _DrawnWeights:
     """Each kernel as a tile on one diverging scale: a row per filter, a column per input channel."""
-    vmax = _largest_magnitude(w[:shown])
+    vmax = _largest_magnitude(w[:shown], scale)
     inputs = min(in_per_group, max_inputs)
     sub = w[:shown, :inputs]  # (shown, inputs, kh, kw)
     kh, kw = sub.shape[2:]

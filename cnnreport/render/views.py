@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -173,6 +174,54 @@ def largest(values: Any) -> Any:
     return max(finite) if finite else None
 
 
+#: A kind of alert raised on more layers than this reads as one line: the count, the worst
+#: layers first, the rest folded (all of them stay in the JSON view).
+FOLD_ALERTS_OVER = 4
+#: Alerts of a folded kind shown before the fold.
+FOLDED_ALERTS_SHOWN = 3
+
+
+@dataclass
+class AlertGroup:
+    """The alerts of one kind as the page lists them: worst first, folded past a few."""
+
+    kind: str
+    alerts: list[Any]  # worst first: severity, then the alert's figure (its value), then position
+    folded: bool
+
+    @property
+    def shown(self) -> list[Any]:
+        return self.alerts[:FOLDED_ALERTS_SHOWN] if self.folded else self.alerts
+
+    @property
+    def rest(self) -> list[Any]:
+        return self.alerts[FOLDED_ALERTS_SHOWN:] if self.folded else []
+
+    def count(self, severity: str) -> int:
+        return sum(1 for alert in self.alerts if alert.severity.value == severity)
+
+
+def alert_groups(alerts: Sequence[Any]) -> list[AlertGroup]:
+    """``alerts`` (worst first, as :func:`~cnnreport.analysis.alerts.health_alerts` sorts them) by
+    kind, kinds in the order of their worst alert; a kind with more than :data:`FOLD_ALERTS_OVER`
+    alerts is folded, its worst first (by severity, then by its figure: the dead fraction, the
+    scale ratio, ...)."""
+    by_kind: dict[str, list[Any]] = {}
+    for alert in alerts:
+        by_kind.setdefault(alert.kind.value, []).append(alert)
+    groups = []
+    for kind, members in by_kind.items():
+        folded = len(members) > FOLD_ALERTS_OVER
+        if folded:
+            members = sorted(members, key=lambda a: (-a.severity.rank, -_figure(a.value)))  # stable: position breaks ties
+        groups.append(AlertGroup(kind, members, folded))
+    return groups
+
+
+def _figure(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else -math.inf
+
+
 FILTERS: dict[str, Callable[..., str]] = {
     "smallest": smallest,
     "largest": largest,
@@ -185,6 +234,7 @@ FILTERS: dict[str, Callable[..., str]] = {
     "shape": fmt_shape,
     "large": fmt_large,
     "data_uri": data_uri,
+    "alert_groups": alert_groups,
 }
 
 
@@ -394,6 +444,29 @@ def render_markdown(report: Report) -> str:
     :data:`MARKDOWN_LIMIT` characters."""
     template = markdown_environment().get_template("report.md.j2")
     return fit_markdown(lambda rows: template.render(report=report, max_rows=rows, json_schema_version=JSON_SCHEMA_VERSION))
+
+
+#: The inline frame's starting height; the reader can drag its bottom edge to resize it.
+FRAME_HEIGHT_PX = 800
+
+
+def framed_html(page: str, title: str = "") -> str:
+    """``page`` inside a sandboxed inline frame, for a notebook's output cell (``_repr_html_``).
+
+    The page travels whole in ``srcdoc`` (HTML-escaped), so its Content-Security-Policy and
+    script hashes apply inside the frame as in a file. ``sandbox="allow-scripts"`` without
+    ``allow-same-origin`` gives the frame an opaque origin: its scripts run, but they cannot
+    reach the notebook's page, cookies or kernel, and the notebook's styles cannot reach it.
+    Nothing outside the attribute is a script, so the notebook's page runs none of ours.
+    """
+    label = escape(f"cnnreport: {title}" if title else "cnnreport report")
+    srcdoc = escape(page)  # &, <, >, " and ' escaped: the attribute holds the page as text
+    return (
+        f'<div class="cnnreport-frame" style="resize:vertical;overflow:hidden;width:100%;height:{FRAME_HEIGHT_PX}px;'
+        'border:1px solid #d0d7de;box-sizing:border-box">'
+        f'<iframe sandbox="allow-scripts" title="{label}" style="width:100%;height:100%;border:0;display:block" srcdoc="{srcdoc}"></iframe>'
+        "</div>"
+    )
 
 
 # -- writing -------------------------------------------------------------------------------

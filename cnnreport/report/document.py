@@ -24,7 +24,7 @@ from ..datamodel import (
     _plain,
 )
 from ..render.diff_views import diff_json, render_diff_html, render_diff_markdown
-from ..render.views import provenance_inputs, render_html, render_markdown, report_json, write_html, write_json, write_markdown, write_views
+from ..render.views import framed_html, provenance_inputs, render_html, render_markdown, report_json, write_html, write_json, write_markdown, write_views
 
 
 @dataclass
@@ -62,6 +62,16 @@ class Report:
 
     def to_html(self) -> str:
         return render_html(self)
+
+    def _repr_html_(self) -> str:
+        """How Jupyter shows a report: the page in a sandboxed inline frame, scripts working
+        inside it and none of them on the notebook's page (see :func:`cnnreport.show`)."""
+        return framed_html(render_html(self), self.title)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # IPython's text/plain beside the frame: one line, not the dataclass's whole repr
+        # (figures included, megabytes) stored in every notebook that shows a report.
+        printer.text(f"<cnnreport Report {self.title!r}: {len(self.layers)} layers, {self.probe_count} probes, {len(self.alerts)} alerts>")
 
     def write_html(self, path: str) -> str:
         return write_html(self, path)
@@ -127,6 +137,13 @@ class DiffReport:
 
     def to_html(self) -> str:
         return render_diff_html(self)
+
+    def _repr_html_(self) -> str:
+        """How Jupyter shows a diff: the page in a sandboxed inline frame (see :meth:`Report._repr_html_`)."""
+        return framed_html(render_diff_html(self), self.title)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(f"<cnnreport DiffReport {self.title!r}: {len(self.weight_changes)} weight changes, {self.predictions_changed} predictions changed>")
 
     def write_html(self, path: str) -> str:
         return self.write(html=path)[0]

@@ -494,6 +494,7 @@ def _draw(model: nn.Module, batch: ProbeBatch, opts: ReportOptions, result: Pass
             # Only asked where some layer's output is non-finite: a pass over every probe.
             probe_nonfinite=_probe_nonfinite(batch) if any(sum(c.probe_nan) or sum(c.probe_inf) for c in result.capture.layers) else 0,
             output_nonfinite=result.output_nonfinite,
+            graph=result.graph,
         )
         # A copy with the fingerprint and probes of *this* model: a Provenance the caller passes
         # twice must not carry the first model's fingerprint into the second report.
