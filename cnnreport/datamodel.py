@@ -181,6 +181,7 @@ class AlertKind(str, enum.Enum):
     NO_CONVOLUTION = "no_convolution"  #: the model has no convolution layer at all
     SYNTHETIC_INPUT = "synthetic_input"  #: no probes were given
     UNTRAINED = "untrained"  #: dead channels nearly everywhere and BatchNorm never updated: weights not trained or not loaded
+    SPECTRAL_ALPHA = "spectral_alpha"  #: a layer's weight-spectrum exponent outside the usual band (--spectral)
 
 
 @dataclass
@@ -322,6 +323,13 @@ class ReportOptions:
     timestamp: bool = False
     # How the run looks on a terminal, not what the report shows: kept out of every view.
     progress: bool = field(default=True, metadata={"shown": False})
+    # Layer quality without data (off by default: 2.6 s of CPU on a ResNet-50, see
+    # benchmarks/bench_spectral.py): each convolution and linear layer's weight-spectrum
+    # exponent alpha (analysis/spectral.py), and an info alert outside
+    # [spectral_alpha_low, spectral_alpha_high].
+    spectral: bool = False
+    spectral_alpha_low: float = 2.0
+    spectral_alpha_high: float = 6.0
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -352,6 +360,21 @@ class Provenance:
     command_line: str = ""
     created: str = ""
     probe_files: list[ProbeFile] = field(default_factory=list)
+
+
+@dataclass
+class LayerSpectrum:
+    """One layer's weight spectrum, as WeightWatcher fits it (``--spectral``; analysis/spectral.py)."""
+
+    name: str
+    type: str
+    alpha: float | None  # the power-law exponent of the spectrum's tail; None: not fitted (see note)
+    xmin: float | None  # the eigenvalue where the fitted tail starts
+    ks_distance: float | None  # Kolmogorov-Smirnov distance of the fit over the tail
+    eigenvalues: int  # eigenvalues in the pooled spectrum (above 1e-5)
+    tail: int  # of them, those at or above xmin
+    matrices: int  # weight matrices pooled: kernel positions of a convolution, 1 for a linear layer
+    note: str = ""  # why there is no alpha
 
 
 JSON_SCHEMA_VERSION = 1

@@ -168,6 +168,17 @@ def test_a_report_with_non_finite_weights_conforms_with_null_and_inf():
     assert "non_finite" in [a["kind"] for a in data["alerts"]]
 
 
+def test_a_report_with_spectra_conforms_with_fitted_and_unfitted_layers():
+    torch.manual_seed(0)
+    report = cnnreport.build_report(Small(extra=True).eval(), torch.rand(2, 3, 12, 12), spectral=True, **QUIET)
+    data = conforms("report", report_json(report))
+    rows = {row["name"]: row for row in data["spectral"]}
+    assert list(rows) == ["conv", "extra", "fc"]
+    assert isinstance(rows["conv"]["alpha"], float) and rows["conv"]["note"] == ""
+    assert (rows["extra"]["alpha"], rows["extra"]["xmin"], rows["extra"]["note"]) == (None, None, "4 eigenvalues: fewer than 8 to fit")
+    assert data["options"]["spectral"] is True
+
+
 @pytest.mark.parametrize("name", ["TupleOutput", "DictOutput", "SegmentationOutput"])
 def test_reports_of_models_with_other_outputs_conform(name):
     import reference_models

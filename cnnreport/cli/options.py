@@ -63,6 +63,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "cam_layer": _option("--cam-layer", metavar="LAYER", help="Layer Grad-CAM explains (default: the outermost block around the last feature map, e.g. layer4 of a ResNet)."),
     "no_attributions": _option("--no-attributions", is_flag=True, help="Skip Grad-CAM and saliency."),
     "saliency": _option("--saliency", is_flag=True, help="Add gradient saliency maps (one extra forward and a full backward pass: about twice the time)."),
+    "spectral": _option("--spectral", is_flag=True, help="Add layer quality without data: each convolution and linear layer's weight-spectrum exponent alpha (WeightWatcher's method; a few seconds on a ResNet-50)."),
     "no_graph": _option("--no-graph", is_flag=True, help="Skip the architecture graph."),
     "fail_on": _option("--fail-on", type=click.Choice(["info", "warning", "error"]), help="Exit with status 4 when an alert of this severity or worse is found (the report is still written)."),
     # How the command runs.
@@ -77,7 +78,7 @@ PROBE_OPTIONS = ("probes", "recursive", "image_size", "resize", "max_image_pixel
 REPORT_OPTIONS = (
     "output", "json_path", "markdown", "title", "layers", "exclude_layers", "layer_types", "max_channels",
     "max_probes", "tile_size", "batch_size", "max_html_mb", "class_names", "target_class", "cam_layer",
-    "no_attributions", "saliency", "no_graph", "fail_on", "timestamp", "quiet", "debug",
+    "no_attributions", "saliency", "spectral", "no_graph", "fail_on", "timestamp", "quiet", "debug",
 )
 
 

@@ -161,6 +161,8 @@ def report_overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
         out["saliency"] = True
     if kwargs.get("no_graph"):
         out["graph"] = False
+    if kwargs.get("spectral"):
+        out["spectral"] = True
     names = parse_class_names(kwargs.get("class_names"))
     if names:
         out["class_names"] = names

@@ -24,6 +24,7 @@ from markupsafe import Markup, escape
 from ..datamodel import JSON_SCHEMA_VERSION, Figure, Mosaic, _plain
 from ..errors import OutputError
 from ..figures import images as figures
+from ..figures.spectral_svg import alpha_chart
 from ..support.gcpause import gc_paused
 from .outputs import plan_outputs, write_output_set
 
@@ -427,6 +428,8 @@ def render_html(report: Report) -> str:
         graph_svg=report.graph_svg,
         graph_full_svg=report.graph_full_svg,
         graph_group_svgs=report.graph_group_svgs,
+        # Markup the chart's module built with every name escaped; drawn only with --spectral.
+        spectral_svg=alpha_chart(report.spectral, low=report.options.spectral_alpha_low, high=report.options.spectral_alpha_high) if report.spectral else "",
     )
 
 

@@ -16,6 +16,7 @@ from ..datamodel import (
     ForwardFailure,
     LayerRow,
     LayerSection,
+    LayerSpectrum,
     ModelSummary,
     ProbeInfo,
     Provenance,
@@ -47,6 +48,8 @@ class Report:
     failure: ForwardFailure | None = None
     # Probes the statistics cover; ``probes`` lists the first ``options.max_probes`` of them.
     probe_count: int = 0
+    # Each convolution and linear layer's weight spectrum (``ReportOptions.spectral``); None: not asked for.
+    spectral: list[LayerSpectrum] | None = None
 
     def __post_init__(self) -> None:
         # A report built outside the pipeline counts the probes it lists.

@@ -20,10 +20,11 @@ from torch import nn
 
 from ..analysis.alerts import health_alerts
 from ..analysis.architecture import Architecture, inspect_model
+from ..analysis.spectral import layer_spectra, spectral_alerts
 from ..capture.activations import CaptureResult
 from ..capture.passes import PassResult, capture_pass, single_threaded_torch
 from ..capture.predictions import check_class_names, resolve_class_names
-from ..datamodel import Alert, Attribution, LayerRow, LayerSection, ProbeInfo, Provenance, ReportOptions, section_id
+from ..datamodel import Alert, Attribution, LayerRow, LayerSection, LayerSpectrum, ProbeInfo, Provenance, ReportOptions, section_id
 from ..errors import CnnReportError, OptionError
 from ..figures import images as figures
 from ..io.probes import (
@@ -440,6 +441,9 @@ def _assemble(model: nn.Module, batch: ProbeBatch, example: tuple[torch.Tensor, 
     else:
         notes += _section_notes(model, opts, detailed, result.capture)
     notes += _output_notes(result, opts) + cam_notes
+    spectra = _spectra(model, opts)
+    if spectra is not None:
+        alerts = alerts + spectral_alerts(spectra, opts, {s.id for s in sections})
     report = Report(
         title=opts.title or f"{module_type_name(model)} report",
         model=arch.summary,
@@ -456,8 +460,15 @@ def _assemble(model: nn.Module, batch: ProbeBatch, example: tuple[torch.Tensor, 
         graph_full_svg=graph_full_svg,
         graph_group_svgs=graph_group_svgs,
         probe_count=len(batch),
+        spectral=spectra,
     )
     return budget.fit_to_budget(report, result.capture, opts.max_html_mb)
+
+
+def _spectra(model: nn.Module, opts: ReportOptions) -> list[LayerSpectrum] | None:
+    """With ``opts.spectral``, every convolution and linear layer's weight spectrum, in
+    definition order; None (and no work) without it."""
+    return layer_spectra(model) if opts.spectral else None
 
 
 def _draw(model: nn.Module, batch: ProbeBatch, opts: ReportOptions, result: PassResult, frozen_state: dict[str, Any] | None, provenance: Provenance | None) -> tuple[list[LayerSection], list[Alert], Provenance, tuple[str, str, dict[str, str]]]:
