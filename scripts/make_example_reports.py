@@ -1,4 +1,5 @@
-"""Regenerate ``example_reports/``: the demo report and a ResNet-style report on real photos.
+"""Regenerate ``example_reports/``: the demo report, a ResNet-style report on real photos, and
+a history of the demo model trained from scratch (``demo_history/``: its snapshots and index).
 
     python scripts/make_example_reports.py
 
@@ -109,6 +110,76 @@ def main() -> None:
         progress=False,
     )
     write(resnet, "resnet_photos.html")
+    demo_history()
+
+
+#: Epochs of the demo history: the untrained model, then one snapshot after each epoch.
+HISTORY_EPOCHS = 4
+
+
+def demo_history() -> None:
+    """``example_reports/demo_history/``: DigitsCNN trained from scratch for a few epochs with
+    :class:`cnnreport.Run` (a snapshot before training and after each epoch, with the held-out
+    accuracy) and the index page over the snapshots. The checkpoints and JSON views are made in
+    a temporary folder and not kept: the pages are what a reader opens."""
+    import shutil
+    import tempfile
+
+    from torch.nn import functional as F
+
+    from cnnreport import Run
+    from cnnreport.history.index import write_index
+    from cnnreport.io.demo import DigitsCNN
+    from cnnreport.io.probes import load_probes
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from safetensors.torch import save_file
+    from sklearn.datasets import load_digits
+    from train_demo_model import digits_tensor  # the demo's own preprocessing
+
+    probes = load_probes([os.path.relpath(p, REPO) for p in demo_probe_paths()][:6])
+    digits = load_digits()
+    order = np.random.default_rng(0).permutation(len(digits.images))
+    x, y = digits_tensor(digits.images), torch.tensor(digits.target)
+    test, train = order[:300], order[300:]
+    torch.manual_seed(0)
+    model = DigitsCNN()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    target = OUT / "demo_history"
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)  # relative paths only: the pages do not name this machine's folders
+        try:
+            run = Run("demo_history", probes=probes, class_names=CLASS_NAMES, max_channels=8, title="DigitsCNN from scratch")
+            for epoch in range(HISTORY_EPOCHS + 1):
+                if epoch:
+                    model.train()
+                    perm = torch.randperm(len(train))
+                    for start in range(0, len(perm), 64):
+                        idx = torch.as_tensor(train[perm[start : start + 64].numpy()])
+                        optimizer.zero_grad()
+                        F.cross_entropy(model(x[idx]), y[idx]).backward()
+                        optimizer.step()
+                model.eval()
+                with torch.no_grad():
+                    accuracy = (model(x[test]).argmax(1) == y[test]).float().mean().item()
+                # safetensors: the same tensors give the same bytes (torch.save writes a random
+                # serialization id), so the pages' checkpoint hashes and the pages stay the same.
+                checkpoint = f"demo_history/epoch-{epoch}.safetensors"
+                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, checkpoint)
+                run.snapshot(model, step=epoch, epoch=epoch, metrics={"held_out_accuracy": accuracy}, checkpoint=checkpoint)
+            write_index("demo_history", title="History: DigitsCNN trained from scratch on scikit-learn digits")
+            if target.exists():
+                shutil.rmtree(target)
+            target.mkdir()
+            for page in sorted(Path("demo_history").glob("*.html")):
+                shutil.copyfile(page, target / page.name)
+                size = (target / page.name).stat().st_size
+                if size > MAX_BYTES:
+                    raise SystemExit(f"{target / page.name} is {size / 1e6:.2f} MB, over the 2 MB budget")
+        finally:
+            os.chdir(REPO)
+    total = sum(p.stat().st_size for p in target.iterdir())
+    print(f"wrote {target.relative_to(REPO)}/ ({len(list(target.iterdir()))} pages, {total / 1e6:.2f} MB)")
 
 
 if __name__ == "__main__":

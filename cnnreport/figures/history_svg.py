@@ -42,7 +42,7 @@ def heatmap_svg(
     ends = (10**lo, 10**hi) if log else (lo, hi)
     legend = f"{title}: dark {_shown(ends[0], fmt)} … bright {_shown(ends[1], fmt)} ({'log scale' if log else 'linear scale'}); grey: none{'; black: exactly 0' if log else ''}"
     label_w = int(12 + CHAR_W * max([len(_shorten(r)) for r in rows] + [4]))
-    width = int(max(label_w + CELL_W * max(len(columns), 1) + 8, label_w + CHAR_W * len(legend) + 8))
+    width = int(max(label_w + CELL_W * max(len(columns), 1) + 8, label_w + 7.4 * len(legend) + 8))  # the legend in a wider face
     height = HEAD_H + CELL_H * len(rows) + LEGEND_H
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="heatmap" role="img" width="{width}" height="{height}" '
