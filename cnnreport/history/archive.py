@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..datamodel import ReportOptions, _plain
-from ..errors import OptionError
+from ..errors import CnnReportError, OptionError
 from ..io.provenance import default_provenance, model_fingerprint
 from ..report.pipeline import build_report
 from ..support.version import __version__
@@ -56,15 +56,21 @@ def report_checkpoints(
     for checkpoint in sorted(checkpoints, key=lambda c: (checkpoint_step(c) is None, checkpoint_step(c) or 0, str(c))):
         base = Path(checkpoint).with_suffix("")
         html, json_path = f"{base}.html", f"{base}.json"
-        loaded = load(checkpoint)
+        try:
+            loaded = load(checkpoint)
+        except CnnReportError as exc:
+            raise _naming(exc, checkpoint) from exc
         fingerprint = model_fingerprint(loaded.model)
         reused = _current(json_path, fingerprint, probes, wanted)
         if not reused:
             provenance = default_provenance()
             provenance.checkpoint_path = loaded.checkpoint_path
             provenance.checkpoint_sha256 = loaded.checkpoint_sha256
-            report = build_report(loaded.model, probes, options=options, provenance=provenance, input_size=input_size, notes=loaded.notes)
-            report.write(html=html, json=json_path)
+            try:
+                report = build_report(loaded.model, probes, options=options, provenance=provenance, input_size=input_size, notes=loaded.notes)
+                report.write(html=html, json=json_path)
+            except CnnReportError as exc:
+                raise _naming(exc, checkpoint) from exc
         step = checkpoint_step(checkpoint)
         write_record(
             Snapshot(
@@ -98,6 +104,13 @@ def write_history(
     done = report_checkpoints(checkpoints, load, probes, options, input_size=input_size, on_checkpoint=on_checkpoint)
     write_index(folders.pop(), output, title=options.title, evolve_layers=evolve_layers, weights_key=weights_key)
     return done
+
+
+def _naming(exc: CnnReportError, checkpoint: str) -> CnnReportError:
+    """The same error, its message starting with the checkpoint it is about (of many)."""
+    named = type(exc).__new__(type(exc))
+    CnnReportError.__init__(named, f"{checkpoint}: {exc.message}", hint=exc.hint)
+    return named
 
 
 #: Options the report records as it resolved them (the batch size it started with, one class
