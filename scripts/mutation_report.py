@@ -78,7 +78,15 @@ def locate(diff: str, file_lines: list[str], span: tuple[int, int] | None) -> tu
         if tag != "equal":
             first_changed = i1
             break
-    changed = [f"- {s.strip()}" for s in old] + [f"+ {s.strip()}" for s in new]
+    # lines only re-indented or re-wrapped by the change (a closing bracket) are not the change
+    old_s, new_s = [s.strip() for s in old], [s.strip() for s in new]
+    for s in list(old_s):
+        if s in new_s:
+            old_s.remove(s)
+            new_s.remove(s)
+    changed = [f"- {s}" for s in old_s] + [f"+ {s}" for s in new_s]
+    if old_s and not new_s:
+        changed.append("+ (removed)")
     if first_changed is None or span is None:
         return (span[0] if span else None), changed
     stripped_file = [s.strip() for s in file_lines]
