@@ -106,6 +106,60 @@ def locate(diff: str, file_lines: list[str], span: tuple[int, int] | None) -> tu
     return span[0], changed
 
 
+def _inside_string(line: str, pos: int) -> str | None:
+    """The text of the string literal character *pos* of a line of code lies in (not inside an
+    f-string's braces), or None: a rough tokeniser, enough for one-line literals."""
+    quote = None
+    opened = 0
+    depth = 0
+    fstring = False
+    i = 0
+    while i < pos and i < len(line):
+        c = line[i]
+        if quote is None:
+            if c in "\"'":
+                quote = c
+                opened = i
+                fstring = i > 0 and line[i - 1] in "fF"
+        elif c == "\\":
+            i += 1
+        elif fstring and c == "{":
+            depth += 1
+        elif fstring and c == "}":
+            depth -= 1
+        elif c == quote and depth == 0:
+            quote = None
+        i += 1
+    if quote is None or depth != 0:
+        return None
+    end = line.find(quote, max(pos, opened + 1))
+    return line[opened + 1 : end if end >= 0 else len(line)]
+
+
+def is_message_text(changed: list[str]) -> bool:
+    """A mutant that only changes the wording of a message: ``XX`` around a string with a space
+    in it (a sentence, not a key or a mode name), its case, or a message made only of string
+    literals replaced by None."""
+    old = [c[2:] for c in changed if c.startswith("- ")]
+    new = [c[2:] for c in changed if c.startswith("+ ")]
+    if not old:
+        return False
+    if new == ["None"] or new == ["None,"] or new == ["(removed)"]:
+        return all(o[:1] in "\"'" or o[:2] in ('f"', "f'") for o in old)
+    if len(old) != len(new):
+        return False
+    for o, n in zip(old, new):
+        start = 0
+        while start < min(len(o), len(n)) and o[start] == n[start]:
+            start += 1
+        if n.replace("XX", "") != o and n.lower() != o.lower():
+            return False
+        literal = _inside_string(o, start)
+        if literal is None or " " not in literal:
+            return False
+    return True
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("module", help="path of the mutated file, e.g. cnnreport/analysis/statistics.py")
@@ -129,6 +183,7 @@ def main() -> int:
 
     counts = {"killed": 0, "survived": 0, "no tests": 0, "timeout": 0, "other": 0}
     left: list[tuple[int, str, str, list[str]]] = []
+    text_only = 0  # survivors that only reword a message
     for key, code in sorted(codes.items()):
         st = status(code)
         if st == "not checked":
@@ -144,6 +199,9 @@ def main() -> int:
             left.append((span[0] if span else 0, key, st, [f"(no diff: {exc})"]))
             continue
         line, changed = locate(diff, file_lines, span)
+        if st == "survived" and is_message_text(changed):
+            st = "survived [message text]"
+            text_only += 1
         left.append((line or 0, key, st, changed))
 
     total = sum(counts.values())
@@ -155,6 +213,9 @@ def main() -> int:
         f.write(f"# {args.module}{scope}: {total} mutants, {counts['killed']} killed, "
                 f"{counts['survived']} survived, {counts['no tests']} no tests, {counts['timeout']} timeout, "
                 f"{counts['other']} other; score {score:.1f}%; {args.seconds} s\n")
+        rest = total - text_only
+        f.write(f"# {text_only} of the survivors only reword a message (tagged [message text]); without them: "
+                f"{100.0 * (counts['killed'] + counts['timeout']) / rest if rest else 0.0:.1f}% of {rest}\n")
         f.write("# Each entry: file:line  status  mutant name, then the line as it is (-) and as the mutant has it (+).\n")
         f.write("# 'no tests': no selected test calls the function in-process (only a subprocess, or none).\n\n")
         for line, key, st, changed in sorted(left):
