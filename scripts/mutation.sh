@@ -101,6 +101,29 @@ if _root and os.environ.get("MUTANT_UNDER_TEST"):
         os.chdir(_cwd)
 EOF
 
+# mutmut forks each mutant from a process that has already run the tests once: a value
+# memoised then (the Jinja environments, lru_caches) was built by the unmutated code, and a
+# mutant of the function building it would survive unseen. This plugin clears them first.
+cat > "$WORK/hook/mutation_fresh_state.py" <<'PLUGIN'
+import functools
+import sys
+
+# module globals that memoise a value on first use (reset to None)
+_MEMO = {"cnnreport.render.views": ("_ENV", "_MD_ENV")}
+
+
+def pytest_configure(config):
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "cnnreport" or name.startswith("cnnreport.")):
+            continue
+        for attr in _MEMO.get(name, ()):
+            if hasattr(module, attr):
+                setattr(module, attr, None)
+        for value in list(vars(module).values()):
+            if isinstance(value, functools._lru_cache_wrapper):
+                value.cache_clear()
+PLUGIN
+
 toml_list() { # words -> "a", "b"
   local out="" w
   for w in "$@"; do out="$out${out:+, }\"$w\""; done
@@ -135,7 +158,7 @@ for entry in "${selected[@]}"; do
 source_paths = ["cnnreport"]
 only_mutate = ["cnnreport/$module"]
 pytest_add_cli_args_test_selection = [$(toml_list "${tests[@]}")]
-pytest_add_cli_args = ["-p", "no:cacheprovider"]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "mutation_fresh_state"]
 also_copy = [$(toml_list "${also[@]}")]
 EOF
   # mutants/ must exist before Python starts: a sys.path entry that is missing then is never
@@ -157,7 +180,7 @@ EOF
   status=$?
   set -e
   seconds=$(($(date +%s) - start))
-  if [ ! -f "$copy/mutants/cnnreport/$module.meta" ]; then
+  if [ ! -f "$copy/mutants/cnnreport/$module.meta" ] || grep -aq "failed to collect stats\|Stopping early" "$OUT/$name.log"; then
     echo "mutation: $module: mutmut failed (exit $status), see $OUT/$name.log" >&2
     rows+=("cnnreport/$module	-	-	-	-	-	-	failed	$seconds")
     continue
