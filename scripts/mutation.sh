@@ -86,8 +86,15 @@ trap cleanup EXIT
 # when mutmut collects which tests reach which function, that child's trampolines need
 # mutmut's configuration, which it reads from the working directory: load it from the copy.
 mkdir -p "$WORK/hook"
+#
+# Started in the background (nohup, a CI step), Python inherits SIGINT ignored and installs no
+# KeyboardInterrupt handler; the tests of Ctrl-C during the writes need Python's usual one.
 cat > "$WORK/hook/sitecustomize.py" <<'EOF'
 import os
+import signal
+
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _root = os.environ.get("CNNREPORT_MUTATION_ROOT")
 if _root and os.environ.get("MUTANT_UNDER_TEST"):
