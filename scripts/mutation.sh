@@ -41,10 +41,9 @@ MODULES=(
   "errors.py|tests/test_terminal_safety.py tests/test_cli_errors.py|"
 )
 
-field() { # field N "a|b|c"
-  local IFS='|'
-  # shellcheck disable=SC2206
-  local parts=($2)
+field() { # field N "a|b|c" (no glob expansion of the patterns)
+  local -a parts
+  IFS='|' read -r -a parts <<<"$2"
   printf '%s' "${parts[$1]:-}"
 }
 
