@@ -180,6 +180,11 @@ class AlertKind(str, enum.Enum):
     SATURATION = "saturation"  #: values pinned at a bounded activation's limit
     NO_CONVOLUTION = "no_convolution"  #: the model has no convolution layer at all
     SYNTHETIC_INPUT = "synthetic_input"  #: no probes were given
+    PREPROCESSING = "preprocessing"  #: the probes do not look like what the first BatchNorm saw in training
+    FP16_OVERFLOW = "fp16_overflow"  #: activations beyond (or near) float16's largest value, 65,504
+    FP16_UNDERFLOW = "fp16_underflow"  #: many nonzero activations below float16's smallest normal
+    TRAINING_MODE = "training_mode"  #: the model was given in training mode: dropout, BatchNorm updates
+    PRUNABLE = "prunable"  #: parameters and mult-adds that dead and duplicate filters cost
 
 
 @dataclass
@@ -190,6 +195,9 @@ class Alert:
     message: str
     value: float | None = None
     section_id: str = ""
+    #: The check's figures by name (mean and spread against training's, the margin to
+    #: float16's range, parameters and mult-adds to save ...); empty for most kinds.
+    numbers: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -315,6 +323,19 @@ class ReportOptions:
     bn_min_variance: float = 1e-5
     bn_min_gamma: float = 1e-3
     saturation_fraction: float = 0.9
+    # The probes against what the first BatchNorm saw in training: its input's channel means
+    # off by more than this many training standard deviations (RMS over channels), or its
+    # spread more than this factor wider or narrower than training's.
+    preprocess_max_shift: float = 2.0
+    preprocess_max_scale: float = 3.0
+    # ... or, for a 3-channel first convolution, swapping the probes' first and last channels
+    # (RGB/BGR) would shrink that shift at least this many times.
+    preprocess_swap_gain: float = 4.0
+    # float16: a warning where a layer's largest |value| is within this factor of 65,504
+    # (above it: an overflow to Inf), and where at least this share of a layer's nonzero
+    # values lies below float16's smallest normal, 6.104e-05 (flushed to zero, or subnormal).
+    fp16_headroom: float = 2.0
+    fp16_underflow_fraction: float = 0.1
     timestamp: bool = False
     # How the run looks on a terminal, not what the report shows: kept out of every view.
     progress: bool = field(default=True, metadata={"shown": False})
