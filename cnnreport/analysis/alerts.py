@@ -633,8 +633,9 @@ def _preprocessing_cause(summary: InputSummary | None, scale: float, limit: floa
 def check_fp16_range(ctx: AlertContext) -> list[Finding]:
     """Activations float16 cannot hold: overflow past 65,504 and underflow below its smallest normal.
 
-    Overflow (warning): each layer whose largest |value| is within ``fp16_headroom`` of
-    65,504, up to the first one beyond it (in float16 every later layer inherits its Inf);
+    Overflow (warning): the first of each run of consecutive layers whose largest |value| is
+    within ``fp16_headroom`` of 65,504, and the first beyond it, after which nothing is
+    reported (in float16 every later layer inherits its Inf);
     bfloat16's range is wide, and the message says so. Underflow (info): a layer where at
     least ``fp16_underflow_fraction`` of the nonzero values looked at lie below 6.104e-05.
     Layers with NaN/Inf outputs are the non-finite check's.
@@ -643,28 +644,47 @@ def check_fp16_range(ctx: AlertContext) -> list[Finding]:
     seen: set[tuple[AlertKind, str]] = set()
     calls = [(layer, module) for layer, module in ctx.leaf_calls() if not _output_nonfinite(layer)]
     peaks = [(layer, _peak(layer)) for layer, _ in calls]
-    overflowed = False
-    for index, (layer, peak) in enumerate(peaks):
-        if overflowed or peak is None or peak <= FP16_MAX / ctx.options.fp16_headroom or (AlertKind.FP16_OVERFLOW, layer.name) in seen:
-            continue
-        seen.add((AlertKind.FP16_OVERFLOW, layer.name))
-        margin = FP16_MAX / peak
-        if peak > FP16_MAX:
-            overflowed = True
-            later = sum(1 for other, p in peaks[index + 1 :] if p is not None and p > FP16_MAX)
-            also = f"; {later} later layer{'s' if later != 1 else ''} also exceed{'s' if later == 1 else ''} it" if later else ""
-            msg = (
-                f"largest |value| {_num(peak)} is {_times(1 / margin)} float16's largest, 65,504: run or exported in float16 "
-                f"it overflows to Inf, and every later layer with it{also}; bfloat16 (up to 3.4e38) holds it"
+    limit = FP16_MAX / ctx.options.fp16_headroom
+    # Consecutive layers near the limit are one finding, at the first of them (the layers after
+    # it carry its values on), and one more at the first that overflows, if another: in
+    # float16 every layer after an overflow inherits its Inf, so nothing later is reported.
+    runs: list[list[int]] = []
+    for index, (_layer, peak) in enumerate(peaks):
+        if peak is not None and peak > limit:
+            if runs and runs[-1][-1] == index - 1:
+                runs[-1].append(index)
+            else:
+                runs.append([index])
+    for run in runs:
+        first_over = next((k for k, index in enumerate(run) if (peaks[index][1] or 0.0) > FP16_MAX), None)
+        heads = [0] if first_over in (None, 0) else [0, first_over]
+        for h, head in enumerate(heads):
+            layer, peak = peaks[run[head]]
+            assert peak is not None
+            if (AlertKind.FP16_OVERFLOW, layer.name) in seen:
+                continue
+            seen.add((AlertKind.FP16_OVERFLOW, layer.name))
+            margin = FP16_MAX / peak
+            if peak > FP16_MAX:
+                later = sum(1 for other, p in peaks[run[head] + 1 :] if p is not None and p > FP16_MAX)
+                also = f"; {later} later layer{'s' if later != 1 else ''} also exceed{'s' if later == 1 else ''} it" if later else ""
+                msg = (
+                    f"largest |value| {_num(peak)} is {_times(1 / margin)} float16's largest, 65,504: run or exported in float16 "
+                    f"it overflows to Inf, and every later layer with it{also}; bfloat16 (up to 3.4e38) holds it"
+                )
+            else:
+                until = heads[h + 1] if h + 1 < len(heads) else len(run)
+                followers = [_label(peaks[i][0].name, peaks[i][0].call_index) for i in run[head + 1 : until]]
+                then = f"; so do the {len(followers)} layer{'s' if len(followers) != 1 else ''} right after it ({_names(followers, labelled=True)})" if followers else ""
+                msg = (
+                    f"largest |value| {_num(peak)} is within {_times(margin)} of float16's largest, 65,504: other inputs may "
+                    f"overflow it in float16{then}; bfloat16 (up to 3.4e38) holds it"
+                )
+            out.append(
+                ctx.finding(AlertKind.FP16_OVERFLOW, Severity.WARNING, layer.name, msg, margin, layer.call_index, float(layer.order), numbers={"max_abs": peak, "fp16_max": FP16_MAX, "margin": margin})
             )
-        else:
-            msg = (
-                f"largest |value| {_num(peak)} is within {_times(margin)} of float16's largest, 65,504: other inputs may "
-                "overflow it in float16; bfloat16 (up to 3.4e38) holds it"
-            )
-        out.append(
-            ctx.finding(AlertKind.FP16_OVERFLOW, Severity.WARNING, layer.name, msg, margin, layer.call_index, float(layer.order), numbers={"max_abs": peak, "fp16_max": FP16_MAX, "margin": margin})
-        )
+        if first_over is not None:
+            break  # in float16 everything after the first overflow is Inf
     # Consecutive layers below float16's normal range are one finding, at the first of them:
     # the layers after it carry its scale on.
     runs: list[list[tuple[LayerCapture, float]]] = []
@@ -731,7 +751,7 @@ def check_training_mode(ctx: AlertContext) -> list[Finding]:
     if root:
         head = "the model was given in training mode"
     else:
-        head = f"the model is in eval mode, but {len(training)} of its modules are in training mode ({_names(training)})"
+        head = f"the model is in eval mode, but {len(training)} of its modules {'is' if len(training) == 1 else 'are'} in training mode ({_names(training)})"
     parts = []
     if dropout:
         shown = [f"{_label(n)} p={float(ctx.modules[n].p):g}" for n in dropout]  # type: ignore[union-attr]
