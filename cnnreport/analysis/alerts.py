@@ -27,7 +27,17 @@ uses:
 - saturation (``saturation_fraction``): the fraction of a bounded activation's values
   within 0.1% of its limits. The lower limit 0 of ReLU6 / Hardtanh(0, x) is ReLU's normal
   zero and does not count;
-- the model as a whole: no convolution at all, and activations from a synthetic input.
+- the model as a whole: no convolution at all, and activations from a synthetic input;
+- preprocessing (``preprocess_max_shift``, ``preprocess_max_scale``, ``preprocess_swap_gain``):
+  the first BatchNorm's input on the probes against its running statistics, saying what is
+  likely wrong (raw 0-255 values, a missing normalisation, BGR against RGB) and how far off;
+- float16 range (``fp16_headroom``, ``fp16_underflow_fraction``): layers whose largest
+  |value| nears or passes 65,504, and layers with many nonzero values below 6.104e-05;
+- training mode: the model, or modules whose mode matters, given in training mode (info);
+- pruning: the dead and duplicate filters' parameters and mult-adds, per layer in their
+  alerts and in all (info).
+
+Each of the last four puts its figures in :attr:`Alert.numbers` as well as its message.
 
 One alert per (kind, layer); ``section_id`` links to the layer's section when it has one.
 Sorted errors first, then warnings, then info, each by execution order; findings at the same
