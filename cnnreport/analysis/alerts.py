@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..capture.activations import FP16_SAMPLES_PER_PROBE, FP16_SMALLEST_NORMAL, CaptureResult, LayerCapture
+from ..capture.activations import FP16_SMALLEST_NORMAL, CaptureResult, LayerCapture
 from ..datamodel import (
     ROOT_LABEL,
     Alert,
@@ -713,7 +713,7 @@ def check_fp16_range(ctx: AlertContext) -> list[Finding]:
         if (AlertKind.FP16_UNDERFLOW, layer.name) in seen:
             continue
         seen.add((AlertKind.FP16_UNDERFLOW, layer.name))
-        looked = " (of an even sample)" if layer.numel_per_probe > FP16_SAMPLES_PER_PROBE else ""
+        looked = " (of an even sample)" if layer.fp16_sampled else ""
         followers = [_label(other.name, other.call_index) for other, _ in run[1:]]
         then = f"; so do the {len(followers)} layer{'s' if len(followers) != 1 else ''} right after it ({_names(followers, labelled=True)})" if followers else ""
         out.append(

@@ -105,9 +105,11 @@ class LayerCapture:
     saturated_high: int = 0
     limits: tuple[float, float] | None = None
     # Of the values the float16 underflow count looked at (all of them, or an even sample of
-    # FP16_SAMPLES_PER_PROBE per probe): the nonzero ones, and those below FP16_SMALLEST_NORMAL.
+    # FP16_SAMPLES_PER_PROBE per probe; a section layer's histogram sample): the nonzero ones,
+    # and those below FP16_SMALLEST_NORMAL.
     fp16_nonzero: int = 0
     fp16_tiny: int = 0
+    fp16_sampled: bool = False  # whether those were a sample rather than every value
     # The first BatchNorm to run only (call 1): its input's per-channel mean and variance
     # over each probe's positions, per probe, (C,) each: what the probes look like to it.
     input_channel_mean: list[np.ndarray] = field(default_factory=list)
@@ -718,7 +720,8 @@ class ActivationCapture:
             layer.input_rms += input_rms
         if limits_of is not None:
             _record_saturation(layer, out, limits_of(module))
-        self._record_fp16(layer, out)
+        if not detailed:  # a section layer counts on its histogram sample (_record_details)
+            self._record_fp16(layer, out)
         if out.dim() >= 3:
             _record_channel_range(layer, out, stats)
         if detailed:
@@ -740,6 +743,7 @@ class ActivationCapture:
                 index = (strata * step + (strata * 2654435761) % step).to(flat.device)
                 self._fp16_index[(count, flat.device)] = index
             flat = flat.index_select(1, index)
+            layer.fp16_sampled = True
         magnitude = flat.abs()
         nonzero = magnitude > 0  # NaN is neither nonzero nor tiny here
         counts = torch.stack([nonzero.sum(), (nonzero & (magnitude < FP16_SMALLEST_NORMAL)).sum()]).tolist()
@@ -804,7 +808,14 @@ class ActivationCapture:
             tiles = top_channel_tiles(images[:shown], cmeans[:shown], self.max_channels, self.tile_size, finite=finite)
             self.tile_bytes += sum(t.tiles.nbytes for t in tiles)
             layer.tiles += tiles
-        layer.samples += histogram_sample(x, self.samples_per_probe)
+        sample = histogram_sample(x, self.samples_per_probe)
+        layer.samples += sample
+        # The float16 underflow count on the same even sample: no second one to draw.
+        magnitude = np.abs(np.concatenate(sample)) if sample else np.zeros(0, dtype=np.float32)
+        nonzero = magnitude > 0
+        layer.fp16_sampled = layer.fp16_sampled or (x.shape[0] > 0 and x[0].numel() > self.samples_per_probe)
+        layer.fp16_nonzero += int(nonzero.sum())
+        layer.fp16_tiny += int((nonzero & (magnitude < FP16_SMALLEST_NORMAL)).sum())
 
     # -- Grad-CAM ---------------------------------------------------------------------------
     def gradcam_backward(self, scores: torch.Tensor, targets: list[int]) -> bool:
