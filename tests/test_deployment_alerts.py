@@ -337,10 +337,15 @@ def positive_probes(channels: int, size: int = 4) -> torch.Tensor:
     return 0.5 + 0.5 * torch.rand(3, channels, size, size, generator=torch.Generator().manual_seed(0))
 
 
-def test_values_below_float16_smallest_normal_are_counted_among_the_nonzero_ones():
+#: The convolution with a section (counted on its histogram sample) and without one (the hook's own count).
+SECTIONS = pytest.mark.parametrize("sections", [{}, {"layers": ["pool"]}], ids=["conv-with-section", "conv-without-section"])
+
+
+@SECTIONS
+def test_values_below_float16_smallest_normal_are_counted_among_the_nonzero_ones(sections):
     # Channel 1 scaled by 1e-6: values 5e-7 .. 1e-6, below 6.1e-05; channel 0 untouched and
     # channel 2 zeroed (zeros do not count): 1 of the 2 nonzero channels, 50%.
-    report = report_of(underflow_model([1.0, 1e-6, 0.0]), positive_probes(3))
+    report = report_of(underflow_model([1.0, 1e-6, 0.0]), positive_probes(3), **sections)
     alert = only(report, AlertKind.FP16_UNDERFLOW)
     assert (alert.severity, alert.layer, alert.value) == (Severity.INFO, "conv", 0.5)
     assert alert.numbers["below_normal_fraction"] == 0.5
@@ -357,12 +362,13 @@ def test_float16_underflow_boundary_is_at_or_above_the_fraction():
     assert new_findings(report_of(model, probes, fp16_underflow_fraction=0.2500001)) == set()
 
 
-def test_float16_underflow_of_a_large_output_is_counted_on_an_even_sample():
+@SECTIONS
+def test_float16_underflow_of_a_large_output_is_counted_on_an_even_sample(sections):
     # 4 channels of 64 x 64 = 16,384 values per probe, one channel tiny: the sample of 4,096
     # takes one value of every 4 in a row, so exactly a quarter of it comes from that channel.
     model = underflow_model([1.0, 1e-6, 1.0, 1.0])
-    alert = only(report_of(model, positive_probes(4, 64)), AlertKind.FP16_UNDERFLOW)
-    assert alert.value == 0.25
+    alert = only(report_of(model, positive_probes(4, 64), **sections), AlertKind.FP16_UNDERFLOW)
+    assert (alert.layer, alert.value) == ("conv", 0.25)
     assert "25% of its nonzero values (of an even sample) lie below" in alert.message
 
 
