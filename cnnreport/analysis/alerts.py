@@ -685,7 +685,7 @@ def check_fp16_range(ctx: AlertContext) -> list[Finding]:
             else:
                 until = heads[h + 1] if h + 1 < len(heads) else len(run)
                 followers = [_label(peaks[i][0].name, peaks[i][0].call_index) for i in run[head + 1 : until]]
-                then = f"; so do the {len(followers)} layer{'s' if len(followers) != 1 else ''} right after it ({_names(followers, labelled=True)})" if followers else ""
+                then = _followers(followers)
                 msg = (
                     f"largest |value| {_num(peak)} is within {_times(margin)} of float16's largest, 65,504: other inputs may "
                     f"overflow it in float16{then}; bfloat16 (up to 3.4e38) holds it"
@@ -715,7 +715,7 @@ def check_fp16_range(ctx: AlertContext) -> list[Finding]:
         seen.add((AlertKind.FP16_UNDERFLOW, layer.name))
         looked = " (of an even sample)" if layer.fp16_sampled else ""
         followers = [_label(other.name, other.call_index) for other, _ in run[1:]]
-        then = f"; so do the {len(followers)} layer{'s' if len(followers) != 1 else ''} right after it ({_names(followers, labelled=True)})" if followers else ""
+        then = _followers(followers)
         out.append(
             ctx.finding(
                 AlertKind.FP16_UNDERFLOW,
@@ -730,6 +730,15 @@ def check_fp16_range(ctx: AlertContext) -> list[Finding]:
             )
         )
     return out
+
+
+def _followers(followers: list[str]) -> str:
+    """The clause naming the layers right after a finding's layer that share it; "" for none."""
+    if not followers:
+        return ""
+    if len(followers) == 1:
+        return f"; so does the layer right after it ({followers[0]})"
+    return f"; so do the {len(followers)} layers right after it ({_names(followers, labelled=True)})"
 
 
 def _peak(layer: LayerCapture) -> float | None:
