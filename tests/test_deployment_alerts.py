@@ -316,6 +316,7 @@ def test_an_activation_near_float16_range_is_a_warning_with_its_margin():
     assert alert.layer == "conv"  # the ReLU after it is the same distance from the limit
     assert alert.value == pytest.approx(65504 / 40000, rel=1e-9)
     assert "largest |value| 40,000 is within 1.64x of float16's largest" in alert.message
+    assert "; so does the layer right after it (act);" in alert.message
 
 
 def test_float16_headroom_boundary_is_strictly_above_half_the_range():
