@@ -182,6 +182,11 @@ class AlertKind(str, enum.Enum):
     SYNTHETIC_INPUT = "synthetic_input"  #: no probes were given
     UNTRAINED = "untrained"  #: dead channels nearly everywhere and BatchNorm never updated: weights not trained or not loaded
     SPECTRAL_ALPHA = "spectral_alpha"  #: a layer's weight-spectrum exponent outside the usual band (--spectral)
+    PREPROCESSING = "preprocessing"  #: the probes do not look like what the first BatchNorm saw in training
+    FP16_OVERFLOW = "fp16_overflow"  #: activations beyond (or near) float16's largest value, 65,504
+    FP16_UNDERFLOW = "fp16_underflow"  #: many nonzero activations below float16's smallest normal
+    TRAINING_MODE = "training_mode"  #: the model was given in training mode: dropout, BatchNorm updates
+    PRUNABLE = "prunable"  #: parameters and mult-adds that dead and duplicate filters cost
 
 
 @dataclass
@@ -192,6 +197,9 @@ class Alert:
     message: str
     value: float | None = None
     section_id: str = ""
+    #: The check's figures by name (mean and spread against training's, the margin to
+    #: float16's range, parameters and mult-adds to save ...); empty for most kinds.
+    numbers: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -320,6 +328,19 @@ class ReportOptions:
     #: Share of measured layers with dead channels that, with every BatchNorm at its initial
     #: statistics, reads as weights never trained or never loaded.
     untrained_dead_layer_fraction: float = 0.5
+    # The probes against what the first BatchNorm saw in training: its input's channel means
+    # off by more than this many training standard deviations (RMS over channels), or its
+    # spread more than this factor wider or narrower than training's.
+    preprocess_max_shift: float = 2.0
+    preprocess_max_scale: float = 3.0
+    # ... or, for a 3-channel first convolution, swapping the probes' first and last channels
+    # (RGB/BGR) would shrink that shift at least this many times.
+    preprocess_swap_gain: float = 4.0
+    # float16: a warning where a layer's largest |value| is within this factor of 65,504
+    # (above it: an overflow to Inf), and where at least this share of a layer's nonzero
+    # values lies below float16's smallest normal, 6.104e-05 (flushed to zero, or subnormal).
+    fp16_headroom: float = 2.0
+    fp16_underflow_fraction: float = 0.1
     timestamp: bool = False
     # How the run looks on a terminal, not what the report shows: kept out of every view.
     progress: bool = field(default=True, metadata={"shown": False})

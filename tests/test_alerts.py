@@ -85,9 +85,9 @@ def test_dead_channels_from_zeroed_filters_and_negative_bias(probes):
         model.conv1.weight[:4] = 0.0
         model.conv1.bias[:4] = -1.0  # constant -1 before the ReLU: 0 after it, for every input
     report = report_of(model, probes)
-    # The zeroed filters are also dead filters; nothing else is wrong, and the ReLU after the
-    # layer inherits its dead channels without a second alert.
-    assert findings(report) == {("dead_channels", "conv1"), ("dead_filters", "conv1")}
+    # The zeroed filters are also dead filters (and what removing them saves, in all); nothing
+    # else is wrong, and the ReLU after the layer inherits its dead channels without a second alert.
+    assert findings(report) == {("dead_channels", "conv1"), ("dead_filters", "conv1"), ("prunable", "")}
     dead = next(a for a in report.alerts if a.kind is AlertKind.DEAD_CHANNELS)
     assert dead.severity is Severity.WARNING
     assert dead.value == pytest.approx(0.5)
@@ -160,7 +160,7 @@ def test_errors_come_first_then_execution_order(probes):
     report = report_of(model, probes)
     kinds = [(a.severity.value, a.kind.value, a.layer) for a in report.alerts]
     assert kinds[0] == ("error", "non_finite", "fc")
-    assert kinds[1:] == [("warning", "dead_channels", "conv1"), ("warning", "dead_filters", "conv1")]
+    assert kinds[1:] == [("warning", "dead_channels", "conv1"), ("warning", "dead_filters", "conv1"), ("info", "prunable", "")]
 
 
 def test_collapsed_batchnorm_variance(probes):
@@ -228,12 +228,14 @@ def test_exploding_and_vanishing_activations(probes):
     model = small()
     with torch.no_grad():
         model.conv2.weight.mul_(1e5)
-    assert findings(report_of(model, probes)) == {("exploding_activations", "conv2")}
+    # Values that large are also beyond float16's range.
+    assert findings(report_of(model, probes)) == {("exploding_activations", "conv2"), ("fp16_overflow", "conv2")}
     model = small()
     with torch.no_grad():
         model.conv2.weight.mul_(1e-5)
     report = report_of(model, probes)
-    assert findings(report) == {("vanishing_activations", "conv2")}
+    # Values that small are also below float16's normal range, from conv2 on.
+    assert findings(report) == {("vanishing_activations", "conv2"), ("fp16_underflow", "conv2")}
     assert "median over probes" in report.alerts[0].message
 
 
@@ -243,7 +245,7 @@ def test_duplicate_filters(probes):
         model.conv2.weight[3] = 2.0 * model.conv2.weight[6]  # same direction, other scale
         model.conv2.weight[5] = -model.conv2.weight[1]  # opposite: not a duplicate
     report = report_of(model, probes)
-    assert findings(report) == {("duplicate_filters", "conv2")}
+    assert findings(report) == {("duplicate_filters", "conv2"), ("prunable", "")}
     assert "most similar: 3 and 6" in report.alerts[0].message
     assert "2 of 8 filters involved" in report.alerts[0].message
 

@@ -34,6 +34,13 @@ BOUNDED_LIMITS: dict[type, Callable[[nn.Module], tuple[float, float]]] = {
     nn.Hardtanh: lambda m: (float(m.min_val), float(m.max_val)),
 }
 
+#: float16's smallest normal value: nonzero values below it become subnormal (fewer digits) or,
+#: where the hardware flushes subnormals, zero.
+FP16_SMALLEST_NORMAL = 6.103515625e-05
+#: Values per probe the float16 underflow count looks at: all of a smaller output, an even
+#: sample of a larger one (a few small torch calls per module call, no pass over the values).
+FP16_SAMPLES_PER_PROBE = 4096
+
 HISTOGRAM_SAMPLES_PER_PROBE = 4096
 #: At most this many values per layer in all (16 probes' worth): fewer per probe beyond that.
 HISTOGRAM_SAMPLES_PER_LAYER = 16 * HISTOGRAM_SAMPLES_PER_PROBE
@@ -97,6 +104,16 @@ class LayerCapture:
     saturated_low: int = 0
     saturated_high: int = 0
     limits: tuple[float, float] | None = None
+    # Of the values the float16 underflow count looked at (all of them, or an even sample of
+    # FP16_SAMPLES_PER_PROBE per probe; a section layer's histogram sample): the nonzero ones,
+    # and those below FP16_SMALLEST_NORMAL.
+    fp16_nonzero: int = 0
+    fp16_tiny: int = 0
+    fp16_sampled: bool = False  # whether those were a sample rather than every value
+    # The first BatchNorm to run only (call 1): its input's per-channel mean and variance
+    # over each probe's positions, per probe, (C,) each: what the probes look like to it.
+    input_channel_mean: list[np.ndarray] = field(default_factory=list)
+    input_channel_var: list[np.ndarray] = field(default_factory=list)
     # Detailed layers only.
     channel_means: list[np.ndarray] = field(default_factory=list)  # per probe, (C,)
     channel_min: np.ndarray | None = None  # (C,) over every probe and position
@@ -540,6 +557,8 @@ class ActivationCapture:
         self._gradcam_targets: list[int] = []
         self._pending_inputs: dict[str, list[_Reduced | None]] = {}  # per module: its pre-hooks' inputs, a stack
         self._recent: dict[int, _Reduced] = {}
+        self._fp16_index: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self._first_batchnorm: str | None = None
         self.completed: list[str] = []
         #: Module path -> why a call of it kept nothing (its output is None, a scalar ...).
         self.skipped: dict[str, str] = {}
@@ -633,6 +652,7 @@ class ActivationCapture:
         affine_of = _batchnorm_affine if type(module) in BATCHNORM_TYPES and not detailed else None
         type_name = type(module).__name__
         is_cam = name == self.cam_layer
+        is_batchnorm = isinstance(module, nn.modules.batchnorm._BatchNorm)
 
         def hook(mod: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
             out = _first_tensor(output)
@@ -650,6 +670,13 @@ class ActivationCapture:
                 known_range = _derived_range(mod, seen_input, out, clamp_of, affine_of)
                 input_rms = seen_input.rms if seen_input is not None else None
                 self._record(name, type_name, call, out, input_rms, detailed, limits_of, mod, known_range)
+                if is_batchnorm and call == 1 and self._first_batchnorm in (None, name):
+                    # The first BatchNorm to run: what the probes look like to it, against
+                    # its running statistics (the preprocessing check).
+                    self._first_batchnorm = name
+                    inp = _first_tensor(inputs)
+                    if inp is not None and inp.is_floating_point():
+                        self._record_bn_input(self._layers[(name, call)], inp)
             self.completed.append(name)
             if is_cam and call == 1 and torch.is_grad_enabled() and isinstance(output, torch.Tensor):
                 # Grad-CAM shares this pass: the CAM layer's output becomes a leaf, so autograd
@@ -693,10 +720,45 @@ class ActivationCapture:
             layer.input_rms += input_rms
         if limits_of is not None:
             _record_saturation(layer, out, limits_of(module))
+        if not detailed:  # a section layer counts on its histogram sample (_record_details)
+            self._record_fp16(layer, out)
         if out.dim() >= 3:
             _record_channel_range(layer, out, stats)
         if detailed:
             self._record_details(layer, out, stats)
+
+    def _record_fp16(self, layer: LayerCapture, out: torch.Tensor) -> None:
+        """Count nonzero values and those below float16's smallest normal, in ``out`` or an even
+        sample of it (the same strata as the histogram's, see :func:`histogram_sample`)."""
+        n = out.shape[0]
+        flat = out.detach().reshape(n, -1)
+        count = flat.shape[1]
+        if not n or not count:
+            return
+        if count > FP16_SAMPLES_PER_PROBE:
+            index = self._fp16_index.get((count, flat.device))
+            if index is None:
+                step = count // FP16_SAMPLES_PER_PROBE
+                strata = torch.arange(FP16_SAMPLES_PER_PROBE, dtype=torch.int64)
+                index = (strata * step + (strata * 2654435761) % step).to(flat.device)
+                self._fp16_index[(count, flat.device)] = index
+            flat = flat.index_select(1, index)
+            layer.fp16_sampled = True
+        magnitude = flat.abs()
+        nonzero = magnitude > 0  # NaN is neither nonzero nor tiny here
+        counts = torch.stack([nonzero.sum(), (nonzero & (magnitude < FP16_SMALLEST_NORMAL)).sum()]).tolist()
+        layer.fp16_nonzero += int(counts[0])
+        layer.fp16_tiny += int(counts[1])
+
+    def _record_bn_input(self, layer: LayerCapture, inp: torch.Tensor) -> None:
+        """The first BatchNorm's input, per probe and channel: mean and variance over positions."""
+        if inp.dim() < 2 or not inp.shape[0]:
+            return
+        grid = _as_float(inp).reshape(inp.shape[0], inp.shape[1], -1)
+        var, mean = torch.var_mean(grid, dim=2, unbiased=False)
+        both = torch.stack([mean, var]).cpu().numpy().astype(np.float64)
+        layer.input_channel_mean += list(both[0])
+        layer.input_channel_var += list(both[1])
 
     def _layer_for(self, name: str, type_name: str, call: int, out: torch.Tensor, detailed: bool) -> LayerCapture:
         """The record of ``name``'s call ``call``, made (next in execution order) at its first batch."""
@@ -746,7 +808,14 @@ class ActivationCapture:
             tiles = top_channel_tiles(images[:shown], cmeans[:shown], self.max_channels, self.tile_size, finite=finite)
             self.tile_bytes += sum(t.tiles.nbytes for t in tiles)
             layer.tiles += tiles
-        layer.samples += histogram_sample(x, self.samples_per_probe)
+        sample = histogram_sample(x, self.samples_per_probe)
+        layer.samples += sample
+        # The float16 underflow count on the same even sample: no second one to draw.
+        magnitude = np.abs(np.concatenate(sample)) if sample else np.zeros(0, dtype=np.float32)
+        nonzero = magnitude > 0
+        layer.fp16_sampled = layer.fp16_sampled or (x.shape[0] > 0 and x[0].numel() > self.samples_per_probe)
+        layer.fp16_nonzero += int(nonzero.sum())
+        layer.fp16_tiny += int((nonzero & (magnitude < FP16_SMALLEST_NORMAL)).sum())
 
     # -- Grad-CAM ---------------------------------------------------------------------------
     def gradcam_backward(self, scores: torch.Tensor, targets: list[int]) -> bool:

@@ -37,6 +37,12 @@ def _open_snapshot(model: nn.Module) -> ModelSnapshot | None:
     return next((s for s in reversed(_OPEN_SNAPSHOTS.get()) if s.model is model), None)
 
 
+def training_flags(model: nn.Module) -> dict[str, bool]:
+    """Each module's own ``training`` flag, by module path ("" for the model itself): read it
+    before any pass, which runs the model in eval mode (and puts the flags back after)."""
+    return {name: bool(module.training) for name, module in model.named_modules()}
+
+
 @contextlib.contextmanager
 def model_left_as_it_was(model: nn.Module) -> Iterator[ModelSnapshot]:
     """Copy ``model``'s state once (:class:`~cnnreport.snapshot.ModelSnapshot`) for a block

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..analysis.alerts import health_alerts
+from ..analysis.alerts import health_alerts, summarise_input
 from ..analysis.architecture import Architecture, inspect_model
 from ..analysis.spectral import layer_spectra, spectral_alerts
 from ..capture.activations import CaptureResult
@@ -38,7 +38,7 @@ from ..io.probes import (
 from ..io.provenance import default_provenance, fill_provenance, state_dict_fingerprint
 from ..model.compiled import compiled_inner, compiled_note, compiled_parts
 from ..model.modules import CONV_TYPES, is_convolution, module_type_name, to_model
-from ..model.state import model_left_as_it_was
+from ..model.state import model_left_as_it_was, training_flags
 from ..render.outputs import plan_outputs
 from ..support.gcpause import paused_gc
 from ..support.progress import Progress
@@ -327,6 +327,7 @@ def build_report(
         raise OptionError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     # A torch.compile wrapper is reported by the module inside it; the wrapper is never called.
     model, wrappers = compiled_inner(model)
+    flags = training_flags(model)  # as given: every pass below runs the model in eval mode
     compile_note = compiled_note(wrappers, compiled_parts(model))
     notes = [*notes, compile_note] if compile_note else list(notes)
     opts = make_options(options, **overrides)
@@ -341,6 +342,7 @@ def build_report(
     if opts.batch_size is not None and opts.batch_size < 1:
         raise OptionError(f"batch_size must be at least 1 probe, got {opts.batch_size} (leave it out for the automatic size)")
     run = _run_model(model, batch, opts, detailed, example, provenance)
+    run = dataclasses.replace(run, training_flags=flags)
     if run.result.error is not None:
         return _partial_or_raise(model, batch, run, provenance, on_failure)
     # From here on no user code runs, and the figures make tens of thousands of small objects:
@@ -362,6 +364,8 @@ class _ModelRun:
     frozen_state: dict[str, Any] | None
     saliency: list[Attribution]
     saliency_notes: list[str]
+    #: Each module's ``training`` flag as the model was given, before any pass.
+    training_flags: dict[str, bool] | None = None
 
 
 def _run_model(model: nn.Module, batch: ProbeBatch, opts: ReportOptions, detailed: list[str], example: tuple[torch.Tensor, ...], provenance: Provenance | None) -> _ModelRun:
@@ -420,7 +424,7 @@ def _assemble(model: nn.Module, batch: ProbeBatch, example: tuple[torch.Tensor, 
     """The report, built once from the passes' results, then fitted to the page's size budget."""
     opts, result = run.options, run.result
     arch = run.arch if run.arch is not None else fallback_architecture(model, example, result.capture, run.arch_error)
-    sections, alerts, provenance, (graph_svg, graph_full_svg, graph_group_svgs) = _draw(model, batch, opts, result, run.frozen_state, provenance)
+    sections, alerts, provenance, (graph_svg, graph_full_svg, graph_group_svgs) = _draw(model, batch, opts, result, run.frozen_state, provenance, run.training_flags)
     attributions = gradcam_attributions(result.capture, batch, opts)
     cam_notes = nonfinite_attribution_notes(attributions, result.capture.gradcam)
     notes = notes + list(batch.notes) + list(arch.notes) + _batch_notes(result.batch_sizes, opts.batch_size)
@@ -471,7 +475,15 @@ def _spectra(model: nn.Module, opts: ReportOptions) -> list[LayerSpectrum] | Non
     return layer_spectra(model) if opts.spectral else None
 
 
-def _draw(model: nn.Module, batch: ProbeBatch, opts: ReportOptions, result: PassResult, frozen_state: dict[str, Any] | None, provenance: Provenance | None) -> tuple[list[LayerSection], list[Alert], Provenance, tuple[str, str, dict[str, str]]]:
+def _draw(
+    model: nn.Module,
+    batch: ProbeBatch,
+    opts: ReportOptions,
+    result: PassResult,
+    frozen_state: dict[str, Any] | None,
+    provenance: Provenance | None,
+    flags: dict[str, bool] | None = None,
+) -> tuple[list[LayerSection], list[Alert], Provenance, tuple[str, str, dict[str, str]]]:
     """The layer sections, with the health checks, the provenance and the graph drawn beside them."""
     modules = dict(model.named_modules())
     detailed_layers = result.capture.detailed()
@@ -495,6 +507,8 @@ def _draw(model: nn.Module, batch: ProbeBatch, opts: ReportOptions, result: Pass
             probe_nonfinite=_probe_nonfinite(batch) if any(sum(c.probe_nan) or sum(c.probe_inf) for c in result.capture.layers) else 0,
             output_nonfinite=result.output_nonfinite,
             graph=result.graph,
+            training_flags=flags,
+            probe_summary=summarise_input(batch.inputs) if not batch.synthetic else None,
         )
         # A copy with the fingerprint and probes of *this* model: a Provenance the caller passes
         # twice must not carry the first model's fingerprint into the second report.
