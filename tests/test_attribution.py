@@ -284,3 +284,243 @@ def test_saliency_peak_xy_is_column_then_row():
     report = cnnreport.build_report(PixelScore(), x, quick_options(graph=False, saliency=True))
     (sal,) = [a for a in report.attributions if a.method == "Saliency"]
     assert (sal.target_class, sal.peak_xy) == (1, (5, 2))
+
+
+# ----------------------------------------------------------------------------------------------
+# Saliency and the Captum Grad-CAM reference: exact values on models with known gradients
+
+
+class Weighted(nn.Module):
+    """Class 1's score is sum(w * x) over the image, so its gradient is exactly ``w``."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("w", w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = (x * self.w).flatten(1).sum(1)
+        return torch.stack([-score, score], dim=1)
+
+
+def test_saliency_of_a_1d_input_is_a_one_row_strip_of_the_channel_maximum():
+    # |gradient| per (channel, position); max over channels: [3, 4, 2, 1, 0.5], peak 4.
+    w = torch.tensor([[1.0, -4.0, 0.0, 1.0, 0.5], [-3.0, 2.0, 2.0, 0.0, 0.25]], dtype=torch.float64)
+    x = torch.rand(2, 2, 5, dtype=torch.float64)
+    maps = attribution.saliency_maps(Weighted(w), (x,), [1, 0])
+    assert len(maps) == 2
+    for m in maps:
+        assert m.shape == (1, 5)
+        np.testing.assert_allclose(m, [[0.75, 1.0, 0.5, 0.25, 0.125]], atol=1e-6)
+
+
+def test_saliency_of_a_3d_input_is_the_maximum_over_channels_and_depth():
+    # (C=2, D=3, H=2, W=4): the max of |w| over channel and depth is w's [1, 0, 1] slice of channel
+    # 0 in row 0 except where channel 1's depth-2 slice is larger.
+    w = torch.zeros(2, 3, 2, 4, dtype=torch.float64)
+    w[0, 1, 0] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    w[1, 2, 1] = torch.tensor([-8.0, 0.0, 6.0, 2.0])
+    w[1, 0, 0, 3] = -5.0
+    x = torch.rand(3, 2, 3, 2, 4, dtype=torch.float64)
+    maps = attribution.saliency_maps(Weighted(w), (x,), [1, 1, 0])
+    assert len(maps) == 3
+    expected = np.array([[1.0, 2.0, 3.0, 5.0], [8.0, 0.0, 6.0, 2.0]]) / 8.0
+    for m in maps:
+        assert m.shape == (2, 4)
+        np.testing.assert_allclose(m, expected, atol=1e-6)
+
+
+def test_saliency_of_a_flat_input_is_one_row_per_input():
+    # (N=2, F=5) features: the map is |w| as one row, scaled by its maximum 5.
+    w = torch.tensor([2.0, -5.0, 0.0, 1.0, 4.0], dtype=torch.float64)
+    x = torch.rand(2, 5, dtype=torch.float64)
+    maps = attribution.saliency_maps(Weighted(w), (x,), [1, 1])
+    assert len(maps) == 2
+    for m in maps:
+        assert m.shape == (1, 5)
+        np.testing.assert_allclose(m, [[0.4, 1.0, 0.0, 0.2, 0.8]], atol=1e-6)
+
+
+class NonFinite(nn.Module):
+    """Class 1's score is ``c * x[0, 1, 2] + 2 * x[0, 3, 0]``: a non-finite gradient at (1, 2)."""
+
+    def __init__(self, c: float) -> None:
+        super().__init__()
+        self.c = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = self.c * x[:, 0, 1, 2] + 2.0 * x[:, 0, 3, 0]
+        return torch.stack([torch.zeros_like(score), score], dim=1)
+
+
+@pytest.mark.parametrize("c", [float("inf"), float("-inf"), float("nan")], ids=["inf", "-inf", "nan"])
+def test_saliency_non_finite_gradients_count_as_zero(c):
+    (m,) = attribution.saliency_maps(NonFinite(c), (torch.rand(1, 1, 4, 3),), [1])
+    expected = np.zeros((4, 3), dtype=np.float32)
+    expected[3, 0] = 1.0  # the only finite gradient, 2, is the maximum; (1, 2) is 0
+    np.testing.assert_array_equal(m, expected)
+
+
+class Recorder(nn.Module):
+    """Class 0's score is 5 * x[:, 0, 1, 2], class 1's is 2 * x[:, 0, 0, 1]; ``recorder(seen)`` adds
+    a hook that appends every forward's batch size to ``seen`` (a list the model does not own, so
+    restoring the model's state leaves it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([5.0 * x[:, 0, 1, 2], 2.0 * x[:, 0, 0, 1]], dim=1)
+
+
+def recorder(seen: list[int]) -> Recorder:
+    model = Recorder()
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    return model
+
+
+def test_saliency_runs_in_batches_of_32_by_default():
+    seen: list[int] = []
+    maps = attribution.saliency_maps(recorder(seen), (torch.rand(33, 1, 2, 3),), [1] * 33)
+    assert seen == [32, 1]
+    assert len(maps) == 33
+
+
+def test_saliency_batch_size_one_visits_every_input():
+    seen: list[int] = []
+    x = torch.rand(3, 1, 2, 3)
+    maps = attribution.saliency_maps(recorder(seen), (x,), [1, 0, 1], batch_size=1)
+    assert seen == [1, 1, 1]
+    one = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]], dtype=np.float32)
+    zero = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32)
+    assert len(maps) == 3
+    for m, e in zip(maps, [one, zero, one]):
+        np.testing.assert_array_equal(m, e)
+
+
+class TwoInputs(nn.Module):
+    """Image (N, 1, 3, 4) and a second input (N, 2) of another shape; class 1's score mixes both."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, -1.0]).reshape(2, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        feats = self.conv(x)  # (N, 2, 3, 4): x and -x
+        score = 3.0 * x[:, 0, 2, 1] + 1.5 * x[:, 0, 0, 3] + 7.0 * extra[:, 0] + feats[:, 0].sum((1, 2)) * extra[:, 1]
+        return torch.stack([torch.zeros_like(score), score], dim=1)
+
+
+def test_saliency_with_two_inputs_maps_the_first():
+    x = torch.rand(2, 1, 3, 4)
+    extra = torch.tensor([[1.0, 0.0], [2.0, 0.0]])  # extra[:, 1] = 0: the conv term adds nothing
+    maps = attribution.saliency_maps(TwoInputs(), (x, extra), [1, 1])
+    expected = np.zeros((3, 4), dtype=np.float32)
+    expected[2, 1] = 1.0
+    expected[0, 3] = 0.5
+    assert len(maps) == 2
+    for m in maps:
+        assert m.shape == (3, 4)
+        np.testing.assert_allclose(m, expected, atol=1e-6)
+
+
+def plain_gradcam(model: nn.Module, layer: nn.Module, inputs: tuple, targets: list[int]) -> list[np.ndarray]:
+    """Grad-CAM in float64 by hand: channel weights = gradients averaged over every spatial axis,
+    ReLU of the weighted channel sum, a 3-D map averaged over depth, each map over its maximum."""
+    model = model.double()
+    saved = {}
+    handle = layer.register_forward_hook(lambda m, i, o: saved.__setitem__("a", o))
+    out = model(*[t.double() for t in inputs])
+    handle.remove()
+    a = saved["a"]
+    score = out[torch.arange(len(targets)), torch.tensor(targets)].sum()
+    (g,) = torch.autograd.grad(score, a)
+    spatial = tuple(range(2, a.dim()))
+    cam = torch.relu((g.mean(spatial, keepdim=True) * a).sum(1))
+    if cam.dim() == 2:
+        cam = cam[:, None, :]
+    elif cam.dim() == 4:
+        cam = cam.mean(1)
+    model.float()
+    return [(c / c.max()).detach().numpy() for c in cam]
+
+
+class Conv1dNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(2, 3, 3, padding=1)
+        self.fc = nn.Linear(3, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).mean(2))
+
+
+class Conv3dNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(1, 3, 3, padding=1)
+        self.fc = nn.Linear(3, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3, 4)))
+
+
+def test_gradcam_reference_of_a_conv1d_layer_is_a_one_row_strip():
+    model = seeded(Conv1dNet())
+    x = torch.randn(2, 2, 7, generator=torch.Generator().manual_seed(3))
+    got = attribution.gradcam_reference(model, model.conv, (x,), [2, 0])
+    expected = plain_gradcam(model, model.conv, (x,), [2, 0])
+    assert len(got) == 2
+    for ours, theirs in zip(got, expected):
+        assert ours.shape == (1, 7)
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_gradcam_reference_of_a_conv3d_layer_averages_depth():
+    model = seeded(Conv3dNet())
+    x = torch.randn(2, 1, 3, 4, 5, generator=torch.Generator().manual_seed(4))  # D=3, H=4, W=5
+    got = attribution.gradcam_reference(model, model.conv, (x,), [1, 3])
+    expected = plain_gradcam(model, model.conv, (x,), [1, 3])
+    assert len(got) == 2
+    for ours, theirs in zip(got, expected):
+        assert ours.shape == (4, 5)
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_gradcam_reference_with_two_inputs():
+    model = TwoInputs()
+    x = torch.rand(2, 1, 3, 4, generator=torch.Generator().manual_seed(5))
+    extra = torch.tensor([[0.0, 1.0], [0.0, -1.0]])
+    # Class 1's gradient w.r.t. the conv's channels is extra[:, 1] * (1, 0): the map is relu(extra[:, 1] * x).
+    got = attribution.gradcam_reference(model, model.conv, (x, extra), [1, 1])
+    assert len(got) == 2
+    np.testing.assert_allclose(got[0], (x[0, 0] / x[0, 0].max()).numpy(), atol=1e-6)
+    np.testing.assert_array_equal(got[1], np.zeros((3, 4), dtype=np.float32))
+
+
+# ----------------------------------------------------------------------------------------------
+# Error messages, word for word
+
+
+def test_missing_captum_message_in_full(monkeypatch, probes):
+    monkeypatch.setitem(sys.modules, "captum.attr", None)
+    with pytest.raises(OptionError) as info:
+        attribution.gradcam_reference(seeded(TwoConv()), nn.Identity(), (probes,), [0, 0, 0])
+    assert str(info.value) == (
+        'saliency maps need Captum, which is not installed: pip install "cnnreport[attributions]" (or leave out --saliency)'
+    )
+
+
+class StringOutput(nn.Module):
+    def forward(self, x: torch.Tensor) -> str:
+        return "not scores"
+
+
+def test_non_classification_output_message_names_the_output_type():
+    with pytest.raises(OptionError) as info:
+        attribution.saliency_maps(StringOutput(), (torch.rand(1, 1, 2, 2),), [0])
+    assert str(info.value) == "attributions need a classification output (an (N, classes) tensor); the model returned str"
+
+
+def test_no_inputs_message():
+    with pytest.raises(OptionError) as info:
+        attribution.saliency_maps(StringOutput(), (), [])
+    assert str(info.value) == "attributions need at least one input tensor"
