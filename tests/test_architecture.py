@@ -190,3 +190,121 @@ def test_bytes_of_a_mixed_precision_model_add_up_per_tensor():
     # a half-precision weight tied into two modules is counted, and its bytes, once
     tied = Tied().half()
     assert count_parameters(tied) == (87, 87, 87 * 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Containers, depth, sharing and the summary's fields (values worked out by hand)
+
+
+def _nested() -> nn.Module:
+    # A container after a leaf and a leaf four levels down: torchinfo's default depth is 3.
+    return nn.Sequential(
+        nn.Linear(4, 3, bias=False),
+        nn.Sequential(nn.Linear(3, 2, bias=False), nn.Sequential(nn.Sequential(nn.Linear(2, 5, bias=False)))),
+    )
+
+
+def test_container_mult_adds_are_the_sum_of_their_leaves_at_every_depth():
+    # bias-free Linear at batch 1: in * out mult-adds: 4*3 = 12, 3*2 = 6, 2*5 = 10
+    arch = inspect_model(_nested(), (torch.randn(1, 4),))
+    assert [(r.name, r.depth, r.is_leaf, r.mult_adds) for r in arch.rows] == [
+        ("(model)", 0, False, 28),
+        ("0", 1, True, 12),
+        ("1", 1, False, 16),
+        ("1.0", 2, True, 6),
+        ("1.1", 2, False, 10),
+        ("1.1.0", 3, False, 10),
+        ("1.1.0.0", 4, True, 10),
+    ]
+
+
+def test_summary_prints_nothing(capsys):
+    inspect_model(_nested(), (torch.randn(1, 4),))
+    assert capsys.readouterr().out == ""
+
+
+class OneLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+def test_a_module_shared_with_two_others_lists_both():
+    # a.weight is also b's, a.bias is also c's: a shares with b and c, b and c only with a;
+    # d holds its own tensors and shares nothing
+    model = nn.Module()
+    model.a, model.b, model.c, model.d = (nn.Linear(2, 2) for _ in range(4))
+    model.b.weight = model.a.weight
+    model.c.bias = model.a.bias
+    assert shared_parameters(model) == {"a": ["b", "c"], "b": ["a"], "c": ["a"]}
+
+
+def test_a_module_registered_under_two_paths_shares_with_its_alias():
+    model = nn.Module()
+    model.first = nn.Linear(2, 2)
+    model.second = model.first
+    model.other = nn.Linear(2, 2)
+    assert shared_parameters(model) == {"first": ["second"], "second": ["first"]}
+
+
+def test_count_parameters_skips_uninitialised_ones_and_counts_the_rest():
+    model = nn.Sequential(nn.LazyLinear(3), nn.Linear(3, 2, dtype=torch.float64))
+    # only the float64 Linear: 3*2 + 2 = 8 values of 8 bytes
+    assert count_parameters(model) == (8, 8, 64)
+
+
+def test_second_call_row_has_no_share_of_the_parameters_and_ids_follow_the_path():
+    model = rm.SharedConv()
+    arch = inspect_model(model, (torch.randn(1, 3, 8, 8),))
+    shared = [r for r in arch.rows if r.name == "shared"]
+    assert [r.row_id for r in shared] == ["row-shared", "row-shared-call2"]
+    assert shared[0].param_percent > 0.0
+    assert shared[1].param_percent == 0.0
+    assert [r.shared_with for r in arch.rows if r.name != "(model)"] == [[] for r in arch.rows if r.name != "(model)"]
+    assert [r.executed for r in arch.rows] == [True] * len(arch.rows)
+
+
+def test_a_model_without_parameters_defaults_to_cpu_float32():
+    model = nn.Sequential(nn.ReLU(), nn.Flatten())
+    arch = inspect_model(model, (torch.randn(1, 2, 3),))
+    s = arch.summary
+    assert (s.total_params, s.device, s.dtype, s.class_name) == (0, "cpu", "float32", "Sequential")
+    assert [r.param_percent for r in arch.rows] == [0.0, 0.0, 0.0]
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(5, 2, dtype=torch.float64)
+
+    def forward(self, x, y):
+        return x.mean() + self.lin(y)
+
+
+def test_summary_of_a_float64_model_with_two_inputs():
+    arch = inspect_model(TwoInputs(), (torch.randn(1, 3, 8, 7, dtype=torch.float64), torch.randn(1, 5, dtype=torch.float64)))
+    s = arch.summary
+    assert s.input_shape == [[3, 8, 7], [5]]
+    assert (s.device, s.dtype, s.class_name) == ("cpu", "float64", "TwoInputs")
+
+
+def test_only_this_calls_cache_entry_is_dropped(monkeypatch):
+    # Another summary of a model of the same class stored its entry after ours: it stays.
+    import torchinfo
+    from torchinfo import torchinfo as torchinfo_module
+
+    real = torchinfo.summary
+    other: list = ["another summary"]
+
+    def summary_then_another(*args, **kwargs):
+        stats = real(*args, **kwargs)
+        torchinfo_module._cached_forward_pass["OneLinear"] = other
+        return stats
+
+    monkeypatch.setattr(torchinfo, "summary", summary_then_another)
+    monkeypatch.setattr(torchinfo_module, "_cached_forward_pass", {})
+    inspect_model(OneLinear(), (torch.randn(1, 2),))
+    assert torchinfo_module._cached_forward_pass == {"OneLinear": other}
