@@ -524,3 +524,55 @@ def test_no_inputs_message():
     with pytest.raises(OptionError) as info:
         attribution.saliency_maps(StringOutput(), (), [])
     assert str(info.value) == "attributions need at least one input tensor"
+
+
+# One probe's Grad-CAM entry from given maps: its label, alt text and peak (maps written by hand)
+
+
+def gradcam_entries(maps: list[np.ndarray], targets: list[int], class_names):
+    from types import SimpleNamespace
+
+    from cnnreport.report.sections import gradcam_attributions
+
+    n = len(maps)
+    batch = ProbeBatch(
+        inputs=(torch.zeros(n, 3, 4, 6),),
+        names=[f"probe-{chr(97 + i)}" for i in range(n)],
+        display=[np.full((4, 6, 3), 40 * (i + 1), dtype=np.uint8) for i in range(n)],
+    )
+    capture = SimpleNamespace(gradcam=maps, gradcam_targets=targets, gradcam_layer="conv")
+    return gradcam_attributions(capture, batch, quick_options(class_names=class_names))
+
+
+def test_gradcam_entry_is_labelled_with_the_class_name_in_its_alt_text():
+    heat = np.zeros((2, 3))
+    heat[1, 2] = 1.0
+    entries = gradcam_entries([heat, heat], [1, 0], ["cat", "dog"])
+    assert [(e.probe, e.target_class, e.target_label) for e in entries] == [("probe-a", 1, "dog"), ("probe-b", 0, "cat")]
+    assert [e.figure.alt for e in entries] == [
+        "Grad-CAM of conv for class dog on probe-a",
+        "Grad-CAM of conv for class cat on probe-b",
+    ]
+    assert [e.peak_xy for e in entries] == [(2, 1), (2, 1)]
+
+
+def test_a_target_past_the_class_names_is_labelled_by_its_number():
+    heat = np.zeros((2, 3))
+    # one name, target 1: exactly one past the end
+    (entry,) = gradcam_entries([heat], [1], ["only"])
+    assert (entry.target_label, entry.figure.alt) == ("1", "Grad-CAM of conv for class 1 on probe-a")
+    (entry,) = gradcam_entries([heat], [2], None)
+    assert entry.target_label == "2"
+
+
+def test_the_peak_skips_nan_and_inf_pixels():
+    # the largest finite value 0.9 sits at row 1, column 0; NaN and +Inf elsewhere are no peak
+    heat = np.array([[0.2, np.nan, 0.3], [0.9, 0.1, np.inf]])
+    (entry,) = gradcam_entries([heat], [0], None)
+    assert entry.peak_xy == (0, 1)
+
+
+def test_a_map_without_finite_values_has_no_peak():
+    heat = np.full((2, 3), np.nan)
+    (entry,) = gradcam_entries([heat], [0], None)
+    assert entry.peak_xy is None
