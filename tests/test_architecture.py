@@ -308,3 +308,10 @@ def test_only_this_calls_cache_entry_is_dropped(monkeypatch):
     monkeypatch.setattr(torchinfo_module, "_cached_forward_pass", {})
     inspect_model(OneLinear(), (torch.randn(1, 2),))
     assert torchinfo_module._cached_forward_pass == {"OneLinear": other}
+
+
+def test_a_pooling_layer_with_a_kernel_pair_shows_it():
+    model = nn.Sequential(nn.MaxPool2d((2, 3)), nn.Flatten(), nn.Linear(6, 2))
+    arch = inspect_model(model, (torch.randn(1, 1, 4, 9),))
+    # (4, 9) pooled by (2, 3): 2 x 3 = 6 values
+    assert [(r.name, r.kernel_size) for r in arch.rows] == [("(model)", None), ("0", [2, 3]), ("1", None), ("2", None)]
