@@ -242,6 +242,12 @@ class AlertContext:
         return params, mult_adds, words
 
     @functools.cached_property
+    def constant(self) -> dict[tuple[str, int], list[int] | None]:
+        """Each leaf call's constant channels (:func:`constant_channels`), by (name, call): the
+        dead-channel check and the untrained pattern read the same numbers."""
+        return {(layer.name, layer.call_index): constant_channels(layer) for layer, _ in self.leaf_calls()}
+
+    @functools.cached_property
     def model_trained(self) -> bool:
         """Whether some BatchNorm's statistics moved from their initial values: the model was trained."""
         bns = [m for m in self.modules.values() if _is_batchnorm(m)]
@@ -306,7 +312,7 @@ def check_dead_channels(ctx: AlertContext) -> list[Finding]:
     seen: set[str] = set()
     previous_dead: tuple[int, set[int]] | None = None  # (channels, dead set) of the last layer with channel info
     collapsed = False
-    measured = {(layer.name, layer.call_index): constant_channels(layer) for layer, _ in ctx.leaf_calls()}
+    measured = ctx.constant
     repeated = repeated_dead_channels(ctx.graph, {key: set(dead) for key, dead in measured.items() if dead}, measured)
     for layer, module in ctx.leaf_calls():
         dead = measured[(layer.name, layer.call_index)]
@@ -522,7 +528,7 @@ def check_untrained(ctx: AlertContext) -> list[Finding]:
     norms = [m for _, m in ctx.sound_modules() if _is_batchnorm(m) and getattr(m, "track_running_stats", False)]
     if not norms or not all(_bn_at_init(m) and int(getattr(m, "num_batches_tracked", 0) or 0) == 0 for m in norms):
         return []
-    measured = [(layer.type, constant_channels(layer)) for layer, _ in ctx.leaf_calls()]
+    measured = [(layer.type, ctx.constant[(layer.name, layer.call_index)]) for layer, _ in ctx.leaf_calls()]
     measured = [(kind, dead) for kind, dead in measured if dead is not None]
     # Channels die where an activation clips them: counted over the activations where the
     # capture measured them (a convolution's output is constant only if its filter is dead).

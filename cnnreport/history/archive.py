@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ..datamodel import ReportOptions, _plain
+from ..datamodel import ReportOptions
 from ..errors import CnnReportError, OptionError
 from ..io.provenance import default_provenance, model_fingerprint
 from ..report.pipeline import build_report
@@ -120,7 +120,7 @@ _RESOLVED_OPTIONS = frozenset({"batch_size", "class_names"})
 
 def _comparable_options(options: ReportOptions) -> dict[str, Any]:
     """The options as the JSON view records them (what a report was made with)."""
-    plain = json.loads(json.dumps(_plain(options), default=str))
+    plain = json.loads(json.dumps(options.to_dict(), default=str))
     return {k: v for k, v in plain.items() if k not in _RESOLVED_OPTIONS}
 
 

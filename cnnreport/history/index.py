@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,14 +248,6 @@ def _charts(index: HistoryIndex) -> dict[str, str]:
 def _default_title(entries: Sequence[IndexEntry]) -> str:
     name = (entries[0].report.get("model") or {}).get("class_name") or "model"
     return f"History of {name}: {len(entries)} snapshot{'' if len(entries) == 1 else 's'}"
-
-
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
 __all__ = ["FilterEvolution", "HistoryIndex", "IndexEntry", "build_index", "read_entries", "render_index", "write_index"]
