@@ -347,10 +347,14 @@ class ReportOptions:
     # Layer quality without data (off by default: 2.6 s of CPU on a ResNet-50, see
     # benchmarks/bench_spectral.py): each convolution and linear layer's weight-spectrum
     # exponent alpha (analysis/spectral.py), and an info alert outside
-    # [spectral_alpha_low, spectral_alpha_high].
+    # [spectral_alpha_low, spectral_alpha_high] for a layer whose spectrum has at least
+    # spectral_min_eigenvalues eigenvalues: below ~50 the fit's alpha is mostly noise
+    # (WeightWatcher's own source: "10, really 50"), as on the demo's 9-eigenvalue first layer
+    # (alpha 9.4) and 10-eigenvalue classifier (1.6). Those still show their alpha.
     spectral: bool = False
     spectral_alpha_low: float = 2.0
     spectral_alpha_high: float = 6.0
+    spectral_min_eigenvalues: int = 50
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)

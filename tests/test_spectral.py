@@ -263,6 +263,35 @@ def test_the_band_is_the_options(spectral_report):
     assert [a for a in report.alerts if a.kind.value == "spectral_alpha"] == []
 
 
+def test_a_spectrum_needs_the_minimum_eigenvalue_count_to_alert(spectral_report):
+    model, report = spectral_report
+    wide = next(s for s in report.spectral if s.name == "wide")
+    assert wide.eigenvalues == 16 * 9  # min(16 in, 32 out) per kernel position, 3 x 3 positions
+
+    def alerted(minimum):
+        again = cnnreport.build_report(model, torch.rand(2, 3, 10, 12), spectral=True, spectral_min_eigenvalues=minimum, **QUIET)
+        return [a.layer for a in again.alerts if a.kind.value == "spectral_alpha"]
+
+    assert alerted(144) == ["wide"]  # at the count: read
+    assert alerted(145) == []  # one short: too small a sample to alert on, though alpha is shown
+
+
+def test_the_trained_demo_alerts_only_where_the_spectrum_is_large_enough():
+    from cnnreport.io.demo import load_demo_model
+
+    report = cnnreport.build_report(load_demo_model(), torch.rand(2, 1, 8, 8), spectral=True, **QUIET)
+    counts = {s.name: s.eigenvalues for s in report.spectral}
+    # 1 input channel x 9 positions; 16 x 9; 32 x 9; the 10-class classifier's 10 singular values.
+    assert counts == {"features.0": 9, "features.3": 144, "features.7": 288, "classifier": 10}
+    alerts = [a for a in report.alerts if a.kind.value == "spectral_alpha"]
+    # features.0 (alpha 9.4 on 9 eigenvalues) and the classifier (1.6 on 10) are outside the band
+    # but too small to read; features.7's alpha below 2 over a tail of 149 is a reading.
+    assert [a.layer for a in alerts] == ["features.7"]
+    seven = next(s for s in report.spectral if s.name == "features.7")
+    assert alerts[0].message.startswith(f"alpha {seven.alpha:.2f} ± {(seven.alpha - 1) / seven.tail ** 0.5:.2f} (a tail of {seven.tail} of 288 eigenvalues), below 2")
+    assert 1.7 < seven.alpha < 1.9 and seven.tail == 149
+
+
 def test_the_page_draws_one_bar_per_fitted_layer_and_the_markdown_one_line(spectral_report):
     _, report = spectral_report
     html = report.to_html()

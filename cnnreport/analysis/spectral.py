@@ -29,7 +29,8 @@ memory, so a layer of ``N`` eigenvalues costs ``N^2 / 2`` exponentials and no Py
 
 Reading (ww's): alpha from about 2 to 6 is a well-trained layer; below 2 possibly over-fitted;
 large values (above 6) an untrained or random one. ``ReportOptions.spectral_alpha_low`` and
-``spectral_alpha_high`` set the band; a layer outside it gets an info alert.
+``spectral_alpha_high`` set the band; a layer outside it gets an info alert when its spectrum
+has at least ``spectral_min_eigenvalues`` eigenvalues (50: a smaller one's alpha is mostly noise).
 
 Nothing here runs the model: only its weights are read.
 """
@@ -329,17 +330,21 @@ def _weight_numel(module: nn.Module) -> int:
 
 def spectral_alerts(spectra: list[LayerSpectrum], options: ReportOptions, section_ids: set[str] = frozenset()) -> list[Alert]:
     """An info alert for each layer whose alpha lies outside ``[spectral_alpha_low,
-    spectral_alpha_high]``, in definition order; linked to the layer's section when
-    ``section_ids`` holds it."""
+    spectral_alpha_high]`` and whose spectrum has at least ``spectral_min_eigenvalues``
+    eigenvalues, in definition order; linked to the layer's section when ``section_ids``
+    holds it. The message gives the fit's standard error and tail size."""
     low, high = options.spectral_alpha_low, options.spectral_alpha_high
     alerts = []
     for s in spectra:
-        if s.alpha is None or low <= s.alpha <= high:
+        if s.alpha is None or low <= s.alpha <= high or s.eigenvalues < options.spectral_min_eigenvalues:
             continue
+        # The maximum-likelihood estimate's standard error, (alpha - 1) / sqrt(n) over the n
+        # eigenvalues of the tail (Clauset et al. 2009, eq. 3.2): how far to trust the reading.
+        fit = f"alpha {s.alpha:.2f} ± {(s.alpha - 1) / math.sqrt(max(s.tail, 1)):.2f} (a tail of {s.tail} of {s.eigenvalues} eigenvalues)"
         if s.alpha < low:
-            message = f"alpha {s.alpha:.2f}, below {low:g}: the layer may be over-fitted (its weight spectrum's tail is unusually heavy)"
+            message = f"{fit}, below {low:g}: the layer may be over-fitted (its weight spectrum's tail is unusually heavy)"
         else:
-            message = f"alpha {s.alpha:.2f}, above {high:g}: the layer looks untrained or random (its weight spectrum has almost no heavy tail)"
+            message = f"{fit}, above {high:g}: the layer looks untrained or random (its weight spectrum has almost no heavy tail)"
         sid = section_id(s.name)
         alerts.append(
             Alert(
