@@ -538,11 +538,12 @@ def _count_fp16_sample(layer: LayerCapture, sample: list[np.ndarray], *, sampled
     """Add a section layer's histogram sample (one array per probe) to its float16 underflow
     counts: nonzero values, and of them those below float16's smallest normal (NaN is neither)."""
     layer.fp16_sampled = layer.fp16_sampled or sampled
-    for values in sample:
-        magnitude = np.abs(values)
-        nonzero = np.count_nonzero(magnitude > 0)
-        layer.fp16_nonzero += nonzero
-        layer.fp16_tiny += nonzero - np.count_nonzero(magnitude >= FP16_SMALLEST_NORMAL)
+    if not sample:
+        return
+    magnitude = np.abs(np.concatenate(sample))
+    nonzero = np.count_nonzero(magnitude > 0)
+    layer.fp16_nonzero += nonzero
+    layer.fp16_tiny += nonzero - np.count_nonzero(magnitude >= FP16_SMALLEST_NORMAL)
 
 
 class ActivationCapture:
