@@ -355,6 +355,19 @@ class ReportOptions:
     spectral_alpha_low: float = 2.0
     spectral_alpha_high: float = 6.0
     spectral_min_eigenvalues: int = 50
+    # Dataset examples (``examples=`` / ``--examples DIR``; capture/examples.py,
+    # report/examples.py): over a set of images streamed in batches, for each section's layer
+    # and each channel shown, the example_top_k examples that excite it most, each cropped to
+    # the channel's receptive field around its strongest position (example_crop_px a side on
+    # the page). example_channels: how many of the most active channels over the set (by
+    # mean), or a list of channel indices.
+    example_top_k: int = 8
+    example_channels: int | list[int] = 16
+    example_crop_px: int = 48
+    example_batch_size: int = 32
+    # DataLoader worker processes decoding the examples; None: min(4, CPUs - 1). How the run
+    # goes, not what it shows: kept out of the views (a sharded run uses its own).
+    example_workers: int | None = field(default=None, metadata={"shown": False})
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
@@ -385,6 +398,56 @@ class Provenance:
     command_line: str = ""
     created: str = ""
     probe_files: list[ProbeFile] = field(default_factory=list)
+
+
+@dataclass
+class ExampleHit:
+    """One of the examples that excite a channel most (``--examples``)."""
+
+    example: str  # the file, as listed under the examples folder (relative to it)
+    index: int  # its position in the example set's sorted list
+    value: float  # the channel's largest value in that example
+    position: tuple[int, int]  # (row, column) of that value in the layer's output
+    box: tuple[int, int, int, int]  # (top, left, height, width) in input pixels: the receptive field around it, clipped to the image
+
+
+@dataclass
+class ChannelExamples:
+    """What one channel responds to over the example set."""
+
+    channel: int
+    mean: float  # over every value of every example; NaN where none is finite
+    zero_fraction: float  # of every value, those exactly zero
+    max_mean: float  # the mean over the examples of the channel's largest value in each
+    hits: list[ExampleHit]  # strongest first; ties: the earlier example
+    max_histogram: Histogram | None = None  # of the per-example maximum
+    strip: Figure | None = None  # the hits' crops side by side, in order
+
+
+@dataclass
+class LayerExamples:
+    """One section layer's channels over the example set, beside the probes' own statistics."""
+
+    section_id: str
+    name: str
+    call_index: int
+    channels: list[ChannelExamples]  # those shown, most active first (or as asked)
+    means: list[float]  # every channel's mean over the set
+    zero_fractions: list[float]  # every channel's share of exact zeros over the set
+    dead: list[int]  # channels constant over the whole set
+    receptive_field: int | float | None = None  # in input pixels; None: unknown (crops are the whole image)
+    stride: int | float | None = None  # effective stride in input pixels
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExampleSet:
+    """The dataset examples of a report (``examples=`` / ``--examples DIR``)."""
+
+    source: str  # the folder as given
+    count: int  # examples reduced
+    layers: list[LayerExamples]
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from ..analysis.diff import ActivationChange, DiffSide, FilterComparison, LayerC
 from ..datamodel import (
     Alert,
     Attribution,
+    ExampleSet,
     ForwardFailure,
     LayerRow,
     LayerSection,
@@ -50,6 +51,8 @@ class Report:
     probe_count: int = 0
     # Each convolution and linear layer's weight spectrum (``ReportOptions.spectral``); None: not asked for.
     spectral: list[LayerSpectrum] | None = None
+    # What each section layer's channels respond to over a large example set (``examples=``); None: not asked for.
+    examples: ExampleSet | None = None
 
     def __post_init__(self) -> None:
         # A report built outside the pipeline counts the probes it lists.
