@@ -282,10 +282,11 @@ def update(partial: ChannelExamples, output: torch.Tensor, example_indices: Any)
     partial.values += n * p
     partial.nan_count += nans_np.sum(axis=0)
     partial.zero_count += zeros_np.sum(axis=0)
-    partial.total += sums_np.sum(axis=0)
+    with np.errstate(invalid="ignore"):  # +inf and -inf in one channel: a NaN sum, as documented
+        partial.total += sums_np.sum(axis=0)
+        partial.maxima_sum += np.where(has_maximum, high_np, 0.0).sum(axis=0)
     partial.minimum = np.minimum(partial.minimum, low_np.min(axis=0))
     partial.maximum = np.maximum(partial.maximum, high_np.max(axis=0))
-    partial.maxima_sum += np.where(has_maximum, high_np, 0.0).sum(axis=0)
     bins = histogram_bins(high_np, has_maximum)  # (N, C)
     flat_bins = (np.arange(c, dtype=np.int64)[None, :] * HISTOGRAM_BINS + bins).reshape(-1)
     partial.histogram += np.bincount(flat_bins, minlength=c * HISTOGRAM_BINS).reshape(c, HISTOGRAM_BINS)
