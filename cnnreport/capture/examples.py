@@ -197,6 +197,8 @@ def merge(a: ChannelExamples, b: ChannelExamples) -> ChannelExamples:
         np.concatenate([a.top_positions, b.top_positions], axis=1),
         a.k,
     )
+    with np.errstate(invalid="ignore"):  # +inf + -inf: a NaN sum, as documented
+        total, maxima_sum = a.total + b.total, a.maxima_sum + b.maxima_sum
     return ChannelExamples(
         k=a.k,
         top_values=values,
@@ -206,10 +208,10 @@ def merge(a: ChannelExamples, b: ChannelExamples) -> ChannelExamples:
         values=a.values + b.values,
         nan_count=a.nan_count + b.nan_count,
         zero_count=a.zero_count + b.zero_count,
-        total=a.total + b.total,
+        total=total,
         minimum=np.minimum(a.minimum, b.minimum),
         maximum=np.maximum(a.maximum, b.maximum),
-        maxima_sum=a.maxima_sum + b.maxima_sum,
+        maxima_sum=maxima_sum,
         histogram=a.histogram + b.histogram,
         spatial_shape=a.spatial_shape if a.spatial_shape is not None else b.spatial_shape,
     )
