@@ -1,0 +1,408 @@
+"""Dataset examples: what each channel of a layer responds to, over a probe set of any size.
+
+A layer's outputs over the set are reduced, batch by batch inside a forward hook, to a
+:class:`ChannelExamples`: per channel, the top-k examples by their maximum over positions (and
+where that maximum is), counts, sum, range, and a histogram of the per-example maxima on fixed
+bins. Its size is O(channels * (k + bins)), whatever the number of examples, and two of them
+merge exactly (:func:`merge`), so one process reducing the whole set and many processes each
+reducing a shard and merging give the same result: the same top-k, counts, ranges and
+histograms, and sums equal up to their last bits.
+
+NaN values are left out of everything but their own count (``nan_count``): the per-example
+maximum, the top-k, the minimum and maximum, the sum and mean are over the other values. An
+(example, channel) whose values are all NaN has no maximum: it never enters the top-k, it adds
+nothing to ``maxima_sum`` and counts in the histogram's first bin. Infinities are ordinary
+values: ``-inf < every finite value < +inf`` in the top-k and the range; they make the sum
+(and so the mean) infinite, or NaN when both signs occur.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .tracing import passive_hook, suspend_recording
+
+# --------------------------------------------------------------------------------------------
+# The fixed histogram bins of the per-example maximum
+#
+# Data-independent, so histograms from different processes (or layers' different batches) merge
+# by adding counts:
+#   bin 0                  the example has no maximum (all its values in the channel are NaN)
+#   bin 1                  maximum < 0 (-inf included)
+#   bin 2                  maximum == 0 (a dead ReLU's usual value)
+#   bin 3                  0 < maximum < 1e-4 (underflow)
+#   bins 4 .. 83           [10**(j/10), 10**((j+1)/10)) for j = -40 .. 39: ten per decade, 1e-4 to 1e4
+#   bin 84                 maximum >= 1e4 (+inf included; overflow)
+
+#: Edges of the log-spaced positive bins: 10 per decade from 1e-4 to 1e4, 81 edges.
+POSITIVE_EDGES = 10.0 ** (np.arange(-40, 41, dtype=np.float64) / 10.0)
+BIN_NO_MAXIMUM = 0
+BIN_NEGATIVE = 1
+BIN_ZERO = 2
+#: The first positive bin (underflow); the positive bins end with the overflow bin.
+BIN_POSITIVE = 3
+HISTOGRAM_BINS = BIN_POSITIVE + len(POSITIVE_EDGES) + 1  # underflow, 80 log bins, overflow: 85
+
+#: The example index of an empty top-k slot (fewer than k examples seen so far).
+EMPTY = -1
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def histogram_bins(maxima: np.ndarray, has_maximum: np.ndarray) -> np.ndarray:
+    """The fixed bin (see the table above) of each per-example maximum, as int64."""
+    bins = np.where(maxima < 0, BIN_NEGATIVE, BIN_ZERO).astype(np.int64)
+    positive = maxima > 0
+    bins[positive] = BIN_POSITIVE + np.searchsorted(POSITIVE_EDGES, maxima[positive], side="right")
+    bins[~has_maximum] = BIN_NO_MAXIMUM
+    return bins
+
+
+def position_to_yx(position: Any, spatial_shape: Sequence[int]) -> tuple[Any, ...]:
+    """A flat spatial position (an int or an array of them) as coordinates in ``spatial_shape``:
+    ``(y, x)`` for an output of spatial shape ``(H, W)``; ``()`` for an ``(N, C)`` output."""
+    if len(spatial_shape) == 0:
+        return ()
+    return tuple(np.unravel_index(position, tuple(spatial_shape)))
+
+
+# --------------------------------------------------------------------------------------------
+# The mergeable partial result
+
+
+@dataclass
+class ChannelExamples:
+    """One layer's reduction over a set of examples, per channel; merge two with :func:`merge`.
+
+    ``top_values[c]`` are channel ``c``'s k largest per-example maxima, in descending order,
+    ties broken by the smaller example index; ``top_indices[c]`` their example indices
+    (:data:`EMPTY` in slots not filled yet, whose value is ``-inf``), and ``top_positions[c]``
+    the flat spatial position of the maximum in that example (the first on ties; see
+    :func:`position_to_yx`).
+    """
+
+    k: int
+    top_values: np.ndarray  # float64 (C, k): exact, every supported dtype fits in float64
+    top_indices: np.ndarray  # int64 (C, k)
+    top_positions: np.ndarray  # int64 (C, k)
+    examples: int  # examples reduced (each counts in every channel)
+    values: int  # values per channel: examples * positions
+    nan_count: np.ndarray  # int64 (C,)
+    zero_count: np.ndarray  # int64 (C,): exact zeros (-0.0 included)
+    total: np.ndarray  # float64 (C,): sum of the non-NaN values
+    minimum: np.ndarray  # float64 (C,): +inf before any non-NaN value
+    maximum: np.ndarray  # float64 (C,): -inf before any non-NaN value
+    maxima_sum: np.ndarray  # float64 (C,): sum over examples of the per-example maximum
+    histogram: np.ndarray  # int64 (C, HISTOGRAM_BINS): the per-example maxima on the fixed bins
+    spatial_shape: tuple[int, ...] | None = None  # None until the first update
+
+    @classmethod
+    def empty(cls, channels: int, k: int) -> "ChannelExamples":
+        """The reduction of no examples: the identity of :func:`merge`."""
+        if channels < 1 or k < 1:
+            raise ValueError(f"channels and k must be positive, got {channels} and {k}")
+        return cls(
+            k=k,
+            top_values=np.full((channels, k), -np.inf),
+            top_indices=np.full((channels, k), EMPTY, dtype=np.int64),
+            top_positions=np.zeros((channels, k), dtype=np.int64),
+            examples=0,
+            values=0,
+            nan_count=np.zeros(channels, dtype=np.int64),
+            zero_count=np.zeros(channels, dtype=np.int64),
+            total=np.zeros(channels),
+            minimum=np.full(channels, np.inf),
+            maximum=np.full(channels, -np.inf),
+            maxima_sum=np.zeros(channels),
+            histogram=np.zeros((channels, HISTOGRAM_BINS), dtype=np.int64),
+        )
+
+    @property
+    def channels(self) -> int:
+        return int(self.top_values.shape[0])
+
+    def maxima_count(self) -> np.ndarray:
+        """Per channel, the examples that have a maximum (not all NaN)."""
+        return self.examples - self.histogram[:, BIN_NO_MAXIMUM]
+
+    def means(self) -> np.ndarray:
+        """Per channel, the mean of its non-NaN values over the set (NaN where there are none)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.total / (self.values - self.nan_count)
+
+    def mean_maxima(self) -> np.ndarray:
+        """Per channel, the mean over examples of the per-example maximum."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.maxima_sum / self.maxima_count()
+
+    def zero_fractions(self) -> np.ndarray:
+        """Per channel, the fraction of all its values that are exactly zero."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.zero_count / np.float64(self.values)
+
+    def dead_channels(self) -> np.ndarray:
+        """Indices of the channels constant over the set (minimum == maximum, NaN aside)."""
+        return np.flatnonzero(self.minimum == self.maximum)
+
+    def nbytes(self) -> int:
+        """Bytes held by the arrays: O(C * (k + bins)), independent of the number of examples."""
+        return sum(
+            a.nbytes
+            for a in (self.top_values, self.top_indices, self.top_positions, self.nan_count, self.zero_count,
+                      self.total, self.minimum, self.maximum, self.maxima_sum, self.histogram)
+        )
+
+    def top_yx(self, channel: int) -> list[tuple[int, float, tuple[int, ...]]]:
+        """Channel ``channel``'s filled top-k slots as (example index, value, coordinates)."""
+        shape = self.spatial_shape or ()
+        out = []
+        for value, index, position in zip(self.top_values[channel], self.top_indices[channel], self.top_positions[channel]):
+            if index != EMPTY:
+                out.append((int(index), float(value), tuple(int(v) for v in position_to_yx(int(position), shape))))
+        return out
+
+
+def _select_top(
+    values: np.ndarray, indices: np.ndarray, positions: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, the k best (value, index, position) candidates: larger value first, then smaller
+    example index; empty slots last. Also the column each came from (to tell new entries)."""
+    empty = indices == EMPTY
+    # lexsort's last key is the primary one: filled before empty, then -value, then index.
+    order = np.lexsort((np.where(empty, _INT64_MAX, indices), -values, empty), axis=1)[:, :k]
+    take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
+    return take(values), take(indices), take(positions), order
+
+
+def merge(a: ChannelExamples, b: ChannelExamples) -> ChannelExamples:
+    """The reduction of the union of two disjoint sets of examples, from their reductions.
+
+    Exact and symmetric for the top-k, counts, ranges and histograms; the float64 sums differ
+    from another merge order only in their last bits. The example indices of the two must be
+    distinct (shards of one set): an example reduced twice would count twice.
+    """
+    if a.channels != b.channels or a.k != b.k:
+        raise ValueError(f"cannot merge {a.channels} channels top-{a.k} with {b.channels} channels top-{b.k}")
+    if a.spatial_shape is not None and b.spatial_shape is not None and a.spatial_shape != b.spatial_shape:
+        raise ValueError(f"cannot merge spatial shapes {a.spatial_shape} and {b.spatial_shape}")
+    values, indices, positions, _ = _select_top(
+        np.concatenate([a.top_values, b.top_values], axis=1),
+        np.concatenate([a.top_indices, b.top_indices], axis=1),
+        np.concatenate([a.top_positions, b.top_positions], axis=1),
+        a.k,
+    )
+    with np.errstate(invalid="ignore"):  # +inf + -inf: a NaN sum, as documented
+        total, maxima_sum = a.total + b.total, a.maxima_sum + b.maxima_sum
+    return ChannelExamples(
+        k=a.k,
+        top_values=values,
+        top_indices=indices,
+        top_positions=positions,
+        examples=a.examples + b.examples,
+        values=a.values + b.values,
+        nan_count=a.nan_count + b.nan_count,
+        zero_count=a.zero_count + b.zero_count,
+        total=total,
+        minimum=np.minimum(a.minimum, b.minimum),
+        maximum=np.maximum(a.maximum, b.maximum),
+        maxima_sum=maxima_sum,
+        histogram=a.histogram + b.histogram,
+        spatial_shape=a.spatial_shape if a.spatial_shape is not None else b.spatial_shape,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Folding one batch in
+
+
+def update(partial: ChannelExamples, output: torch.Tensor, example_indices: Any) -> None:
+    """Fold one batch's layer output ``(N, C, *spatial)`` (or ``(N, C)``: one position) into
+    ``partial``, in place. ``example_indices``: the N examples' indices in the whole set.
+
+    Four cheap passes over the activation (minimum, maximum, sum, zero count), each a
+    per-(example, channel) reduction; everything after works on (N, C) numbers. The position
+    of a maximum is searched only for the (example, channel) pairs that enter the top-k, and
+    NaN is dealt with only in the rows that hold one. An empty output (a zero-size spatial
+    dimension) changes nothing.
+    """
+    x = output.detach()
+    if x.dim() < 2 or not x.is_floating_point():
+        raise ValueError(f"expected a floating (N, C, ...) output, got {tuple(x.shape)} {x.dtype}")
+    n, c = int(x.shape[0]), int(x.shape[1])
+    if c != partial.channels:
+        raise ValueError(f"output has {c} channels, the reduction {partial.channels}")
+    spatial = tuple(int(s) for s in x.shape[2:])
+    if partial.spatial_shape is not None and spatial != partial.spatial_shape:
+        raise ValueError(f"spatial shape {spatial} differs from the earlier {partial.spatial_shape}")
+    indices = np.asarray(example_indices.cpu() if isinstance(example_indices, torch.Tensor) else example_indices, dtype=np.int64).reshape(-1)
+    if len(indices) != n:
+        raise ValueError(f"{len(indices)} example indices for a batch of {n}")
+    if x.numel() == 0:
+        return
+    if (indices < 0).any():
+        raise ValueError("example indices must be >= 0")
+    partial.spatial_shape = spatial
+
+    # A view, not a copy, for contiguous and channels-last outputs alike.
+    flat = x.flatten(2) if x.dim() > 2 else x.unsqueeze(2)
+    p = int(flat.shape[2])
+    # Half types are summed in float32 (a float16 sum of 3136 values can overflow).
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    # amin and amax apart are several times faster than aminmax on CPU. NaN propagates in
+    # both: such rows are redone below.
+    low, high = flat.amin(dim=2), flat.amax(dim=2)
+    sums = flat.sum(dim=2, dtype=acc)
+    # The zeros as bytes summed in int32: three times faster than count_nonzero (or a bool
+    # sum, which goes through int64). NaN is not zero.
+    zeros = flat.eq(0).view(torch.uint8).sum(dim=2, dtype=torch.int32)
+    nans = torch.zeros((n, c), dtype=torch.int64, device=x.device)
+
+    has_nan = torch.isnan(high)
+    if bool(has_nan.any()):
+        rows_n, rows_c = has_nan.nonzero(as_tuple=True)
+        rows = flat[rows_n, rows_c]
+        is_nan = torch.isnan(rows)
+        high[rows_n, rows_c] = rows.masked_fill(is_nan, -torch.inf).amax(dim=1)  # -inf: all NaN
+        low[rows_n, rows_c] = rows.masked_fill(is_nan, torch.inf).amin(dim=1)
+        sums[rows_n, rows_c] = rows.masked_fill(is_nan, 0).sum(dim=1, dtype=acc)
+        nans[rows_n, rows_c] = is_nan.sum(dim=1)
+
+    # One transfer of the small (4, N, C) numbers (a single sync on an accelerator); float64
+    # holds every value of the supported dtypes, and counts up to 2**53, exactly.
+    small = torch.stack([low.double(), high.double(), sums.double(), zeros.double(), nans.double()]).cpu().numpy()
+    low_np, high_np, sums_np = small[0], small[1], small[2]
+    zeros_np, nans_np = small[3].astype(np.int64), small[4].astype(np.int64)
+    has_maximum = nans_np < p
+
+    partial.examples += n
+    partial.values += n * p
+    partial.nan_count += nans_np.sum(axis=0)
+    partial.zero_count += zeros_np.sum(axis=0)
+    with np.errstate(invalid="ignore"):  # +inf and -inf in one channel: a NaN sum, as documented
+        partial.total += sums_np.sum(axis=0)
+        partial.maxima_sum += np.where(has_maximum, high_np, 0.0).sum(axis=0)
+    partial.minimum = np.minimum(partial.minimum, low_np.min(axis=0))
+    partial.maximum = np.maximum(partial.maximum, high_np.max(axis=0))
+    bins = histogram_bins(high_np, has_maximum)  # (N, C)
+    flat_bins = (np.arange(c, dtype=np.int64)[None, :] * HISTOGRAM_BINS + bins).reshape(-1)
+    partial.histogram += np.bincount(flat_bins, minlength=c * HISTOGRAM_BINS).reshape(c, HISTOGRAM_BINS)
+
+    # The top-k: the kept k and this batch's N candidates per channel, best k kept.
+    k = partial.k
+    batch_indices = np.where(has_maximum.T, indices[None, :], EMPTY)  # (C, N)
+    values, top_indices, positions, order = _select_top(
+        np.concatenate([partial.top_values, np.where(has_maximum.T, high_np.T, -np.inf)], axis=1),
+        np.concatenate([partial.top_indices, batch_indices], axis=1),
+        np.concatenate([partial.top_positions, np.zeros((c, n), dtype=np.int64)], axis=1),
+        k,
+    )
+    new_c, new_slot = np.nonzero((order >= k) & (top_indices != EMPTY))
+    if len(new_c):
+        new_n = order[new_c, new_slot] - k
+        if p == 1:
+            positions[new_c, new_slot] = 0
+        else:
+            rn = torch.as_tensor(new_n, device=x.device)
+            rc = torch.as_tensor(new_c, device=x.device)
+            rows = flat[rn, rc]  # only the rows that entered: at most C * k
+            # The first position equal to the maximum: NaN equals nothing, so it is skipped.
+            first = (rows == high[rn, rc].unsqueeze(1)).to(torch.uint8).argmax(dim=1)
+            positions[new_c, new_slot] = first.cpu().numpy()
+    partial.top_values, partial.top_indices, partial.top_positions = values, top_indices, positions
+
+
+# --------------------------------------------------------------------------------------------
+# Hooks on a model
+
+
+class ExampleReducer:
+    """Reduce chosen modules' outputs over many forward batches into :class:`ChannelExamples`.
+
+    ::
+
+        reducer = ExampleReducer(["layer1", "layer2"], k=9)
+        with torch.no_grad(), reducer.attached(model):
+            for batch, indices in loader:
+                reducer.next_batch(indices)  # optional: else examples are numbered 0, 1, 2, ...
+                model(batch)
+        reducer.partials  # {"layer1": ChannelExamples, ...}
+
+    Only the first call of each module in a forward is reduced (a module reused inside one
+    forward would otherwise count its examples twice). The hooks keep no activation: each
+    output is reduced to its (N, C) numbers inside the hook and let go. A forward starts
+    with a call of the model given to :meth:`attached`: call that model, not a submodule.
+    """
+
+    def __init__(self, names: Sequence[str], *, k: int = 9) -> None:
+        if k < 1:
+            raise ValueError(f"k must be positive, got {k}")
+        self.names = list(dict.fromkeys(names))
+        self.k = k
+        self.partials: dict[str, ChannelExamples] = {}
+        #: Module path -> why its output was not reduced (not a floating (N, C, ...) tensor).
+        self.skipped: dict[str, str] = {}
+        self._next_index = 0
+        self._pending: np.ndarray | None = None
+        self._batch: np.ndarray | None = None
+        self._called: set[str] = set()
+
+    def next_batch(self, example_indices: Any) -> None:
+        """The example indices of the next forward's batch (its N examples, in order)."""
+        self._pending = np.asarray(
+            example_indices.cpu() if isinstance(example_indices, torch.Tensor) else example_indices, dtype=np.int64
+        ).reshape(-1)
+
+    @contextmanager
+    def attached(self, model: nn.Module) -> Iterator["ExampleReducer"]:
+        """Hooks on ``model`` for the block; removed on leaving it, also on an error."""
+        modules = dict(model.named_modules())
+        missing = [name for name in self.names if name not in modules]
+        if missing:
+            raise KeyError(f"no module named {', '.join(map(repr, missing))} in the model")
+        handles = []
+        try:
+            # A new forward of the whole model: every module's first call is ahead again.
+            handles.append(model.register_forward_pre_hook(passive_hook(self._start_forward)))
+            for name in self.names:
+                handles.append(modules[name].register_forward_hook(self._make_hook(name)))
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._batch = None
+            self._called.clear()
+
+    def _start_forward(self, module: nn.Module, inputs: Any) -> None:
+        self._called.clear()
+        self._batch = self._pending
+        self._pending = None
+
+    def _indices_for(self, n: int) -> np.ndarray:
+        if self._batch is None:  # numbered on from the last batch's
+            self._batch = np.arange(self._next_index, self._next_index + n, dtype=np.int64)
+        if len(self._batch):
+            self._next_index = max(self._next_index, int(self._batch.max()) + 1)
+        return self._batch
+
+    def _make_hook(self, name: str) -> Any:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if name in self._called:
+                return
+            self._called.add(name)
+            if not isinstance(output, torch.Tensor) or output.dim() < 2 or not output.is_floating_point():
+                kind = f"{tuple(output.shape)} {output.dtype}" if isinstance(output, torch.Tensor) else type(output).__name__
+                self.skipped.setdefault(name, f"output is not a floating (N, C, ...) tensor: {kind}")
+                return
+            with suspend_recording(), torch.no_grad():
+                partial = self.partials.get(name)
+                if partial is None:
+                    partial = self.partials[name] = ChannelExamples.empty(int(output.shape[1]), self.k)
+                update(partial, output, self._indices_for(int(output.shape[0])))
+
+        return passive_hook(hook)
