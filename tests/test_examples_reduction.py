@@ -14,7 +14,7 @@ from torch import nn
 from cnnreport.capture.examples import (
     EMPTY,
     HISTOGRAM_BINS,
-    ChannelExamples,
+    ExamplePartial,
     ExampleReducer,
     merge,
     position_to_yx,
@@ -83,13 +83,13 @@ def _random_outputs(n=24, c=5, h=4, w=3, seed=0):
 
 
 def _one_pass(x, indices, k, batch=7):
-    part = ChannelExamples.empty(x.shape[1], k)
+    part = ExamplePartial.empty(x.shape[1], k)
     for s in range(0, len(indices), batch):
         update(part, x[s : s + batch], indices[s : s + batch])
     return part
 
 
-def _assert_exactly_equal(a: ChannelExamples, b: ChannelExamples):
+def _assert_exactly_equal(a: ExamplePartial, b: ExamplePartial):
     for name in ("top_values", "top_indices", "top_positions", "nan_count", "zero_count", "minimum", "maximum", "histogram"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     assert (a.examples, a.values, a.spatial_shape) == (b.examples, b.values, b.spatial_shape)
@@ -119,7 +119,7 @@ def test_histogram_bins_by_hand():
     # One channel, (N, C) outputs: per-example maxima -3, 0, 5e-5, 1e-4 * 10**0.05 (inside the
     # first log bin), 1.0 (the bin starting at 10**0), 2e4 and +inf (overflow).
     values = torch.tensor([[-3.0], [0.0], [5e-5], [1e-4 * 10**0.05], [1.0], [2e4], [math.inf]], dtype=torch.float64)
-    part = ChannelExamples.empty(1, 2)
+    part = ExamplePartial.empty(1, 2)
     update(part, values, range(7))
     expected = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
     expected[[1, 2, 3, 4, 4 + 40, HISTOGRAM_BINS - 1]] = [1, 1, 1, 1, 1, 2]
@@ -153,14 +153,14 @@ def test_shards_merged_equal_one_pass(shards):
     # merge(a, b) == merge(b, a) bitwise, sums included for two.
     ab, ba = merge(parts[0], parts[1]), merge(parts[1], parts[0])
     _assert_exactly_equal(ab, ba)
-    _assert_exactly_equal(merge(ChannelExamples.empty(5, 5), whole), whole)
+    _assert_exactly_equal(merge(ExamplePartial.empty(5, 5), whole), whole)
 
 
 def test_ties_broken_by_smaller_example_index_and_first_position():
     x = torch.zeros(4, 1, 2, 2)
     x[:, 0, 1, 0] = 2.0  # every example ties at 2.0, at (1, 0)
     x[:, 0, 1, 1] = 2.0  # and again at (1, 1): the first position wins
-    part = ChannelExamples.empty(1, 3)
+    part = ExamplePartial.empty(1, 3)
     update(part, x[2:], [30, 10])
     update(part, x[:2], [20, 40])
     assert list(part.top_indices[0]) == [10, 20, 30]
@@ -176,7 +176,7 @@ def test_nan_ignored_and_counted_infinities_ordered():
             [[-math.inf, -math.inf, -math.inf], [0.0, 0.0, -2.0]],
         ]
     )  # (3 examples, 2 channels, 3 positions)
-    part = ChannelExamples.empty(2, 3)
+    part = ExamplePartial.empty(2, 3)
     update(part, x, [0, 1, 2])
     # Channel 0: maxima 3 (at 2), inf (at 0), -inf (at 0).
     assert list(part.top_values[0]) == [math.inf, 3.0, -math.inf]
@@ -209,14 +209,14 @@ def test_float16_and_bfloat16_outputs_match_their_float64_values():
         np.testing.assert_allclose(part.total, total, rtol=1e-5, atol=1e-5)
     # A float16 sum over many large values does not overflow (summed in float32).
     big = torch.full((2, 1, 64, 64), 60000.0, dtype=torch.float16)
-    part = ChannelExamples.empty(1, 1)
+    part = ExamplePartial.empty(1, 1)
     update(part, big, [0, 1])
     assert part.means()[0] == 60000.0
 
 
 def test_nc_outputs_have_one_position():
     x = torch.tensor([[0.5, -1.0], [2.0, 0.0], [1.0, -3.0]])
-    part = ChannelExamples.empty(2, 2)
+    part = ExamplePartial.empty(2, 2)
     update(part, x, torch.tensor([4, 5, 6]))
     assert part.spatial_shape == () and part.values == 3
     assert list(part.top_indices[0]) == [5, 6] and list(part.top_positions[0]) == [0, 0]
@@ -227,7 +227,7 @@ def test_nc_outputs_have_one_position():
 
 def test_memory_does_not_grow_with_examples():
     gen = torch.Generator().manual_seed(0)
-    part = ChannelExamples.empty(8, 4)
+    part = ExamplePartial.empty(8, 4)
     update(part, torch.randn(10, 8, 3, 3, generator=gen), range(10))
     after_10 = part.nbytes()
     for start in range(10, 1000, 90):

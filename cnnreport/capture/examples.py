@@ -1,7 +1,7 @@
 """Dataset examples: what each channel of a layer responds to, over a probe set of any size.
 
 A layer's outputs over the set are reduced, batch by batch inside a forward hook, to a
-:class:`ChannelExamples`: per channel, the top-k examples by their maximum over positions (and
+:class:`ExamplePartial`: per channel, the top-k examples by their maximum over positions (and
 where that maximum is), counts, sum, range, and a histogram of the per-example maxima on fixed
 bins. Its size is O(channels * (k + bins)), whatever the number of examples, and two of them
 merge exactly (:func:`merge`), so one process reducing the whole set and many processes each
@@ -77,7 +77,7 @@ def position_to_yx(position: Any, spatial_shape: Sequence[int]) -> tuple[Any, ..
 
 
 @dataclass
-class ChannelExamples:
+class ExamplePartial:
     """One layer's reduction over a set of examples, per channel; merge two with :func:`merge`.
 
     ``top_values[c]`` are channel ``c``'s k largest per-example maxima, in descending order,
@@ -103,7 +103,7 @@ class ChannelExamples:
     spatial_shape: tuple[int, ...] | None = None  # None until the first update
 
     @classmethod
-    def empty(cls, channels: int, k: int) -> "ChannelExamples":
+    def empty(cls, channels: int, k: int) -> "ExamplePartial":
         """The reduction of no examples: the identity of :func:`merge`."""
         if channels < 1 or k < 1:
             raise ValueError(f"channels and k must be positive, got {channels} and {k}")
@@ -180,7 +180,7 @@ def _select_top(
     return take(values), take(indices), take(positions), order
 
 
-def merge(a: ChannelExamples, b: ChannelExamples) -> ChannelExamples:
+def merge(a: ExamplePartial, b: ExamplePartial) -> ExamplePartial:
     """The reduction of the union of two disjoint sets of examples, from their reductions.
 
     Exact and symmetric for the top-k, counts, ranges and histograms; the float64 sums differ
@@ -199,7 +199,7 @@ def merge(a: ChannelExamples, b: ChannelExamples) -> ChannelExamples:
     )
     with np.errstate(invalid="ignore"):  # +inf + -inf: a NaN sum, as documented
         total, maxima_sum = a.total + b.total, a.maxima_sum + b.maxima_sum
-    return ChannelExamples(
+    return ExamplePartial(
         k=a.k,
         top_values=values,
         top_indices=indices,
@@ -221,7 +221,7 @@ def merge(a: ChannelExamples, b: ChannelExamples) -> ChannelExamples:
 # Folding one batch in
 
 
-def update(partial: ChannelExamples, output: torch.Tensor, example_indices: Any) -> None:
+def update(partial: ExamplePartial, output: torch.Tensor, example_indices: Any) -> None:
     """Fold one batch's layer output ``(N, C, *spatial)`` (or ``(N, C)``: one position) into
     ``partial``, in place. ``example_indices``: the N examples' indices in the whole set.
 
@@ -322,7 +322,7 @@ def update(partial: ChannelExamples, output: torch.Tensor, example_indices: Any)
 
 
 class ExampleReducer:
-    """Reduce chosen modules' outputs over many forward batches into :class:`ChannelExamples`.
+    """Reduce chosen modules' outputs over many forward batches into :class:`ExamplePartial`.
 
     ::
 
@@ -331,7 +331,7 @@ class ExampleReducer:
             for batch, indices in loader:
                 reducer.next_batch(indices)  # optional: else examples are numbered 0, 1, 2, ...
                 model(batch)
-        reducer.partials  # {"layer1": ChannelExamples, ...}
+        reducer.partials  # {"layer1": ExamplePartial, ...}
 
     Only the first call of each module in a forward is reduced (a module reused inside one
     forward would otherwise count its examples twice). The hooks keep no activation: each
@@ -344,7 +344,7 @@ class ExampleReducer:
             raise ValueError(f"k must be positive, got {k}")
         self.names = list(dict.fromkeys(names))
         self.k = k
-        self.partials: dict[str, ChannelExamples] = {}
+        self.partials: dict[str, ExamplePartial] = {}
         #: Module path -> why its output was not reduced (not a floating (N, C, ...) tensor).
         self.skipped: dict[str, str] = {}
         self._next_index = 0
@@ -402,7 +402,7 @@ class ExampleReducer:
             with suspend_recording(), torch.no_grad():
                 partial = self.partials.get(name)
                 if partial is None:
-                    partial = self.partials[name] = ChannelExamples.empty(int(output.shape[1]), self.k)
+                    partial = self.partials[name] = ExamplePartial.empty(int(output.shape[1]), self.k)
                 update(partial, output, self._indices_for(int(output.shape[0])))
 
         return passive_hook(hook)
