@@ -20,10 +20,12 @@ from click.core import ParameterSource
 from ..errors import Interrupted, OptionError
 from ..support.version import __version__
 from .exits import ExitCode, exit_code_for, fail, handle_errors
-from .options import MODEL_OPTIONS, PROBE_OPTIONS, REPORT_OPTIONS, options
+from .options import EXAMPLE_OPTIONS, MODEL_OPTIONS, PROBE_OPTIONS, REPORT_OPTIONS, options
 from .runs import (
     NO_PROBES,
     class_names_file,
+    example_option_rules,
+    example_set_of,
     load_probe_set,
     plan_run_outputs,
     probe_inputs,
@@ -31,6 +33,7 @@ from .runs import (
     refuse_inapplicable,
     report_option_rules,
     run_report,
+    sharded_run,
     spec_file,
 )
 from .values import parse_floats
@@ -93,7 +96,7 @@ def main(ctx: click.Context) -> None:
 @main.command()
 @click.argument("model_spec", metavar="MODEL")
 @click.argument("more_probes", nargs=-1, metavar="[PROBES]...")
-@options("weights", *MODEL_OPTIONS, *PROBE_OPTIONS, *REPORT_OPTIONS)
+@options("weights", *MODEL_OPTIONS, *PROBE_OPTIONS, *REPORT_OPTIONS, *EXAMPLE_OPTIONS)
 @handle_errors
 def generate(model_spec: str, **kwargs: Any) -> None:
     """Write a report of MODEL, given as path/to/file.py:Name, package.module:Name (a class or
@@ -115,30 +118,37 @@ def generate(model_spec: str, **kwargs: Any) -> None:
     # `--probes imgs/*.png` reaches us as one --probes value and the rest as positionals: the
     # shell expanded the glob. Every path after MODEL is a probe, with or without --probes.
     probe_paths = list(kwargs.pop("probes") or []) + list(kwargs.pop("more_probes") or [])
-    refuse_inapplicable(click.get_current_context(), probe_option_rules(kwargs, probe_paths, weights_given=bool(kwargs["weights"])) + report_option_rules(kwargs))
+    refuse_inapplicable(
+        click.get_current_context(),
+        probe_option_rules(kwargs, probe_paths, weights_given=bool(kwargs["weights"])) + report_option_rules(kwargs) + example_option_rules(kwargs, probe_paths),
+    )
     # Option values that cannot work are refused before the (possibly slow) model load.
     mean, std = parse_floats(kwargs.pop("mean"), "--mean"), parse_floats(kwargs.pop("std"), "--std")
     normalisation(mean, std)
     inputs = [("the MODEL file", spec_file(model_spec)), ("the --weights checkpoint", kwargs["weights"]), ("the --class-names file", class_names_file(kwargs["class_names"]))]
+    inputs += [("the --examples folder", kwargs["examples"])] if kwargs["examples"] else []
     # Before any work: an output that is an input, or that cannot be written, is refused now.
     plan_run_outputs(kwargs, inputs + probe_inputs(probe_paths))
-    loaded = load_model(
-        model_spec,
-        weights=kwargs["weights"],
-        weights_key=kwargs["weights_key"],
-        model_args=parse_model_args(kwargs["model_args"]),
-        trust_checkpoint=kwargs["trust_checkpoint"],
-        device=kwargs["device"],
-    )
-    probes = load_probe_set(kwargs, probe_paths, loaded.model, mean=mean, std=std)
-    if probes is None and not kwargs["input_size"]:
-        raise OptionError(NO_PROBES)
-    # Again with every probe file found and every module the model imported.
-    plan = plan_run_outputs(kwargs, inputs + probe_inputs(probe_paths, probes))
-    prov = default_provenance()
-    prov.checkpoint_path = loaded.checkpoint_path
-    prov.checkpoint_sha256 = loaded.checkpoint_sha256
-    run_report(loaded.model, probes, kwargs, plan=plan, provenance=prov, input_size=kwargs["input_size"], class_names=loaded.class_names, notes=loaded.notes)
+    # Under torchrun, every process joins one group before loading (on GPUs each takes its own).
+    with sharded_run(kwargs):
+        loaded = load_model(
+            model_spec,
+            weights=kwargs["weights"],
+            weights_key=kwargs["weights_key"],
+            model_args=parse_model_args(kwargs["model_args"]),
+            trust_checkpoint=kwargs["trust_checkpoint"],
+            device=kwargs["device"],
+        )
+        probes = load_probe_set(kwargs, probe_paths, loaded.model, mean=mean, std=std)
+        if probes is None and not kwargs["input_size"]:
+            raise OptionError(NO_PROBES)
+        # Again with every probe file found and every module the model imported.
+        plan = plan_run_outputs(kwargs, inputs + probe_inputs(probe_paths, probes))
+        prov = default_provenance()
+        prov.checkpoint_path = loaded.checkpoint_path
+        prov.checkpoint_sha256 = loaded.checkpoint_sha256
+        examples = example_set_of(kwargs, mean=mean, std=std)
+        run_report(loaded.model, probes, kwargs, plan=plan, provenance=prov, input_size=kwargs["input_size"], class_names=loaded.class_names, notes=loaded.notes, examples=examples)
 
 
 @main.command()

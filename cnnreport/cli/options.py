@@ -66,6 +66,12 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "spectral": _option("--spectral", is_flag=True, help="Add layer quality without data: each convolution and linear layer's weight-spectrum exponent alpha (WeightWatcher's method; a few seconds on a ResNet-50)."),
     "no_graph": _option("--no-graph", is_flag=True, help="Skip the architecture graph."),
     "fail_on": _option("--fail-on", type=click.Choice(["info", "warning", "error"]), help="Exit with status 4 when an alert of this severity or worse is found (the report is still written)."),
+    # Dataset examples: what each channel responds to over a large image set.
+    "examples": _option("--examples", type=click.Path(file_okay=False), metavar="DIR", help="A folder of images (hundreds to tens of thousands, read like the probes) streamed through the model: for each section's layer, the images that excite each channel most, cropped to its receptive field. Under torchrun the folder is split across the processes."),
+    "example_channels": _option("--channels", "example_channels", metavar="N|I,J,...", help="With --examples: how many of each layer's most active channels over the set get examples, or their indices.  [default: 16]"),
+    "example_top_k": _option("--example-k", "example_top_k", type=click.IntRange(1, 64), metavar="K", help="With --examples: examples shown per channel.  [default: 8]"),
+    "example_batch_size": _option("--example-batch-size", type=click.IntRange(1), metavar="N", help="With --examples: examples per forward pass.  [default: 32]"),
+    "example_workers": _option("--workers", "example_workers", type=click.IntRange(0, 64), metavar="N", help="With --examples: worker processes decoding the images (0: in this process).  [default: one per spare core, at most 4]"),
     # How the command runs.
     "quiet": _option("-q", "--quiet", is_flag=True, help="No progress bar or summary line."),
     "debug": _option("--debug", is_flag=True, help="Show the full traceback on error."),
@@ -74,6 +80,8 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
 #: The options of a model and its probes (``generate`` and ``diff``), in --help order.
 MODEL_OPTIONS = ("weights_key", "model_args", "trust_checkpoint", "device")
 PROBE_OPTIONS = ("probes", "recursive", "image_size", "resize", "max_image_pixels", "mean", "std", "input_size")
+#: The dataset examples' options (``generate``).
+EXAMPLE_OPTIONS = ("examples", "example_channels", "example_top_k", "example_batch_size", "example_workers")
 #: What a report shows and where it goes (``generate`` and ``demo``), in --help order.
 REPORT_OPTIONS = (
     "output", "json_path", "markdown", "title", "layers", "exclude_layers", "layer_types", "max_channels",

@@ -8,11 +8,12 @@ inside the functions, so that ``cnnreport --help`` does not import torch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import click
 from click.core import ParameterSource
@@ -166,6 +167,65 @@ def probe_option_rules(kwargs: dict[str, Any], probe_paths: list[str], *, weight
     ]
 
 
+def example_option_rules(kwargs: dict[str, Any], probe_paths: list[str]) -> list[tuple[str, bool, str]]:
+    """Rules of :func:`refuse_inapplicable` for the dataset examples' options of ``generate``."""
+    without = not kwargs.get("examples")
+    return [
+        ("examples", not probe_paths, "takes its image size from the probe images, but no --probes are given"),
+        ("example_channels", without, "chooses the channels that get examples, but no --examples folder is given"),
+        ("example_top_k", without, "sets the examples per channel, but no --examples folder is given"),
+        ("example_batch_size", without, "sets the examples' batch size, but no --examples folder is given"),
+        ("example_workers", without, "sets the examples' decoding workers, but no --examples folder is given"),
+    ]
+
+
+def example_set_of(kwargs: dict[str, Any], *, mean: Any, std: Any) -> Any:
+    """The ``--examples`` folder as an example set read like the probes (the same resize,
+    normalisation, pixel limit and ``--recursive``; size and channels from the probes), or None."""
+    if not kwargs.get("examples"):
+        return None
+    # Lazy: the example set imports torch.
+    from ..io.examples import ExampleImages
+
+    return ExampleImages(
+        kwargs["examples"],
+        resize=kwargs.get("resize", "crop"),
+        mean=mean,
+        std=std,
+        recursive=bool(kwargs.get("recursive")),
+        max_image_pixels=kwargs.get("max_image_pixels"),
+    )
+
+
+@contextlib.contextmanager
+def sharded_run(kwargs: dict[str, Any]) -> Iterator[None]:
+    """Under ``torchrun`` (``WORLD_SIZE`` above 1): this process in one ``torch.distributed``
+    group for the block (gloo on CPUs; NCCL and the process's own GPU, ``LOCAL_RANK``, with
+    ``--device cuda``), so the examples split across the processes and rank 0 writes the report.
+    Only the examples are split: without ``--examples`` such a run is refused."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        yield
+        return
+    if not kwargs.get("examples"):
+        raise OptionError(f"running as {world} processes (torchrun), but only --examples is split across processes: add --examples DIR, or run one process")
+    # Lazy: torch.distributed is only for sharded runs.
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # the caller's own group
+        yield
+        return
+    gpu = kwargs.get("device") in ("cuda", "auto") and torch.cuda.is_available()
+    if gpu:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if gpu else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
 def gate(report: Any, fail_on: str | None) -> None:
     if not fail_on:
         return
@@ -191,8 +251,10 @@ def run_report(
     input_size: Any = None,
     class_names: list[str] | None = None,
     notes: list[str] | None = None,
+    examples: Any = None,
 ) -> None:
-    """Build, write and gate one report; a failed forward pass leaves a partial report."""
+    """Build, write and gate one report; a failed forward pass leaves a partial report. In a
+    sharded run (``--examples`` under torchrun) only rank 0 writes, gates and prints."""
     # Lazy: the pipeline is the heavy part of the package (torch, torchinfo, matplotlib).
     from ..io.provenance import default_provenance
     from ..report.pipeline import build_report
@@ -205,7 +267,9 @@ def run_report(
         if class_names and "class_names" not in overrides:
             overrides["class_names"] = class_names  # names the checkpoint carries
         on_failure = "partial" if plan.partial is not None else "raise"
-        report = build_report(model, probes, input_size=input_size, provenance=prov, notes=notes or [], on_failure=on_failure, **overrides)
+        report = build_report(model, probes, input_size=input_size, provenance=prov, notes=notes or [], on_failure=on_failure, examples=examples, **overrides)
+        if report is None:  # another process of a sharded run writes the report
+            return
         if report.failure is not None:
             write_partial(report, plan)
         write_planned(report, plan)

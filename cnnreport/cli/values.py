@@ -166,7 +166,29 @@ def report_overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
     names = parse_class_names(kwargs.get("class_names"))
     if names:
         out["class_names"] = names
+    for key in ("example_top_k", "example_batch_size", "example_workers"):
+        out[key] = kwargs.get(key)
+    out["example_channels"] = parse_channels(kwargs.get("example_channels"))
     return {k: v for k, v in out.items() if v is not None}
 
 
-__all__ = ["MAX_CLASS_NAMES_BYTES", "names_from_json", "parse_class_names", "parse_floats", "report_overrides"]
+def parse_channels(value: str | None) -> int | list[int] | None:
+    """``--channels`` text: a count (``16``) or channel indices (``3,9,12``)."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        if "," not in text:
+            count = int(text)
+            if count < 0:
+                raise ValueError
+            return count
+        channels = [int(v) for v in text.split(",") if v.strip()]
+        if not channels or any(c < 0 for c in channels):
+            raise ValueError
+        return channels
+    except ValueError:
+        raise OptionError(f"--channels {value!r}: give a count such as 16, or channel indices such as 3,9,12") from None
+
+
+__all__ = ["MAX_CLASS_NAMES_BYTES", "names_from_json", "parse_channels", "parse_class_names", "parse_floats", "report_overrides"]

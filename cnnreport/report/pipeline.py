@@ -44,6 +44,7 @@ from ..support.gcpause import paused_gc
 from ..support.progress import Progress
 from . import budget
 from .document import Report
+from .examples import as_example_images, distributed_world, example_set, gather_partials, reduce_examples
 from .partial import fallback_architecture, partial_report
 from .sections import (
     build_section,
@@ -301,6 +302,7 @@ def build_report(
     class_names: Sequence[str] | None = None,
     notes: Sequence[str] = (),
     on_failure: str = "raise",
+    examples: Any = None,
     **overrides: Any,
 ) -> Report:
     """Inspect ``model`` on ``probes`` and return the :class:`Report` the page shows.
@@ -320,6 +322,14 @@ def build_report(
     ``on_failure="partial"`` returns the partial report of every module call that completed
     before it, whose ``failure`` says where it broke (the error is raised all the same when not
     even that report can be built).
+
+    ``examples``: a folder of images (or an :class:`~cnnreport.io.examples.ExampleImages` with
+    its own preprocessing), hundreds to tens of thousands, streamed through the model in
+    batches after the probes: for each section's layer, the images that excite each channel
+    most, cropped to its receptive field, and the channels' statistics over the set
+    (:attr:`Report.examples`). Under an initialised ``torch.distributed`` process group of N
+    processes each reduces every N-th example and rank 0 gathers them and builds the report;
+    the other ranks return None.
     """
     if on_failure not in ("raise", "partial"):
         raise OptionError(f"on_failure must be 'raise' or 'partial', not {on_failure!r}")
@@ -341,14 +351,38 @@ def build_report(
     example = tuple(t[:1] for t in to_model(batch.inputs, model))
     if opts.batch_size is not None and opts.batch_size < 1:
         raise OptionError(f"batch_size must be at least 1 probe, got {opts.batch_size} (leave it out for the automatic size)")
-    run = _run_model(model, batch, opts, detailed, example, provenance)
+    example_images = _example_images(examples, batch, opts)
+    rank, world = distributed_world() if example_images is not None else (0, 1)
+    run = _run_model(model, batch, opts, detailed, example, provenance, example_images, rank, world)
     run = dataclasses.replace(run, training_flags=flags)
     if run.result.error is not None:
         return _partial_or_raise(model, batch, run, provenance, on_failure)
+    if example_images is not None:
+        merged = gather_partials(run.example_partials or {}, rank=rank, world=world)
+        if merged is None:  # another rank builds the report
+            return None  # type: ignore[return-value]
+        run = dataclasses.replace(run, example_partials=merged)
     # From here on no user code runs, and the figures make tens of thousands of small objects:
     # the cyclic collector's walks over the whole process would cost ~0.07 s (gcpause.py).
     with paused_gc():
-        return _assemble(model, batch, example, detailed, run, provenance, notes)
+        return _assemble(model, batch, example, detailed, run, provenance, notes, example_images, examples)
+
+
+def _example_images(examples: Any, batch: ProbeBatch, opts: ReportOptions) -> Any:
+    """``examples`` as a set read like the probes (their size and channels), checked; None
+    without examples."""
+    if examples is None:
+        return None
+    if batch.synthetic or len(batch.inputs) != 1 or batch.inputs[0].dim() != 4:
+        raise OptionError("examples need image probes of shape (N, C, H, W) to take their size from (one input, not synthetic)")
+    if opts.example_top_k < 1:
+        raise OptionError(f"example_top_k must be at least 1, got {opts.example_top_k}")
+    if isinstance(opts.example_channels, int) and opts.example_channels < 0:
+        raise OptionError(f"example_channels must be 0 or more, got {opts.example_channels}")
+    if opts.example_crop_px < 8:
+        raise OptionError(f"example_crop_px must be at least 8 pixels, got {opts.example_crop_px}")
+    shape = batch.inputs[0].shape
+    return as_example_images(examples, image_size=(int(shape[2]), int(shape[3])), channels=int(shape[1]))
 
 
 @dataclass
@@ -366,9 +400,23 @@ class _ModelRun:
     saliency_notes: list[str]
     #: Each module's ``training`` flag as the model was given, before any pass.
     training_flags: dict[str, bool] | None = None
+    #: With ``examples=``: this process's reduction of its shard, by layer, and the layers
+    #: whose output could not be reduced (with why).
+    example_partials: dict[str, Any] | None = None
+    example_skipped: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def _run_model(model: nn.Module, batch: ProbeBatch, opts: ReportOptions, detailed: list[str], example: tuple[torch.Tensor, ...], provenance: Provenance | None) -> _ModelRun:
+def _run_model(
+    model: nn.Module,
+    batch: ProbeBatch,
+    opts: ReportOptions,
+    detailed: list[str],
+    example: tuple[torch.Tensor, ...],
+    provenance: Provenance | None,
+    example_images: Any = None,
+    rank: int = 0,
+    world: int = 1,
+) -> _ModelRun:
     """torchinfo's summary, the capture pass and saliency's backward: every run of the user's
     model, each from the state it was given. A failed forward pass ends the runs; its error is in
     the result."""
@@ -402,7 +450,11 @@ def _run_model(model: nn.Module, batch: ProbeBatch, opts: ReportOptions, detaile
             saliency, saliency_notes = saliency_attributions(model, batch, opts, result.predictions)
             if result.class_count is None:
                 saliency_notes.append("No saliency maps: --saliency explains a class score, and the model's output is not class scores (an (N, classes) tensor).")
-    return _ModelRun(opts, arch, arch_error, cam_layer, result, name_notes, frozen_state, saliency, saliency_notes)
+        # The example set last: the probes' pass has shown the model runs (or said where not).
+        partials, skipped = (None, {})
+        if example_images is not None:
+            partials, skipped = reduce_examples(model, example_images, detailed, opts, rank=rank, world=world)
+    return _ModelRun(opts, arch, arch_error, cam_layer, result, name_notes, frozen_state, saliency, saliency_notes, example_partials=partials, example_skipped=skipped)
 
 
 def _partial_or_raise(model: nn.Module, batch: ProbeBatch, run: _ModelRun, provenance: Provenance | None, on_failure: str) -> Report:
@@ -420,7 +472,17 @@ def _partial_or_raise(model: nn.Module, batch: ProbeBatch, run: _ModelRun, prove
     raise error
 
 
-def _assemble(model: nn.Module, batch: ProbeBatch, example: tuple[torch.Tensor, ...], detailed: list[str], run: _ModelRun, provenance: Provenance | None, notes: list[str]) -> Report:
+def _assemble(
+    model: nn.Module,
+    batch: ProbeBatch,
+    example: tuple[torch.Tensor, ...],
+    detailed: list[str],
+    run: _ModelRun,
+    provenance: Provenance | None,
+    notes: list[str],
+    example_images: Any = None,
+    example_source: Any = None,
+) -> Report:
     """The report, built once from the passes' results, then fitted to the page's size budget."""
     opts, result = run.options, run.result
     arch = run.arch if run.arch is not None else fallback_architecture(model, example, result.capture, run.arch_error)
@@ -466,6 +528,10 @@ def _assemble(model: nn.Module, batch: ProbeBatch, example: tuple[torch.Tensor, 
         probe_count=len(batch),
         spectral=spectra,
     )
+    if example_images is not None and run.example_partials is not None:
+        source = example_source.folder if hasattr(example_source, "folder") else os.fspath(example_source)
+        examples, crops = example_set(run.example_partials, run.example_skipped, example_images, sections, rows, opts, source)
+        report = dataclasses.replace(report, examples=examples)
     return budget.fit_to_budget(report, result.capture, opts.max_html_mb)
 
 

@@ -1,0 +1,215 @@
+"""Dataset examples (``examples=`` / ``--examples DIR``): the example set streamed through the
+model once, reduced per section layer and channel, then turned into the report's
+:class:`~cnnreport.datamodel.ExampleSet` and the crops the page draws.
+
+``reduce_examples`` runs the model over this process's shard of the set (all of it in one
+process; every ``world``-th example under ``torchrun``) and gives one mergeable partial per
+layer (:mod:`cnnreport.capture.examples`); ``gather_partials`` merges every process's partials
+on rank 0 in rank order (``torch.distributed``, any backend); ``example_set`` picks the channels
+shown, finds each hit's receptive field around its strongest position, and reads back only the
+winning images for their crops.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..capture.examples import POSITIVE_EDGES, ExamplePartial, ExampleReducer, merge
+from ..datamodel import ChannelExamples, ExampleHit, ExampleSet, Histogram, LayerExamples, LayerRow, LayerSection, ReportOptions
+from ..errors import OptionError, ProbeError
+from ..io.examples import ExampleImages, display_images, example_loader, shard
+from ..model.modules import to_model
+from ..model.state import preserved_model_state
+from ..support.progress import Progress
+
+__all__ = ["as_example_images", "distributed_world", "example_set", "gather_partials", "reduce_examples"]
+
+
+def as_example_images(examples: Any, *, image_size: Sequence[int], channels: int | None) -> ExampleImages:
+    """``examples`` (a folder, or an :class:`ExampleImages` with its own preprocessing) as a
+    set whose images reach the model at the probes' size and channel count where it leaves
+    them out. A folder is read with no normalisation: pass ``ExampleImages(folder, mean=...,
+    std=...)`` (the CLI passes ``--mean``/``--std``) when the probes are normalised."""
+    if isinstance(examples, ExampleImages):
+        return examples.with_defaults(image_size=image_size, channels=channels)
+    if isinstance(examples, (str, os.PathLike)):
+        return ExampleImages(examples, image_size=image_size, channels=channels)
+    raise OptionError(f"examples must be a folder or an ExampleImages set, not {type(examples).__name__}")
+
+
+def distributed_world() -> tuple[int, int]:
+    """``(rank, world size)`` of an initialised ``torch.distributed`` process group, else ``(0, 1)``."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def reduce_examples(
+    model: nn.Module,
+    examples: ExampleImages,
+    layers: Sequence[str],
+    options: ReportOptions,
+    *,
+    rank: int = 0,
+    world: int = 1,
+) -> tuple[dict[str, ExamplePartial], dict[str, str]]:
+    """This process's shard of ``examples`` through ``model`` (eval mode, no gradients, the
+    model left as it was), reduced at each of ``layers`` (their first call): the partials by
+    layer, and the layers whose output could not be reduced, with why."""
+    indices = shard(len(examples), rank, world)
+    reducer = ExampleReducer(list(layers), k=options.example_top_k)
+    loader = example_loader(examples, indices, options.example_batch_size, options.example_workers)
+    progress = Progress(total=len(indices), enabled=options.progress and rank == 0, label="examples")
+    try:
+        with preserved_model_state(model), reducer.attached(model):
+            for inputs, batch_indices, failures in loader:
+                if failures:
+                    raise ProbeError(failures[0], hint="remove or replace that file in the examples folder")
+                reducer.next_batch(batch_indices)
+                model(*to_model((inputs,), model))
+                progress.advance(len(batch_indices))
+    finally:
+        progress.close()
+    return reducer.partials, dict(reducer.skipped)
+
+
+def gather_partials(partials: dict[str, ExamplePartial], *, rank: int, world: int) -> dict[str, ExamplePartial] | None:
+    """Every process's partials merged on rank 0, in rank order (so the float sums add up the
+    same way run after run); None on the other ranks. One process: ``partials`` as they are."""
+    if world == 1:
+        return partials
+    dist = torch.distributed
+    gathered: list[Any] | None = [None] * world if rank == 0 else None
+    dist.gather_object(partials, gathered, dst=0)
+    if rank != 0:
+        return None
+    assert gathered is not None
+    merged: dict[str, ExamplePartial] = {}
+    for shard_partials in gathered:
+        for name, partial in shard_partials.items():
+            merged[name] = merge(merged[name], partial) if name in merged else partial
+    return merged
+
+
+def _chosen_channels(partial: ExamplePartial, options: ReportOptions, layer: str) -> list[int]:
+    """The channels shown: the ``example_channels`` most active over the set by mean (NaN
+    means last, ties to the lower index), or the listed ones."""
+    wanted = options.example_channels
+    count = partial.channels
+    if isinstance(wanted, int):
+        means = partial.means()
+        key = np.where(np.isnan(means), -np.inf, means)
+        order = np.lexsort((np.arange(count), -key))
+        return [int(c) for c in order[: max(0, wanted)]]
+    bad = [c for c in wanted if not 0 <= int(c) < count]
+    if bad:
+        raise OptionError(f"example channel(s) {', '.join(map(str, bad))} out of range for {layer or '(model)'}, which has {count} channel(s)")
+    return [int(c) for c in dict.fromkeys(wanted)]
+
+
+def _box(position: tuple[int, ...], grid: tuple[int, ...], image: tuple[int, int], field: int | float | None) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` in input pixels: a square of the receptive field's side
+    centred where output ``position`` of a ``grid`` map falls on an ``image``-sized input (the
+    map stretched over the input), clipped to the image. No spatial grid or no known field:
+    the whole image."""
+    height, width = image
+    if len(grid) != 2 or len(position) != 2 or field is None or not math.isfinite(field) or field >= max(height, width):
+        return (0, 0, height, width)
+    centre_y = (position[0] + 0.5) * height / grid[0]
+    centre_x = (position[1] + 0.5) * width / grid[1]
+    half = field / 2
+    top, bottom = max(0, math.floor(centre_y - half)), min(height, math.ceil(centre_y + half))
+    left, right = max(0, math.floor(centre_x - half)), min(width, math.ceil(centre_x + half))
+    return (top, left, max(1, bottom - top), max(1, right - left))
+
+
+def _max_histogram(partial: ExamplePartial, channel: int) -> Histogram:
+    """The per-example maxima's fixed bins as a :class:`Histogram` over ``[-inf, 0, 0, 1e-4,
+    ..., 1e4, inf]``: below zero, exactly zero, then the positive bins (examples with no
+    maximum, all NaN, left out)."""
+    edges = [-math.inf, 0.0, 0.0, *(float(e) for e in POSITIVE_EDGES), math.inf]
+    counts = [int(v) for v in partial.histogram[channel, 1:]]
+    return Histogram(edges=edges, counts=counts)
+
+
+def example_set(
+    partials: Mapping[str, ExamplePartial],
+    skipped: Mapping[str, str],
+    examples: ExampleImages,
+    sections: Sequence[LayerSection],
+    rows: Sequence[LayerRow],
+    options: ReportOptions,
+    source: str,
+) -> tuple[ExampleSet, dict[tuple[str, int], list[np.ndarray]]]:
+    """The report's :class:`ExampleSet` (figures not drawn yet) and the crops the page draws,
+    keyed by ``(section id, channel)``, one per hit in hit order. Sections of a later call of
+    a module have no examples (the reduction reads each module's first call)."""
+    fields = {row.section_id: row.receptive_field for row in rows if row.section_id}
+    size = examples.image_size or (0, 0)
+    layers: list[LayerExamples] = []
+    wanted: dict[tuple[str, int], list[tuple[int, tuple[int, int, int, int]]]] = {}
+    for section in sections:
+        if section.call_index != 1:
+            continue
+        partial = partials.get(section.name)
+        if partial is None:
+            continue
+        grid = tuple(partial.spatial_shape or ())
+        field = fields.get(section.id)
+        notes = []
+        if field is None and len(grid) == 2:
+            notes.append("receptive field unknown (no executed graph): each crop is the whole example")
+        means, zeros = partial.means(), partial.zero_fractions()
+        channels = []
+        for c in _chosen_channels(partial, options, section.name):
+            hits = []
+            for index, value, position in partial.top_yx(c):
+                pos2 = tuple(position) if len(position) == 2 else (0, 0)
+                box = _box(tuple(position), grid, (int(size[0]), int(size[1])), field)
+                hits.append(ExampleHit(example=examples.relative(index), index=index, value=value, position=(int(pos2[0]), int(pos2[1])), box=box))
+                wanted.setdefault((section.id, c), []).append((index, box))
+            channels.append(
+                ChannelExamples(
+                    channel=c,
+                    mean=float(means[c]),
+                    zero_fraction=float(zeros[c]),
+                    max_mean=float(partial.mean_maxima()[c]),
+                    hits=hits,
+                    max_histogram=_max_histogram(partial, c),
+                )
+            )
+        layers.append(
+            LayerExamples(
+                section_id=section.id,
+                name=section.name,
+                call_index=1,
+                channels=channels,
+                means=[float(v) for v in means],
+                zero_fractions=[float(v) for v in zeros],
+                dead=[int(c) for c in partial.dead_channels()],
+                receptive_field=field,
+                stride=next((row.effective_stride for row in rows if row.section_id == section.id), None),
+                notes=notes,
+            )
+        )
+    notes = list(examples.notes)
+    for name, why in skipped.items():
+        notes.append(f"{name or '(model)'}: no examples ({why})")
+    count = next((p.examples for p in partials.values()), 0)
+    # Only the winners are read again, un-normalised, for their crops.
+    images = display_images(examples, sorted({i for hits in wanted.values() for i, _ in hits}))
+    crops = {key: [_crop(images[i], box) for i, box in hits] for key, hits in wanted.items()}
+    return ExampleSet(source=source, count=count, layers=layers, notes=notes), crops
+
+
+def _crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    top, left, height, width = box
+    return np.ascontiguousarray(image[top : top + height, left : left + width])
