@@ -115,19 +115,26 @@ def _chosen_channels(partial: ExamplePartial, options: ReportOptions, layer: str
     return [int(c) for c in dict.fromkeys(wanted)]
 
 
-def _box(position: tuple[int, ...], grid: tuple[int, ...], image: tuple[int, int], field: int | float | None) -> tuple[int, int, int, int]:
-    """``(top, left, height, width)`` in input pixels: a square of the receptive field's side
-    centred where output ``position`` of a ``grid`` map falls on an ``image``-sized input (the
-    map stretched over the input), clipped to the image. No spatial grid or no known field:
-    the whole image."""
+def _box(position: tuple[int, ...], grid: tuple[int, ...], image: tuple[int, int], field: int | float | None, stride: int | float | None) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` in input pixels: a square around where output
+    ``position`` of a ``grid`` map falls on an ``image``-sized input, clipped to the image.
+
+    The centre is the position's share of the map stretched over the input. Padding shifts a
+    unit's true centre from that by up to half the effective stride (a stride-2 convolution
+    with padding 1 centres output row y on input row 2y, the stretch on 2y + 1), so the side is
+    the receptive field plus the stride: the square holds the whole field. No spatial grid or
+    no known field: the whole image."""
     height, width = image
-    if len(grid) != 2 or len(position) != 2 or field is None or not math.isfinite(field) or field >= max(height, width):
+    if len(grid) != 2 or len(position) != 2 or field is None or not math.isfinite(field):
+        return (0, 0, height, width)
+    side = field + (stride if stride is not None and math.isfinite(stride) and stride > 1 else 0)
+    if side >= max(height, width):
         return (0, 0, height, width)
     centre_y = (position[0] + 0.5) * height / grid[0]
     centre_x = (position[1] + 0.5) * width / grid[1]
-    half = field / 2
-    top, bottom = max(0, math.floor(centre_y - half)), min(height, math.ceil(centre_y + half))
-    left, right = max(0, math.floor(centre_x - half)), min(width, math.ceil(centre_x + half))
+    top, left = math.floor(centre_y - side / 2 + 0.5), math.floor(centre_x - side / 2 + 0.5)
+    bottom, right = min(height, top + math.ceil(side)), min(width, left + math.ceil(side))
+    top, left = max(0, top), max(0, left)
     return (top, left, max(1, bottom - top), max(1, right - left))
 
 
@@ -153,6 +160,7 @@ def example_set(
     keyed by ``(section id, channel)``, one per hit in hit order. Sections of a later call of
     a module have no examples (the reduction reads each module's first call)."""
     fields = {row.section_id: row.receptive_field for row in rows if row.section_id}
+    strides = {row.section_id: row.effective_stride for row in rows if row.section_id}
     size = examples.image_size or (0, 0)
     layers: list[LayerExamples] = []
     wanted: dict[tuple[str, int], list[tuple[int, tuple[int, int, int, int]]]] = {}
@@ -173,7 +181,7 @@ def example_set(
             hits = []
             for index, value, position in partial.top_yx(c):
                 pos2 = tuple(position) if len(position) == 2 else (0, 0)
-                box = _box(tuple(position), grid, (int(size[0]), int(size[1])), field)
+                box = _box(tuple(position), grid, (int(size[0]), int(size[1])), field, strides.get(section.id))
                 hits.append(ExampleHit(example=examples.relative(index), index=index, value=value, position=(int(pos2[0]), int(pos2[1])), box=box))
                 wanted.setdefault((section.id, c), []).append((index, box))
             channels.append(
@@ -196,7 +204,7 @@ def example_set(
                 zero_fractions=[float(v) for v in zeros],
                 dead=[int(c) for c in partial.dead_channels()],
                 receptive_field=field,
-                stride=next((row.effective_stride for row in rows if row.section_id == section.id), None),
+                stride=strides.get(section.id),
                 notes=notes,
             )
         )
