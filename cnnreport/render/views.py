@@ -461,6 +461,11 @@ _EXAMPLES_MARKUP = """{% from "_examples.html.j2" import examples_nav, examples_
 """
 
 
+@functools.lru_cache(maxsize=None)
+def _examples_template() -> jinja2.Template:
+    return environment().from_string(_EXAMPLES_MARKUP)
+
+
 def examples_markup(examples: ExampleSet, sections: Sequence[LayerSection] | None = None, probe_count: int = 0) -> str:
     """Everything the page writes for ``examples``, as the page writes it (the same macros):
     their style sheet, nav entry, overview paragraph, and a block per layer whose section is
@@ -474,8 +479,7 @@ def examples_markup(examples: ExampleSet, sections: Sequence[LayerSection] | Non
         by_id = {s.id: s for s in sections}
         pairs = [(lx, by_id[lx.section_id]) for lx in examples.layers if lx.section_id in by_id]
         shown = [lx for lx, _ in pairs]
-    template = environment().from_string(_EXAMPLES_MARKUP)
-    return template.render(ex=examples, shown=shown, pairs=pairs, probe_count=probe_count)
+    return _examples_template().render(ex=examples, shown=shown, pairs=pairs, probe_count=probe_count)
 
 
 def report_json(report: Report) -> str:

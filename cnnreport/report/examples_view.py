@@ -178,7 +178,7 @@ def _note(level: ExampleLevel, full: ExampleLevel, max_html_mb: float, full_byte
         parts.append(f"{level.channels} of {full.channels} channels per layer")
     if not level.histograms:
         parts.append("no histograms of the per-example maximum")
-    text = ", and ".join(parts)
+    text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     note = f"{text[0].upper()}{text[1:]}, to keep the page within {max_html_mb:g} MB (the examples in full: {full_bytes / MB:.2f} MB, {max(room, 0) / MB:.2f} MB left for them)."
     if not fits:
         note += " The page is still over: choose fewer layers or channels for the examples."
