@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import jinja2
 from markupsafe import Markup, escape
 
-from ..datamodel import JSON_SCHEMA_VERSION, Figure, Mosaic, _plain
+from ..datamodel import JSON_SCHEMA_VERSION, ExampleSet, Figure, LayerExamples, LayerSection, Mosaic, _plain
 from ..errors import OutputError
 from ..figures import images as figures
 from ..figures.spectral_svg import alpha_chart
@@ -218,6 +218,13 @@ def alert_groups(alerts: Sequence[Any]) -> list[AlertGroup]:
     return groups
 
 
+def mean_of(values: Any) -> float | None:
+    """The mean of the finite numbers (None if there is none): a layer's statistic over the
+    example set from its channels' own, each over the same number of values."""
+    finite = _finite(values)
+    return math.fsum(finite) / len(finite) if finite else None
+
+
 def _figure(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else -math.inf
 
@@ -225,6 +232,7 @@ def _figure(value: Any) -> float:
 FILTERS: dict[str, Callable[..., str]] = {
     "smallest": smallest,
     "largest": largest,
+    "mean_of": mean_of,
     "tile_labels": tile_labels,
     "int": fmt_int,
     "num": fmt_float,
@@ -430,7 +438,48 @@ def render_html(report: Report) -> str:
         graph_group_svgs=report.graph_group_svgs,
         # Markup the chart's module built with every name escaped; drawn only with --spectral.
         spectral_svg=alpha_chart(report.spectral, low=report.options.spectral_alpha_low, high=report.options.spectral_alpha_high) if report.spectral else "",
+        **_examples_context(report.examples, report.sections),
     )
+
+
+def _examples_context(examples: ExampleSet | None, sections: Sequence[LayerSection]) -> dict[str, Any]:
+    """The dataset examples by the section they show in (a layer without one is not shown)."""
+    if examples is None:
+        return {"examples_by_section": {}, "examples_shown": []}
+    ids = {s.id for s in sections}
+    shown = [lx for lx in examples.layers if lx.section_id in ids]
+    return {"examples_by_section": {lx.section_id: lx for lx in shown}, "examples_shown": shown}
+
+
+_EXAMPLES_MARKUP = """{% from "_examples.html.j2" import examples_nav, examples_overview, examples_block %}
+{% include "_examples.css" %}
+{{ examples_nav(ex) }}
+{{ examples_overview(ex, shown) }}
+{% for lx, section in pairs %}
+{{ examples_block(ex, lx, section, probe_count) }}
+{% endfor %}
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _examples_template() -> jinja2.Template:
+    return environment().from_string(_EXAMPLES_MARKUP)
+
+
+def examples_markup(examples: ExampleSet, sections: Sequence[LayerSection] | None = None, probe_count: int = 0) -> str:
+    """Everything the page writes for ``examples``, as the page writes it (the same macros):
+    their style sheet, nav entry, overview paragraph, and a block per layer whose section is
+    among ``sections``, figures inline. For the size budget, which measures these bytes
+    instead of guessing them. ``sections=None``: every layer, as if each had its section
+    (without the probes' side of the comparison, a few hundred bytes a layer)."""
+    if sections is None:
+        pairs: list[tuple[LayerExamples, LayerSection | None]] = [(lx, None) for lx in examples.layers]
+        shown = list(examples.layers)
+    else:
+        by_id = {s.id: s for s in sections}
+        pairs = [(lx, by_id[lx.section_id]) for lx in examples.layers if lx.section_id in by_id]
+        shown = [lx for lx, _ in pairs]
+    return _examples_template().render(ex=examples, shown=shown, pairs=pairs, probe_count=probe_count)
 
 
 def report_json(report: Report) -> str:

@@ -27,6 +27,7 @@ import torch
 from ..capture.activations import CaptureResult, LayerCapture, ProbeTiles, area_downsample
 from ..datamodel import Figure, LayerSection, Mosaic
 from ..figures import images as figures
+from ..render.views import examples_markup
 from .document import Report
 
 MB = 1024 * 1024
@@ -95,7 +96,16 @@ def markup_bytes(report: Report) -> int:
     for attribution in report.attributions:
         total += b64_size(len(attribution.figure.png)) + 300
     total += sum(len(note) + 20 for note in report.notes)
-    return total
+    return total + example_bytes(report)
+
+
+def example_bytes(report: Report) -> int:
+    """The page's bytes for the dataset examples (strips and histograms inline, their style
+    sheet, nav entry, overview and a block per section they show in): rendered by the page's
+    own macros and measured, not estimated; 0 without examples."""
+    if report.examples is None:
+        return 0
+    return len(examples_markup(report.examples, report.sections, report.probe_count).encode("utf-8"))
 
 
 def estimate_html_bytes(report: Report) -> int:
@@ -198,13 +208,22 @@ def _predict(pairs: list[tuple[int, LayerCapture]], level: Level, per_pixel: flo
     return total
 
 
-def fit_to_budget(report: Report, capture: CaptureResult, max_html_mb: float | None) -> Report:
+def budget_bytes(max_html_mb: float) -> int:
+    """The bytes the estimate aims at for ``--max-html-mb`` (:data:`SAFETY` below it)."""
+    return int(max_html_mb * MB * SAFETY)
+
+
+def fit_to_budget(report: Report, capture: CaptureResult, max_html_mb: float | None, reserve_bytes: int = 0) -> Report:
     """``report`` if its page's estimated size fits ``max_html_mb`` (or no budget is set), else a
     new report with smaller mosaics (then none, then no filter galleries) and notes saying what
-    was reduced. Sections are matched to the capture's layers by name and call index."""
+    was reduced. Sections are matched to the capture's layers by name and call index.
+
+    ``reserve_bytes`` is kept free for what is added later (the dataset examples: see
+    :func:`~cnnreport.report.examples_view.examples_reserve`): the report is fitted into the
+    budget less that. Whatever the report already holds, examples included, counts."""
     if max_html_mb is None or max_html_mb <= 0:
         return report
-    budget = int(max_html_mb * MB * SAFETY)
+    budget = budget_bytes(max_html_mb) - max(0, int(reserve_bytes))
     before = estimate_html_bytes(report)
     if before <= budget:
         return report
