@@ -27,6 +27,7 @@ from ..capture.predictions import check_class_names, resolve_class_names
 from ..datamodel import Alert, Attribution, LayerRow, LayerSection, LayerSpectrum, ProbeInfo, Provenance, ReportOptions, section_id
 from ..errors import CnnReportError, OptionError
 from ..figures import images as figures
+from ..io.examples import ExampleImages
 from ..io.probes import (
     SUPPORTED_SUFFIXES,
     ProbeBatch,
@@ -45,6 +46,7 @@ from ..support.progress import Progress
 from . import budget
 from .document import Report
 from .examples import as_example_images, distributed_world, example_set, gather_partials, reduce_examples
+from .examples_view import draw_examples, examples_reserve
 from .partial import fallback_architecture, partial_report
 from .sections import (
     build_section,
@@ -528,11 +530,15 @@ def _assemble(
         probe_count=len(batch),
         spectral=spectra,
     )
-    if example_images is not None and run.example_partials is not None:
-        source = example_source.folder if hasattr(example_source, "folder") else os.fspath(example_source)
-        examples, crops = example_set(run.example_partials, run.example_skipped, example_images, sections, rows, opts, source)
-        report = dataclasses.replace(report, examples=examples)
-    return budget.fit_to_budget(report, result.capture, opts.max_html_mb)
+    if example_images is None or run.example_partials is None:
+        return budget.fit_to_budget(report, result.capture, opts.max_html_mb)
+    # The examples keep their share of the page (at most 40%) while the rest is fitted, then
+    # are drawn at the largest crops and most channels that fit what is left.
+    source = example_source.folder if isinstance(example_source, ExampleImages) else os.fspath(example_source)
+    examples, crops = example_set(run.example_partials, run.example_skipped, example_images, sections, rows, opts, source)
+    reserve = examples_reserve(examples, crops, opts, opts.max_html_mb)
+    report = budget.fit_to_budget(report, result.capture, opts.max_html_mb, reserve_bytes=reserve)
+    return draw_examples(dataclasses.replace(report, examples=examples), crops, opts.max_html_mb)
 
 
 def _spectra(model: nn.Module, opts: ReportOptions) -> list[LayerSpectrum] | None:
