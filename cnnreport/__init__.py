@@ -26,9 +26,10 @@ _LAZY = {
     "diff_reports": "report.diff",
     "show": "report.notebook",
     "Run": "history.run",
+    "ExampleImages": "io.examples",
 }
 
-__all__ = ["generate_report", "build_report", "show", "Run", "Report", "ReportOptions", "CnnReportError", "__version__"]
+__all__ = ["generate_report", "build_report", "show", "Run", "Report", "ReportOptions", "ExampleImages", "CnnReportError", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

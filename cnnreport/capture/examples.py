@@ -221,11 +221,39 @@ def merge(a: ExamplePartial, b: ExamplePartial) -> ExamplePartial:
 # Folding one batch in
 
 
+#: Values per block of the CPU zero count: a block's mask stays in the core's cache.
+_ZERO_BLOCK = 1 << 18
+_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
+
+
+def _zero_counts(flat: torch.Tensor) -> torch.Tensor:
+    """Exact zeros (``-0.0`` included; NaN is not zero) per (example, channel) row of ``flat``
+    ``(N, C, P)``, as int32 ``(N, C)``.
+
+    The zero count was the costliest of the reduction's passes: a mask the size of the
+    activation, written to memory and read back (58 ms on a 32 x 256 x 56 x 56 output against
+    6 ms for its sum). On the CPU the rows go through numpy in blocks whose mask stays in cache
+    (19 ms there); elsewhere the mask's bytes are summed in int32, three times faster than
+    ``count_nonzero`` or a bool sum (which goes through int64)."""
+    if flat.device.type != "cpu" or flat.dtype not in _NUMPY_DTYPES:
+        return flat.eq(0).view(torch.uint8).sum(dim=2, dtype=torch.int32)
+    n, c, p = flat.shape
+    rows = flat.reshape(n * c, p).numpy()  # a view where the output is contiguous
+    out = np.empty(n * c, dtype=np.int32)
+    step = max(1, _ZERO_BLOCK // max(p, 1))
+    mask = np.empty((min(step, n * c), p), dtype=bool)
+    for start in range(0, n * c, step):
+        block = rows[start : start + step]
+        np.equal(block, 0, out=mask[: len(block)])
+        out[start : start + len(block)] = np.count_nonzero(mask[: len(block)], axis=1)
+    return torch.from_numpy(out.reshape(n, c))
+
+
 def update(partial: ExamplePartial, output: torch.Tensor, example_indices: Any) -> None:
     """Fold one batch's layer output ``(N, C, *spatial)`` (or ``(N, C)``: one position) into
     ``partial``, in place. ``example_indices``: the N examples' indices in the whole set.
 
-    Four cheap passes over the activation (minimum, maximum, sum, zero count), each a
+    Four cheap passes over the activation (minimum, maximum, sum, zero count: :func:`_zero_counts`), each a
     per-(example, channel) reduction; everything after works on (N, C) numbers. The position
     of a maximum is searched only for the (example, channel) pairs that enter the top-k, and
     NaN is dealt with only in the rows that hold one. An empty output (a zero-size spatial
@@ -258,9 +286,7 @@ def update(partial: ExamplePartial, output: torch.Tensor, example_indices: Any) 
     # both: such rows are redone below.
     low, high = flat.amin(dim=2), flat.amax(dim=2)
     sums = flat.sum(dim=2, dtype=acc)
-    # The zeros as bytes summed in int32: three times faster than count_nonzero (or a bool
-    # sum, which goes through int64). NaN is not zero.
-    zeros = flat.eq(0).view(torch.uint8).sum(dim=2, dtype=torch.int32)
+    zeros = _zero_counts(flat)
     nans = torch.zeros((n, c), dtype=torch.int64, device=x.device)
 
     has_nan = torch.isnan(high)
