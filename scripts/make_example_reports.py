@@ -1,5 +1,6 @@
-"""Regenerate ``example_reports/``: the demo report, a ResNet-style report on real photos, and
-a history of the demo model trained from scratch (``demo_history/``: its snapshots and index).
+"""Regenerate ``example_reports/``: the demo report, the demo with dataset examples over all
+1,797 scikit-learn digits (``demo_examples.html``), a ResNet-style report on real photos, and a
+history of the demo model trained from scratch (``demo_history/``: its snapshots and index).
 
     python scripts/make_example_reports.py
 
@@ -96,6 +97,7 @@ def main() -> None:
         progress=False,
     )
     write(demo, "demo.html")
+    demo_examples(demo_paths)
 
     torch.manual_seed(0)
     model = seeded(small_resnet(num_classes=len(RESNET_CLASSES)), seed=0)
@@ -111,6 +113,46 @@ def main() -> None:
     )
     write(resnet, "resnet_photos.html")
     demo_history()
+
+
+#: The folder the digits are written to for demo_examples.html, relative to the repository
+#: (the page names it as given), removed afterwards.
+DIGITS_FOLDER = "build/scikit-learn-digits"
+
+
+def demo_examples(demo_paths: list[str]) -> None:
+    """``example_reports/demo_examples.html``: the demo model and probes with ``--examples``
+    over every scikit-learn digit, each a 32 x 32 PNG named by its index and true label, as
+    the demo's training saw them (scripts/train_demo_model.py's preprocessing)."""
+    import shutil
+
+    from sklearn.datasets import load_digits
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from train_demo_model import digits_tensor  # the demo's own preprocessing
+
+    digits = load_digits()
+    pixels = (digits_tensor(digits.images)[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    folder = REPO / DIGITS_FOLDER
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    try:
+        for i, (image, label) in enumerate(zip(pixels, digits.target)):
+            Image.fromarray(image).save(folder / f"{i:04d}-digit{label}.png")
+        report = build_report(
+            load_demo_model(),
+            demo_paths,
+            examples=DIGITS_FOLDER,
+            title="Demo: DigitsCNN with dataset examples over all 1,797 scikit-learn digits",
+            class_names=CLASS_NAMES,
+            provenance=provenance(),
+            progress=False,
+            example_channels=8,
+            example_workers=0,
+        )
+        write(report, "demo_examples.html")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 #: Epochs of the demo history: the untrained model, then one snapshot after each epoch.

@@ -286,3 +286,25 @@ def test_torchrun_without_examples_is_refused(tmp_path, example_folder):
     assert result.returncode != 0
     assert "only --examples is split across processes" in result.stderr
     assert not (tmp_path / "x.html").exists()
+
+
+class _SmallBatchesOnly(nn.Module):
+    """Runs on the two probes, raises on a larger batch: a failure only the examples meet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3)
+
+    def forward(self, x):
+        if x.shape[0] > 2:
+            raise RuntimeError("batch too large")
+        return self.conv(x).mean((2, 3))
+
+
+def test_a_forward_failing_on_the_examples_names_them(example_folder):
+    from cnnreport.errors import ForwardError
+
+    model = _SmallBatchesOnly().eval()
+    with pytest.raises(ForwardError, match=r"examples ex00\.png \.\. ex04\.png failed: RuntimeError: batch too large"):
+        cnnreport.build_report(model, probes(), examples=example_folder, example_batch_size=5, **QUIET)
+    assert not model._forward_hooks and not model.conv._forward_hooks

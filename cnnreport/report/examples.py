@@ -23,7 +23,7 @@ from torch import nn
 
 from ..capture.examples import POSITIVE_EDGES, ExamplePartial, ExampleReducer, merge
 from ..datamodel import ChannelExamples, ExampleHit, ExampleSet, Histogram, LayerExamples, LayerRow, LayerSection, ReportOptions
-from ..errors import OptionError, ProbeError
+from ..errors import CnnReportError, ForwardError, OptionError, ProbeError
 from ..io.examples import ExampleImages, display_images, example_loader, shard
 from ..model.modules import to_model
 from ..model.state import preserved_model_state
@@ -74,7 +74,16 @@ def reduce_examples(
                 if failures:
                     raise ProbeError(failures[0], hint="remove or replace that file in the examples folder")
                 reducer.next_batch(batch_indices)
-                model(*to_model((inputs,), model))
+                try:
+                    model(*to_model((inputs,), model))
+                except CnnReportError:
+                    raise
+                except Exception as exc:  # the probes' pass ran: name the examples that broke it
+                    first, last = int(batch_indices[0]), int(batch_indices[-1])
+                    raise ForwardError(
+                        f"the forward pass over examples {examples.relative(first)} .. {examples.relative(last)} failed: {type(exc).__name__}: {exc}",
+                        hint="the probes ran; check those files, or the model's handling of a larger batch (--example-batch-size)",
+                    ) from exc
                 progress.advance(len(batch_indices))
     finally:
         progress.close()

@@ -638,16 +638,23 @@ def generate_report(
     checkpoint named in ``provenance``, the source of a loaded Python module such as the model's
     own), another output, or cannot be written raises :class:`~cnnreport.errors.OutputError`.
     The files are then written as one set: all are replaced by complete new ones, or none is.
-    Returns the :class:`Report`, whose ``to_dict()`` and ``write_json()`` give the JSON view.
+    Returns the :class:`Report`, whose ``to_dict()`` and ``write_json()`` give the JSON view;
+    in a sharded run (``examples=`` in a ``torch.distributed`` group) rank 0 writes and returns
+    it, and the other ranks write nothing and return None.
     """
 
     provenance = kwargs.get("provenance")
     inputs = [("the probe", p) for p in _probe_paths(probes)]
+    examples = kwargs.get("examples")
+    if examples is not None:
+        inputs.append(("the examples folder", os.fspath(examples.folder if isinstance(examples, ExampleImages) else examples)))
     if provenance is not None and getattr(provenance, "checkpoint_path", ""):
         inputs.append(("the checkpoint", provenance.checkpoint_path))
     planned = [("output", output), ("json", json), ("markdown", markdown)]
     plan_outputs(planned, inputs, folder_suffixes=SUPPORTED_SUFFIXES)
     report = build_report(model, probes, options, **kwargs)
+    if report is None:  # another rank of a sharded run writes
+        return None  # type: ignore[return-value]
     report.write(html=output, json=json, markdown=markdown)
     return report
 
