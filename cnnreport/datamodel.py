@@ -407,7 +407,7 @@ class ExampleHit:
     example: str  # the file, as listed under the examples folder (relative to it)
     index: int  # its position in the example set's sorted list
     value: float  # the channel's largest value in that example
-    position: tuple[int, int]  # (row, column) of that value in the layer's output
+    position: tuple[int, int] | None  # (row, column) of that value in the layer's output; None: no spatial grid (an (N, C) output)
     box: tuple[int, int, int, int]  # (top, left, height, width) in input pixels: the receptive field around it, clipped to the image
 
 

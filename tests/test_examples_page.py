@@ -85,7 +85,10 @@ def test_max_histogram_draws_the_occupied_bins_only():
     counts[20], counts[23] = 3, 1
     fig = max_histogram(Histogram(edges=edges, counts=counts))
     assert (fig.width, fig.height) == (120, 32) and len(fig.png) < 400
-    assert fig.caption == f"{edges[20]:.3g} … {edges[24]:.3g}"
+    assert fig.caption == f"bins {edges[20]:.3g} … {edges[24]:.3g}"
+    # The fixed bins start with "below zero": said in words, not as -inf.
+    below = max_histogram(Histogram(edges=[-np.inf, 0.0, 0.0, 1.0], counts=[2, 0, 1]))
+    assert below.caption == "bins below 0 … 1"
     assert max_histogram(Histogram(edges=edges, counts=[0] * 40)) is None
 
 

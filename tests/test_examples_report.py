@@ -308,3 +308,68 @@ def test_a_forward_failing_on_the_examples_names_them(example_folder):
     with pytest.raises(ForwardError, match=r"examples ex00\.png \.\. ex04\.png failed: RuntimeError: batch too large"):
         cnnreport.build_report(model, probes(), examples=example_folder, example_batch_size=5, **QUIET)
     assert not model._forward_hooks and not model.conv._forward_hooks
+
+
+class _DeadAndTwice(nn.Module):
+    """conv's channel 3 is constant (zero weights and bias); conv2 runs twice; fc has no grid."""
+
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+        with torch.no_grad():
+            self.conv.weight[3].zero_()
+            self.conv.bias[3] = 0.0
+
+    def forward(self, x):
+        x = self.relu(self.conv(x))
+        x = self.conv2(self.conv2(x))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_constant_channel_takes_no_place_and_has_no_hits(example_folder):
+    model = _DeadAndTwice().eval()
+    report = cnnreport.build_report(model, probes(), examples=example_folder, example_channels=4, **QUIET)
+    conv = next(layer for layer in report.examples.layers if layer.name == "conv")
+    assert conv.dead == [3]
+    assert [c.channel for c in conv.channels] == sorted([0, 1, 2], key=lambda c: (-conv.means[c], c))
+    listed = cnnreport.build_report(model, probes(), examples=example_folder, example_channels=[3, 0], **QUIET)
+    channels = next(layer for layer in listed.examples.layers if layer.name == "conv").channels
+    assert [c.channel for c in channels] == [3, 0] and channels[0].hits == [] and len(channels[1].hits) == 8
+
+
+def test_per_position_layers_take_the_field_before_them_and_grids_have_positions(example_folder):
+    model = _DeadAndTwice().eval()
+    report = cnnreport.build_report(model, probes(), examples=example_folder, layers=["relu", "fc", "conv2"], example_channels=1, **QUIET)
+    by_name = {layer.name: layer for layer in report.examples.layers}
+    relu = by_name["relu"]
+    assert (relu.receptive_field, relu.stride) == (3, 1)
+    assert any("receptive field and stride of conv" in n for n in relu.notes)
+    assert all(h.box[2] == 3 and h.box[3] == 3 for h in relu.channels[0].hits if 1 <= h.position[0] < SIZE - 1 and 1 <= h.position[1] < SIZE - 1)
+    fc = by_name["fc"]
+    assert all(h.position is None and h.box == (0, 0, SIZE, SIZE) for h in fc.channels[0].hits)
+    assert "conv2 (call 2) show none" in " ".join(report.examples.notes)
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["examples"]["layers"][[layer["name"] for layer in data["examples"]["layers"]].index("fc")]["channels"][0]["hits"][0]["position"] is None
+
+
+def test_example_channels_must_be_a_count_or_indices(example_folder):
+    for bad in ("12", 2.5, True, [], [1, -2], ["1"]):
+        with pytest.raises(OptionError, match="example_channels must be a count"):
+            cnnreport.build_report(plus_net(), probes(), examples=example_folder, example_channels=bad, **QUIET)
+
+
+def test_an_output_that_the_next_run_would_read_as_an_image_is_refused(tmp_path, example_folder):
+    from cnnreport.cli import main
+
+    _, args = _cli(tmp_path, example_folder)
+    for inside in (example_folder / "report.png", tmp_path / "probes" / "out.jpg"):
+        result = CliRunner().invoke(main, [*args, "-o", str(inside)])
+        assert result.exit_code == 2, result.output
+        assert "the next run would read it as one of its files" in result.output
+        assert not inside.exists()
+    result = CliRunner().invoke(main, [*args[: args.index("--channels")], "--channels", "1,,2", "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 2 and "--channels '1,,2'" in result.output

@@ -183,7 +183,7 @@ def parse_channels(value: str | None) -> int | list[int] | None:
             if count < 0:
                 raise ValueError
             return count
-        channels = [int(v) for v in text.split(",") if v.strip()]
+        channels = [int(v) for v in text.split(",")]
         if not channels or any(c < 0 for c in channels):
             raise ValueError
         return channels

@@ -89,12 +89,15 @@ def max_histogram(histogram: Histogram, *, alt: str = "") -> Figure | None:
     width, height = MAX_HISTOGRAM_SIZE
     counts = histogram.counts[lo:hi]
     first, last = histogram.edges[lo], histogram.edges[hi]
-    text = alt or f"per-example maximum over {sum(counts)} examples, {_g(first)} to {_g(last)}"
+    text = alt or f"per-example maximum over {sum(counts)} examples, in bins from {'below 0' if first == -math.inf else _g(first)} to {_g(last)}"
     canvas = _bars(counts, width, height)
     # Two palette entries (the bars' colour, a transparent background): a few hundred bytes,
     # where the 256-colour palette of the section histograms would be a kilobyte per channel.
     png = encode_png(canvas, palette_bytes=HISTOGRAM_PALETTE, transparent_index=1)
-    return Figure(png=png, width=canvas.shape[1], height=height, alt=text, caption=f"{_g(first)} … {_g(last)}")
+    # The caption is the drawn bins' range, said to be bins: the fixed edges bracket the data
+    # (a largest value of 3.0 lies in the bin up to 3.16), and the first bin may be "below 0".
+    low = "below 0" if first == -math.inf else _g(first)
+    return Figure(png=png, width=canvas.shape[1], height=height, alt=text, caption=f"bins {low} … {_g(last)}")
 
 
 #: Bar colour (the section histograms' viridis entry 90), then the background.

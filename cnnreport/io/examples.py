@@ -101,7 +101,7 @@ class ExampleImages(Dataset):
         try:
             return self._load(index, normalised=True).inputs[0][0], index, ""
         except CnnReportError as exc:
-            return None, index, exc.one_line().replace("probe image", "example image", 1)
+            return None, index, exc.one_line().replace("probe image", "example image", 1).replace("probe file", "example file", 1)
 
 
 def _list_images(folder: str, recursive: bool, notes: list[str]) -> list[str]:

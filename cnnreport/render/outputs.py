@@ -184,9 +184,30 @@ def plan_outputs(
                 out = by_identity.get(_identity(source))
                 if out is not None:
                     raise OutputError(f"{out.role} {out.given} is {role} {given if Path(given) == source else source}: writing there would destroy an input; choose another output name")
+    _refuse_outputs_read_as_inputs(everything, known_inputs, folder_suffixes)
     for out in planned:
         _check_target(out)
     return OutputPlan(outputs=tuple(planned), partial=partial_out)
+
+
+def _refuse_outputs_read_as_inputs(outputs: Sequence[PlannedOutput], inputs: Sequence[tuple[str, str]], folder_suffixes: Sequence[str]) -> None:
+    """An output not there yet, but with a suffix an input folder's files are read by, inside
+    that folder: written, it would be read as a probe (or an example) by the next run, which
+    would then fail on it."""
+    suffixes = {s.lower() for s in folder_suffixes}
+    if not suffixes:
+        return
+    folders = []
+    for role, given in inputs:
+        path = Path(os.path.expanduser(given))
+        if path.is_dir():
+            folders.append((role, given, Path(os.path.realpath(path))))
+    for out in outputs:
+        if out.path.suffix.lower() not in suffixes:
+            continue
+        for role, given, folder in folders:
+            if folder in out.path.parents:
+                raise OutputError(f"{out.role} {out.given} is inside {role} {given} and has an input's suffix ({out.path.suffix}): the next run would read it as one of its files; choose another output name or folder")
 
 
 def _input_files(given: str, outputs: Sequence[PlannedOutput], folder_suffixes: Sequence[str]) -> Iterator[Path]:

@@ -110,14 +110,16 @@ def gather_partials(partials: dict[str, ExamplePartial], *, rank: int, world: in
 
 def _chosen_channels(partial: ExamplePartial, options: ReportOptions, layer: str) -> list[int]:
     """The channels shown: the ``example_channels`` most active over the set by mean (NaN
-    means last, ties to the lower index), or the listed ones."""
+    means last, ties to the lower index; a channel constant over the set is not active and
+    never takes a place), or the listed ones."""
     wanted = options.example_channels
     count = partial.channels
     if isinstance(wanted, int):
         means = partial.means()
         key = np.where(np.isnan(means), -np.inf, means)
-        order = np.lexsort((np.arange(count), -key))
-        return [int(c) for c in order[: max(0, wanted)]]
+        dead = set(int(c) for c in partial.dead_channels())
+        order = [int(c) for c in np.lexsort((np.arange(count), -key)) if int(c) not in dead]
+        return order[: max(0, wanted)]
     bad = [c for c in wanted if not 0 <= int(c) < count]
     if bad:
         raise OptionError(f"example channel(s) {', '.join(map(str, bad))} out of range for {layer or '(model)'}, which has {count} channel(s)")
@@ -147,6 +149,27 @@ def _box(position: tuple[int, ...], grid: tuple[int, ...], image: tuple[int, int
     return (top, left, max(1, bottom - top), max(1, right - left))
 
 
+def _fields_of_sections(rows: Sequence[LayerRow]) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """Each section's receptive field and effective stride from the architecture rows; a
+    section whose row has none (a ReLU, a BatchNorm: per-position layers) takes those of the
+    last row before it, in execution order, that has them. Also which row each was taken from."""
+    fields: dict[str, Any] = {}
+    strides: dict[str, Any] = {}
+    taken: dict[str, str] = {}
+    last: LayerRow | None = None
+    for row in rows:
+        if row.receptive_field is not None:
+            last = row
+        if not row.section_id:
+            continue
+        if row.receptive_field is not None:
+            fields[row.section_id], strides[row.section_id] = row.receptive_field, row.effective_stride
+        elif last is not None and row.is_leaf:
+            fields[row.section_id], strides[row.section_id] = last.receptive_field, last.effective_stride
+            taken[row.section_id] = last.name
+    return fields, strides, taken
+
+
 def _max_histogram(partial: ExamplePartial, channel: int) -> Histogram:
     """The per-example maxima's fixed bins as a :class:`Histogram` over ``[-inf, 0, 0, 1e-4,
     ..., 1e4, inf]``: below zero, exactly zero, then the positive bins (examples with no
@@ -168,8 +191,7 @@ def example_set(
     """The report's :class:`ExampleSet` (figures not drawn yet) and the crops the page draws,
     keyed by ``(section id, channel)``, one per hit in hit order. Sections of a later call of
     a module have no examples (the reduction reads each module's first call)."""
-    fields = {row.section_id: row.receptive_field for row in rows if row.section_id}
-    strides = {row.section_id: row.effective_stride for row in rows if row.section_id}
+    fields, strides, field_from = _fields_of_sections(rows)
     size = examples.image_size or (0, 0)
     layers: list[LayerExamples] = []
     wanted: dict[tuple[str, int], list[tuple[int, tuple[int, int, int, int]]]] = {}
@@ -183,15 +205,19 @@ def example_set(
         field = fields.get(section.id)
         notes = []
         if field is None and len(grid) == 2:
-            notes.append("receptive field unknown (no executed graph): each crop is the whole example")
+            notes.append("no receptive field is known for this layer (no executed graph, or no convolution or pooling before it): each crop is the whole example")
+        elif section.id in field_from:
+            notes.append(f"receptive field and stride of {field_from[section.id]}, the last convolution or pooling before it (a per-position layer does not widen them)")
+        dead_set = set(int(c) for c in partial.dead_channels())
         means, zeros = partial.means(), partial.zero_fractions()
         channels = []
         for c in _chosen_channels(partial, options, section.name):
             hits = []
-            for index, value, position in partial.top_yx(c):
-                pos2 = tuple(position) if len(position) == 2 else (0, 0)
+            # A constant channel has no strongest example: every one ties at the same value.
+            for index, value, position in [] if c in dead_set else partial.top_yx(c):
+                where = (int(position[0]), int(position[1])) if len(position) == 2 else None
                 box = _box(tuple(position), grid, (int(size[0]), int(size[1])), field, strides.get(section.id))
-                hits.append(ExampleHit(example=examples.relative(index), index=index, value=value, position=(int(pos2[0]), int(pos2[1])), box=box))
+                hits.append(ExampleHit(example=examples.relative(index), index=index, value=value, position=where, box=box))
                 wanted.setdefault((section.id, c), []).append((index, box))
             channels.append(
                 ChannelExamples(
@@ -220,6 +246,9 @@ def example_set(
     notes = list(examples.notes)
     for name, why in skipped.items():
         notes.append(f"{name or '(model)'}: no examples ({why})")
+    later = [s.label for s in sections if s.call_index != 1 and s.name in partials]
+    if later:
+        notes.append(f"examples come from each module's first call: {', '.join(later[:6])}{' ...' if len(later) > 6 else ''} show none")
     count = next((p.examples for p in partials.values()), 0)
     # Only the winners are read again, un-normalised, for their crops.
     images = display_images(examples, sorted({i for hits in wanted.values() for i, _ in hits}))

@@ -379,8 +379,11 @@ def _example_images(examples: Any, batch: ProbeBatch, opts: ReportOptions) -> An
         raise OptionError("examples need image probes of shape (N, C, H, W) to take their size from (one input, not synthetic)")
     if opts.example_top_k < 1:
         raise OptionError(f"example_top_k must be at least 1, got {opts.example_top_k}")
-    if isinstance(opts.example_channels, int) and opts.example_channels < 0:
-        raise OptionError(f"example_channels must be 0 or more, got {opts.example_channels}")
+    wanted = opts.example_channels
+    counted = isinstance(wanted, int) and not isinstance(wanted, bool)
+    listed = isinstance(wanted, (list, tuple)) and all(isinstance(c, int) and not isinstance(c, bool) for c in wanted)
+    if not (counted or listed) or (counted and wanted < 0) or (listed and (not wanted or min(wanted) < 0)):
+        raise OptionError(f"example_channels must be a count (16) or a list of channel indices ([3, 9, 12]), got {wanted!r}")
     if opts.example_crop_px < 8:
         raise OptionError(f"example_crop_px must be at least 8 pixels, got {opts.example_crop_px}")
     shape = batch.inputs[0].shape
