@@ -371,5 +371,8 @@ def test_an_output_that_the_next_run_would_read_as_an_image_is_refused(tmp_path,
         assert result.exit_code == 2, result.output
         assert "the next run would read it as one of its files" in result.output
         assert not inside.exists()
+    existing = example_folder / "ex03.png"
+    result = CliRunner().invoke(main, [*args, "-o", str(existing)])
+    assert result.exit_code == 2 and f"is {existing}, in the --examples folder {example_folder}: writing there would destroy an input" in " ".join(result.output.split())
     result = CliRunner().invoke(main, [*args[: args.index("--channels")], "--channels", "1,,2", "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 2 and "--channels '1,,2'" in result.output

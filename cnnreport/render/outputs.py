@@ -183,7 +183,8 @@ def plan_outputs(
             for source in _input_files(given, existing, folder_suffixes):
                 out = by_identity.get(_identity(source))
                 if out is not None:
-                    raise OutputError(f"{out.role} {out.given} is {role} {given if Path(given) == source else source}: writing there would destroy an input; choose another output name")
+                    what = f"{role} {given}" if Path(given) == source else f"{source}, in {role} {given}"
+                    raise OutputError(f"{out.role} {out.given} is {what}: writing there would destroy an input; choose another output name")
     _refuse_outputs_read_as_inputs(everything, known_inputs, folder_suffixes)
     for out in planned:
         _check_target(out)
