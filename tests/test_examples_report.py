@@ -376,3 +376,9 @@ def test_an_output_that_the_next_run_would_read_as_an_image_is_refused(tmp_path,
     assert result.exit_code == 2 and f"is {existing}, in the --examples folder {example_folder}: writing there would destroy an input" in " ".join(result.output.split())
     result = CliRunner().invoke(main, [*args[: args.index("--channels")], "--channels", "1,,2", "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 2 and "--channels '1,,2'" in result.output
+
+
+def test_a_torchscript_model_is_refused_with_examples(example_folder):
+    scripted = torch.jit.trace(plus_net(), probes())
+    with pytest.raises(OptionError, match="TorchScript model's layers run outside Python"):
+        cnnreport.build_report(scripted, probes(), examples=example_folder, **QUIET)

@@ -353,6 +353,11 @@ def build_report(
     example = tuple(t[:1] for t in to_model(batch.inputs, model))
     if opts.batch_size is not None and opts.batch_size < 1:
         raise OptionError(f"batch_size must be at least 1 probe, got {opts.batch_size} (leave it out for the automatic size)")
+    if examples is not None and isinstance(model, torch.jit.ScriptModule):
+        raise OptionError(
+            "examples need hooks on the model's layers, and a TorchScript model's layers run outside Python, where no hook reaches",
+            hint="load the Python class with its weights (MODEL file.py:Class --weights checkpoint)",
+        )
     example_images = _example_images(examples, batch, opts)
     rank, world = distributed_world() if example_images is not None else (0, 1)
     run = _run_model(model, batch, opts, detailed, example, provenance, example_images, rank, world)
