@@ -254,8 +254,7 @@ class LayerSection:
 
     @property
     def label(self) -> str:
-        name = self.name or ROOT_LABEL  # the model itself is one of its layers
-        return name if self.call_index == 1 else f"{name} (call {self.call_index})"
+        return layer_label(self.name, self.call_index)
 
 
 @dataclass
@@ -439,6 +438,10 @@ class LayerExamples:
     stride: int | float | None = None  # effective stride in input pixels
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def label(self) -> str:
+        return layer_label(self.name, self.call_index)
+
 
 @dataclass
 class ExampleSet:
@@ -466,6 +469,13 @@ class LayerSpectrum:
 
 
 JSON_SCHEMA_VERSION = 1
+
+
+def layer_label(name: str, call_index: int) -> str:
+    """How the page names one call of a layer: its path ("(model)" for the model itself, one of
+    its layers), with "(call k)" after the first."""
+    name = name or ROOT_LABEL
+    return name if call_index == 1 else f"{name} (call {call_index})"
 
 #: How the page names the root module (module path ""), as torchinfo's table row does.
 ROOT_LABEL = "(model)"

@@ -39,6 +39,12 @@ MODULES=(
   "render/views.py|tests/test_markdown.py tests/test_end_to_end.py|x_md_escape* x_md_code* x__md_finalize* x_make_markdown_environment* x_make_environment* x_tile_labels* x_fit_markdown*"
   "render/outputs.py|tests/test_outputs.py|"
   "errors.py|tests/test_terminal_safety.py tests/test_cli_errors.py tests/test_cli_contract.py|"
+  # Issue 19's additions to the capture (float16 counts, the first BatchNorm's input) and the
+  # --spectral alert; the rest of activations.py is the entry above.
+  "capture/activations.py#fp16|tests/test_deployment_alerts.py tests/test_alerts.py|x__fp16_sample_index* x__count_fp16_sample* xǁActivationCaptureǁ_record_fp16* xǁActivationCaptureǁ_record_bn_input*"
+  "analysis/spectral.py|tests/test_spectral.py|x_spectral_alerts*"
+  # Issue 18: the dataset examples' channel choice, crop boxes and fields.
+  "report/examples.py|tests/test_examples_report.py|x__chosen_channels* x__box* x__fields_of_sections*"
 )
 
 field() { # field N "a|b|c" (no glob expansion of the patterns)
@@ -139,12 +145,15 @@ toml_list() { # words -> "a", "b"
 
 rows=()
 for entry in "${selected[@]}"; do
+  # "file.py#tag": a second, narrower entry for the same file, with results of its own name
   module=$(field 0 "$entry")
+  tag=""
+  case "$module" in *"#"*) tag=".${module#*#}"; module=${module%%#*} ;; esac
   read -r -a tests <<<"$(field 1 "$entry")"
   read -r -a patterns <<<"$(field 2 "$entry")"
   name=${module//\//.}
   name=${name%.py}
-  copy="$WORK/$name"
+  copy="$WORK/$name$tag"
   mkdir -p "$copy"
 
   # the tree as it is now: tracked and untracked files that git does not ignore
@@ -183,20 +192,20 @@ EOF
     # mutmut's own entry point (python -m mutmut would import its __main__ twice)
     "$PYTHON" -c 'import sys; from mutmut.__main__ import cli; sys.argv[0] = "mutmut"; cli()' \
       run --max-children "$JOBS" "${prefixed[@]}"
-  ) >"$OUT/$name.log" 2>&1
+  ) >"$OUT/$name$tag.log" 2>&1
   status=$?
   set -e
   seconds=$(($(date +%s) - start))
-  if [ ! -f "$copy/mutants/cnnreport/$module.meta" ] || grep -aq "failed to collect stats\|Stopping early" "$OUT/$name.log"; then
-    echo "mutation: $module: mutmut failed (exit $status), see $OUT/$name.log" >&2
+  if [ ! -f "$copy/mutants/cnnreport/$module.meta" ] || grep -aq "failed to collect stats\|Stopping early" "$OUT/$name$tag.log"; then
+    echo "mutation: $module: mutmut failed (exit $status), see $OUT/$name$tag.log" >&2
     rows+=("cnnreport/$module	-	-	-	-	-	-	failed	$seconds")
     continue
   fi
   row=$(cd "$copy" && env -u PYTHONPATH "$PYTHON" "$ROOT/scripts/mutation_report.py" "cnnreport/$module" \
-    --out "$OUT" --name "$name" --seconds "$seconds" --only "${prefixed[@]}")
+    --out "$OUT" --name "$name$tag" --seconds "$seconds" --only "${prefixed[@]}")
   rows+=("$row	$seconds")
-  [ "$status" -eq 0 ] || echo "mutation: $module: mutmut exited $status, see $OUT/$name.log" >&2
-  echo "mutation: $module done in ${seconds}s: $OUT/$name.survivors.txt"
+  [ "$status" -eq 0 ] || echo "mutation: $module: mutmut exited $status, see $OUT/$name$tag.log" >&2
+  echo "mutation: $module done in ${seconds}s: $OUT/$name$tag.survivors.txt"
 done
 
 {

@@ -41,8 +41,8 @@ FP16_SMALLEST_NORMAL = 6.103515625e-05
 #: sample of a larger one (a few small torch calls per module call, no pass over the values).
 FP16_SAMPLES_PER_PROBE = 4096
 
-#: Dtypes whose CPU tensors numpy reads in place.
-_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
+#: Floating dtypes whose CPU tensors numpy reads in place.
+NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
 
 HISTOGRAM_SAMPLES_PER_PROBE = 4096
 #: At most this many values per layer in all (16 probes' worth): fewer per probe beyond that.
@@ -778,7 +778,7 @@ class ActivationCapture:
             layer.fp16_sampled = True
         # NaN is neither nonzero nor tiny here: it fails both comparisons. The tiny ones are the
         # nonzero ones that are not normal, two counts and no mask combined.
-        if flat.device.type == "cpu" and flat.dtype in _NUMPY_FLOATS:
+        if flat.device.type == "cpu" and flat.dtype in NUMPY_FLOATS:
             # A few thousand values: numpy's calls cost a fraction of torch's dispatch, which was
             # most of this function's time (issue 19's budget, benchmarks/bench_checks.py).
             magnitude = np.abs(flat.numpy())

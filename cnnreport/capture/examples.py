@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .activations import NUMPY_FLOATS
 from .tracing import passive_hook, suspend_recording
 
 # --------------------------------------------------------------------------------------------
@@ -223,7 +224,6 @@ def merge(a: ExamplePartial, b: ExamplePartial) -> ExamplePartial:
 
 #: Values per block of the CPU zero count: a block's mask stays in the core's cache.
 _ZERO_BLOCK = 1 << 18
-_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
 
 
 def _zero_counts(flat: torch.Tensor) -> torch.Tensor:
@@ -235,7 +235,7 @@ def _zero_counts(flat: torch.Tensor) -> torch.Tensor:
     6 ms for its sum). On the CPU the rows go through numpy in blocks whose mask stays in cache
     (19 ms there); elsewhere the mask's bytes are summed in int32, three times faster than
     ``count_nonzero`` or a bool sum (which goes through int64)."""
-    if flat.device.type != "cpu" or flat.dtype not in _NUMPY_DTYPES:
+    if flat.device.type != "cpu" or flat.dtype not in NUMPY_FLOATS:
         return flat.eq(0).view(torch.uint8).sum(dim=2, dtype=torch.int32)
     n, c, p = flat.shape
     rows = flat.reshape(n * c, p).numpy()  # a view where the output is contiguous

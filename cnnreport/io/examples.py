@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from copy import copy as shallow_copy
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,7 @@ class ExampleImages(Dataset):
     def with_defaults(self, *, image_size: Sequence[int], channels: int | None) -> ExampleImages:
         """This set with ``image_size`` and ``channels`` filled where they were left out (the
         probes' own, so examples and probes reach the model alike)."""
-        copy = object.__new__(ExampleImages)
-        copy.__dict__.update(self.__dict__)
+        copy = shallow_copy(self)
         copy.notes = list(self.notes)
         if copy.image_size is None:
             copy.image_size = tuple(int(v) for v in image_size)

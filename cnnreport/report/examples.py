@@ -208,8 +208,9 @@ def example_set(
             notes.append("no receptive field is known for this layer (no executed graph, or no convolution or pooling before it): each crop is the whole example")
         elif section.id in field_from:
             notes.append(f"receptive field and stride of {field_from[section.id]}, the last convolution or pooling before it (a per-position layer does not widen them)")
-        dead_set = set(int(c) for c in partial.dead_channels())
-        means, zeros = partial.means(), partial.zero_fractions()
+        dead = [int(c) for c in partial.dead_channels()]
+        dead_set = set(dead)
+        means, zeros, max_means = partial.means(), partial.zero_fractions(), partial.mean_maxima()
         channels = []
         for c in _chosen_channels(partial, options, section.name):
             hits = []
@@ -224,7 +225,7 @@ def example_set(
                     channel=c,
                     mean=float(means[c]),
                     zero_fraction=float(zeros[c]),
-                    max_mean=float(partial.mean_maxima()[c]),
+                    max_mean=float(max_means[c]),
                     hits=hits,
                     max_histogram=_max_histogram(partial, c),
                 )
@@ -237,7 +238,7 @@ def example_set(
                 channels=channels,
                 means=[float(v) for v in means],
                 zero_fractions=[float(v) for v in zeros],
-                dead=[int(c) for c in partial.dead_channels()],
+                dead=dead,
                 receptive_field=field,
                 stride=strides.get(section.id),
                 notes=notes,

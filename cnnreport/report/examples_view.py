@@ -64,21 +64,16 @@ def example_levels(crop_px: int, channels: int) -> list[ExampleLevel]:
     return levels
 
 
-def _layer_label(lx: LayerExamples) -> str:
-    name = lx.name or "(model)"
-    return name if lx.call_index == 1 else f"{name} (call {lx.call_index})"
-
-
 def _draw_channel(lx: LayerExamples, ch: ChannelExamples, crops: Crops, level: ExampleLevel) -> ChannelExamples:
     strip = None
     shown = list(crops.get((lx.section_id, ch.channel), ()))
     if level.crop_px is not None and shown and len(shown) == len(ch.hits):
         names = ", ".join(f"{h.example} ({h.value:.3g})" for h in ch.hits)
-        alt = f"{_layer_label(lx)}, channel {ch.channel}: the {len(ch.hits)} examples that excite it most, strongest first: {names}"
+        alt = f"{lx.label}, channel {ch.channel}: the {len(ch.hits)} examples that excite it most, strongest first: {names}"
         strip = example_strip(shown, level.crop_px, alt=alt)
     hist = ch.max_histogram
     if hist is not None:
-        figure = max_histogram(hist, alt=f"{_layer_label(lx)}, channel {ch.channel}: its largest value per example") if level.histograms else None
+        figure = max_histogram(hist, alt=f"{lx.label}, channel {ch.channel}: its largest value per example") if level.histograms else None
         hist = dataclasses.replace(hist, figure=figure)
     return dataclasses.replace(ch, strip=strip, max_histogram=hist)
 
