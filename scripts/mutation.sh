@@ -43,8 +43,6 @@ MODULES=(
   # --spectral alert; the rest of activations.py is the entry above.
   "capture/activations.py#fp16|tests/test_deployment_alerts.py tests/test_alerts.py|x__fp16_sample_index* x__count_fp16_sample* xǁActivationCaptureǁ_record_fp16* xǁActivationCaptureǁ_record_bn_input*"
   "analysis/spectral.py|tests/test_spectral.py|x_spectral_alerts*"
-  # Issue 18: the dataset examples' channel choice, crop boxes and fields.
-  "report/examples.py|tests/test_examples_report.py|x__chosen_channels* x__box* x__fields_of_sections*"
 )
 
 field() { # field N "a|b|c" (no glob expansion of the patterns)

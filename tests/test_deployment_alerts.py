@@ -552,3 +552,48 @@ def test_fail_on_gates_the_new_alerts(tmp_path, mode, scale, fail_on, code):
     assert result.exit_code == code, result.output
     if code == 4:
         assert f"--fail-on {fail_on}" in result.output
+
+
+@SECTIONS
+def test_float16_counts_add_up_over_batches(sections):
+    # Batches of one probe, each its own share: probes 0 and 1 have 3 nonzero channels, one
+    # tiny; probe 2 only the tiny one. Over the even samples: 3 tiny thirds of 7 nonzero thirds.
+    model = underflow_model([1.0, 1e-6, 1.0])
+    probes = positive_probes(3, 64)
+    probes[2, [0, 2]] = 0.0
+    alert = only(report_of(model, probes, batch_size=1, **sections), AlertKind.FP16_UNDERFLOW)
+    assert alert.value == pytest.approx(3 / 7, abs=0.005)
+
+
+def test_float16_sample_runs_cover_each_stratum_once():
+    from cnnreport.capture.activations import FP16_SAMPLE_RUN, FP16_SAMPLES_PER_PROBE, _fp16_sample_index
+
+    for count in (FP16_SAMPLES_PER_PROBE + 1, 3 * 64 * 64, 1_000_003):
+        index = _fp16_sample_index(count)
+        assert index.dtype == torch.int64 and index.numel() == FP16_SAMPLES_PER_PROBE
+        runs = index.reshape(-1, FP16_SAMPLE_RUN)
+        step = count // (FP16_SAMPLES_PER_PROBE // FP16_SAMPLE_RUN)
+        # consecutive values, each run wholly inside its own stratum, offsets not all zero
+        assert bool((runs[:, 1:] - runs[:, :-1] == 1).all())
+        stratum = torch.arange(runs.shape[0]) * step
+        assert bool((runs[:, 0] >= stratum).all()) and bool((runs[:, -1] < stratum + step).all())
+        if step > FP16_SAMPLE_RUN:
+            assert bool((runs[:, 0] > stratum).any())
+        assert int(index.max()) < count
+
+
+@SECTIONS
+def test_float16_smallest_normal_itself_is_not_tiny(sections):
+    # 2**-14 is float16's smallest normal, exact in float32: a layer of only that value is normal.
+    model = underflow_model([2.0**-14, 2.0**-14])
+    probes = torch.ones(2, 2, 64, 64)
+    assert not [a for a in report_of(model, probes, **sections).alerts if a.kind == AlertKind.FP16_UNDERFLOW]
+    halved = underflow_model([2.0**-15, 2.0**-14])  # one channel just below: half the values tiny
+    assert only(report_of(halved, probes, **sections), AlertKind.FP16_UNDERFLOW).value == 0.5
+
+
+def test_float16_counts_of_a_bfloat16_model():
+    # bfloat16 tensors are counted in torch (numpy has no bfloat16): the same figure.
+    model = underflow_model([1.0, 2.0**-20, 1.0, 1.0]).to(torch.bfloat16)
+    alert = only(report_of(model, positive_probes(4, 64)), AlertKind.FP16_UNDERFLOW)
+    assert alert.value == 0.25

@@ -334,3 +334,35 @@ def test_the_chart_colours_each_bar_by_the_band_and_escapes_names():
     assert "none (Conv2d): no alpha: too few" in svg
     assert alpha_chart(spectra, low=2.0, high=6.0) == svg  # same spectra, same bytes
     assert alpha_chart([layer("none", None)]) == ""
+
+
+def _spectrum(name, alpha, eigenvalues=100, tail=25):
+    from cnnreport.datamodel import LayerSpectrum
+
+    return LayerSpectrum(name=name, type="Conv2d", alpha=alpha, xmin=0.1, ks_distance=0.05, eigenvalues=eigenvalues, tail=tail, matrices=9)
+
+
+def test_spectral_alerts_on_literal_spectra_band_edges_links_and_figures():
+    from cnnreport.analysis.spectral import spectral_alerts
+    from cnnreport.datamodel import ReportOptions
+
+    options = ReportOptions(spectral_alpha_low=2.0, spectral_alpha_high=6.0, spectral_min_eigenvalues=50)
+    spectra = [
+        _spectrum("at_low", 2.0),
+        _spectrum("at_high", 6.0),
+        _spectrum("low", 1.5),  # tail 25: standard error (1.5 - 1) / 5 = 0.10
+        _spectrum("high", 7.0, tail=4),  # (7 - 1) / 2 = 3.00
+        _spectrum("small", 9.0, eigenvalues=49),
+        _spectrum("unfitted", None),
+    ]
+    alerts = spectral_alerts(spectra, options, section_ids={"sec-low"})
+    assert [(a.layer, a.value, a.section_id, a.severity.value, a.kind.value) for a in alerts] == [
+        ("low", 1.5, "sec-low", "info", "spectral_alpha"),
+        ("high", 7.0, "", "info", "spectral_alpha"),
+    ]
+    assert alerts[0].message == "alpha 1.50 ± 0.10 (a tail of 25 of 100 eigenvalues), below 2: the layer may be over-fitted (its weight spectrum's tail is unusually heavy)"
+    assert alerts[1].message == "alpha 7.00 ± 3.00 (a tail of 4 of 100 eigenvalues), above 6: the layer looks untrained or random (its weight spectrum has almost no heavy tail)"
+    # A tail of one eigenvalue: the error is alpha - 1 itself.
+    one = spectral_alerts([_spectrum("one", 1.5, tail=1)], options)[0]
+    assert "alpha 1.50 ± 0.50 (a tail of 1 of 100" in one.message
+    assert spectral_alerts([_spectrum("edge", 50.0, eigenvalues=50)], options)[0].layer == "edge"
