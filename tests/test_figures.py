@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -51,6 +53,39 @@ def test_mosaic_size_and_pixels_match_the_tile_grid(k, h, w):
     assert (pixels[0, :] == figures.BACKGROUND_INDEX).all()
     assert mosaic.vmin == -1.0 and mosaic.vmax == 2.0 and mosaic.probe == "cat.png"
     assert palette_rgb(image)[0].tolist() == (np.array(colormaps["viridis"](0.0)[:3]) * 255).round().astype(int).tolist()
+
+
+@pytest.mark.parametrize("name", ["viridis", "RdBu_r", "inferno"])
+def test_shipped_colour_tables_are_matplotlibs_maps(name):
+    # The figures carry their own copies of the colour maps (no matplotlib import in a report);
+    # each entry i is matplotlib's colour at i/254, rounded to 8 bits, and the 256th is grey.
+    pal = np.frombuffer(figures.palette(name), dtype=np.uint8).reshape(256, 3)
+    expected = (np.asarray(colormaps[name](np.linspace(0.0, 1.0, 255)))[:, :3] * 255).round()
+    np.testing.assert_array_equal(pal[:255], expected)
+    assert pal[255].tolist() == [128, 128, 128]
+
+
+def test_an_unknown_colour_map_is_refused_by_name():
+    with pytest.raises(ValueError, match="no colour table 'jet'"):
+        figures.palette("jet")
+
+
+def test_a_report_never_imports_matplotlib(tmp_path):
+    # matplotlib's import costs a fresh process 0.2-0.6 s; the page needs only its colour tables.
+    script = (
+        "import sys, torch\n"
+        "from torch import nn\n"
+        "import cnnreport\n"
+        "torch.manual_seed(0)\n"
+        "model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))\n"
+        "model(torch.rand(1, 3, 8, 8))\n"
+        "cnnreport.build_report(model, torch.rand(2, 3, 8, 8)).write(html=sys.argv[1])\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "r.html")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    assert (tmp_path / "r.html").stat().st_size > 10_000
 
 
 def test_figures_are_deterministic_and_carry_no_time_chunk():

@@ -255,7 +255,7 @@ def run_report(
 ) -> None:
     """Build, write and gate one report; a failed forward pass leaves a partial report. In a
     sharded run (``--examples`` under torchrun) only rank 0 writes, gates and prints."""
-    # Lazy: the pipeline is the heavy part of the package (torch, torchinfo, matplotlib).
+    # Lazy: the pipeline is the heavy part of the package (torch, torchinfo, Pillow).
     from ..io.provenance import default_provenance
     from ..report.pipeline import build_report
 

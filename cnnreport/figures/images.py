@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import struct
 import zlib
-from functools import lru_cache
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -21,6 +20,7 @@ from PIL import Image
 
 from ..capture.activations import ProbeTiles
 from ..datamodel import Figure, FilterGallery, Mosaic, Tile
+from .colour_tables import COLOUR_TABLES
 
 ACTIVATION_CMAP = "viridis"
 WEIGHT_CMAP = "RdBu_r"  # diverging, centred on zero: the sign of a weight stays visible
@@ -30,13 +30,15 @@ GAP = 1
 MIN_STRIP_HEIGHT = 6
 
 
-@lru_cache(maxsize=None)
 def palette(cmap: str) -> bytes:
-    """A 256-entry palette: 255 colours of the colour map, then the background grey."""
-    from matplotlib import colormaps  # imported lazily: only the colour table is needed
+    """A 256-entry palette: 255 colours of the colour map, then the background grey.
 
-    rgb = (colormaps[cmap](np.linspace(0.0, 1.0, 255))[:, :3] * 255).round().astype(np.uint8)
-    return bytes(np.vstack([rgb, np.array([[128, 128, 128]], dtype=np.uint8)]).ravel())
+    One of :data:`~cnnreport.figures.colour_tables.COLOUR_TABLES` (``viridis``, ``RdBu_r``,
+    ``inferno``)."""
+    try:
+        return COLOUR_TABLES[cmap] + b"\x80\x80\x80"
+    except KeyError:
+        raise ValueError(f"no colour table {cmap!r}: the figures draw with {sorted(COLOUR_TABLES)}") from None
 
 
 def lut(cmap: str) -> np.ndarray:
