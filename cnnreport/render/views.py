@@ -27,6 +27,7 @@ from ..figures import images as figures
 from ..figures.spectral_svg import alpha_chart
 from ..support.gcpause import gc_paused
 from .outputs import plan_outputs, write_output_set
+from .template_cache import attach_template_cache
 
 if TYPE_CHECKING:  # the document classes call these views: a runtime import would be a cycle
     from ..report.document import Report
@@ -294,7 +295,7 @@ def make_environment(directory: Path | None = None) -> jinja2.Environment:
     env.filters.update(FILTERS)
     env.globals.update(inline_script=inline_script, script_src=script_src)
     env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": True}
-    return env
+    return attach_template_cache(env) if directory is None else env
 
 
 _ENV: jinja2.Environment | None = None
@@ -388,7 +389,7 @@ def make_markdown_environment(directory: Path | None = None) -> jinja2.Environme
     )
     env.filters.update(FILTERS)
     env.filters.update({"code": md_code, "md": md_escape, "textbar": text_bar})
-    return env
+    return attach_template_cache(env) if directory is None else env
 
 
 _MD_ENV: jinja2.Environment | None = None
