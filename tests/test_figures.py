@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -86,6 +87,68 @@ def test_a_report_never_imports_matplotlib(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
     assert (tmp_path / "r.html").stat().st_size > 10_000
+
+
+def idat_scanlines(png: bytes) -> bytes:
+    """The PNG's inflated image data (filter bytes and filtered rows), read chunk by chunk."""
+    pos, data = 8, b""
+    while pos < len(png):
+        length = int.from_bytes(png[pos : pos + 4], "big")
+        if png[pos + 4 : pos + 8] == b"IDAT":
+            data += png[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    return zlib.decompress(data)
+
+
+def test_paeth_filter_on_hand_worked_rows():
+    # PNG 1.2, 6.6: predictor = the neighbour (left a, up b, up-left c) nearest to a + b - c,
+    # ties to a, then b; outside the image the neighbours are 0; the difference wraps mod 256.
+    rows = np.array([[10, 20, 30], [40, 45, 100]], dtype=np.uint8)
+    # row 0: a each time; row 1: x0 picks b (10), x1 and x2 pick a (40, 45)
+    assert figures.paeth_filtered(rows, 1).tolist() == [[4, 10, 10, 10], [4, 30, 5, 55]]
+    # up-left wins when a + b - c lands on it: a=50, b=60, c=55; 50 - 55 wraps to 251
+    assert figures.paeth_filtered(np.array([[55, 60], [50, 57]], dtype=np.uint8), 1).tolist() == [[4, 55, 5], [4, 251, 2]]
+    assert figures.paeth_filtered(np.array([[200, 5]], dtype=np.uint8), 1).tolist() == [[4, 200, 61]]  # 5 - 200 mod 256
+    # RGB: the left neighbour is the same channel of the pixel before (3 bytes back)
+    rgb = np.array([[1, 2, 3, 11, 12, 13]], dtype=np.uint8)
+    assert figures.paeth_filtered(rgb, 3).tolist() == [[4, 1, 2, 3, 10, 10, 10]]
+
+
+def reference_paeth(rows: np.ndarray, bpp: int) -> list[list[int]]:
+    """The filter as the PNG specification writes it, one byte at a time."""
+    out = []
+    for y, row in enumerate(rows.tolist()):
+        above = rows[y - 1].tolist() if y else [0] * len(row)
+        line = [4]
+        for x, value in enumerate(row):
+            a = row[x - bpp] if x >= bpp else 0
+            b = above[x]
+            c = above[x - bpp] if x >= bpp else 0
+            p = a + b - c
+            pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+            pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+            line.append((value - pred) % 256)
+        out.append(line)
+    return out
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (1, 9), (6, 4, 3), (3, 1, 3)])
+def test_pngs_decode_to_their_pixels_and_carry_paeth_scanlines(shape):
+    rng = np.random.default_rng(sum(shape))
+    pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    png = figures.encode_png(pixels)
+    np.testing.assert_array_equal(np.asarray(decode(png)), pixels)  # Pillow's decoder agrees
+    bpp = 3 if len(shape) == 3 else 1
+    rows = pixels.reshape(shape[0], -1)
+    expected = bytes(v for line in reference_paeth(rows, bpp) for v in line)
+    assert idat_scanlines(png) == expected
+
+
+def test_palette_png_decodes_to_its_indices():
+    indices = np.array([[0, 254, 255], [3, 3, 128]], dtype=np.uint8)
+    image = decode(figures.indexed_png(indices, "viridis"))
+    assert image.mode == "P"
+    np.testing.assert_array_equal(np.asarray(image), indices)
 
 
 def test_figures_are_deterministic_and_carry_no_time_chunk():
