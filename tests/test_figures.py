@@ -24,7 +24,19 @@ def decode(png: bytes) -> Image.Image:
 
 
 def palette_rgb(image: Image.Image) -> np.ndarray:
-    return np.array(image.getpalette()[: 256 * 3], dtype=np.uint8).reshape(-1, 3)
+    return np.array(image.getpalette(), dtype=np.uint8).reshape(-1, 3)
+
+
+def colours(image: Image.Image) -> np.ndarray:
+    """What the viewer sees: each pixel's RGB colour (a palette PNG holds only the entries it
+    uses, renumbered, so its indices are not the colour map's)."""
+    return np.asarray(image.convert("RGB"))
+
+
+def cmap_colours(indices: np.ndarray | int, cmap: str) -> np.ndarray:
+    """The colours of colour-map indices 0..254 (255: the background grey), from matplotlib."""
+    table = np.vstack([(np.asarray(colormaps[cmap](np.linspace(0.0, 1.0, 255)))[:, :3] * 255).round(), [[128, 128, 128]]]).astype(np.uint8)
+    return table[np.asarray(indices)]
 
 
 @pytest.mark.parametrize("k, h, w", [(16, 8, 8), (5, 6, 10), (1, 4, 4), (4, 2, 2), (3, 1, 1), (3, 2, 40), (2, 1, 30), (2, 1, 3)])
@@ -44,16 +56,17 @@ def test_mosaic_size_and_pixels_match_the_tile_grid(k, h, w):
     image = decode(mosaic.figure.png)
     assert image.size == expected == (mosaic.figure.width, mosaic.figure.height)
     assert image.mode == "P"
-    pixels = np.asarray(image)
+    pixels = colours(image)
     assert [t.label for t in mosaic.tiles] == [str(c) for c in probe.channels]
     for i, tile in enumerate(mosaic.tiles):
         assert (tile.width, tile.height) == (w, shown_h)
         block = pixels[tile.y : tile.y + shown_h, tile.x : tile.x + w]
-        np.testing.assert_array_equal(block[:: shown_h // h], tiles[i])
-    # Gaps are the background entry.
-    assert (pixels[0, :] == figures.BACKGROUND_INDEX).all()
+        np.testing.assert_array_equal(block[:: shown_h // h], cmap_colours(tiles[i], "viridis"))
+    # Gaps are the background grey.
+    assert (pixels[0, :] == [128, 128, 128]).all()
     assert mosaic.vmin == -1.0 and mosaic.vmax == 2.0 and mosaic.probe == "cat.png"
-    assert palette_rgb(image)[0].tolist() == (np.array(colormaps["viridis"](0.0)[:3]) * 255).round().astype(int).tolist()
+    # The palette holds the entries used, in the colour map's order: no more than 256 - unused.
+    assert len(palette_rgb(image)) == len(np.unique(tiles)) + 1
 
 
 @pytest.mark.parametrize("name", ["viridis", "RdBu_r", "inferno"])
@@ -144,11 +157,30 @@ def test_pngs_decode_to_their_pixels_and_carry_paeth_scanlines(shape):
     assert idat_scanlines(png) == expected
 
 
-def test_palette_png_decodes_to_its_indices():
+def test_palette_png_holds_only_the_colours_it_uses_in_their_order():
     indices = np.array([[0, 254, 255], [3, 3, 128]], dtype=np.uint8)
     image = decode(figures.indexed_png(indices, "viridis"))
     assert image.mode == "P"
-    np.testing.assert_array_equal(np.asarray(image), indices)
+    # five entries used (0, 3, 128, 254, 255) become 0..4, the palette those five colours
+    np.testing.assert_array_equal(np.asarray(image), [[0, 3, 4], [1, 1, 2]])
+    np.testing.assert_array_equal(palette_rgb(image), cmap_colours([0, 3, 128, 254, 255], "viridis"))
+    np.testing.assert_array_equal(colours(image), cmap_colours(indices, "viridis"))
+
+
+def test_a_palette_index_beyond_the_palette_is_refused():
+    with pytest.raises(ValueError, match="index 2 is beyond its palette of 2 colours"):
+        figures.encode_png(np.array([[0, 2]], dtype=np.uint8), palette_bytes=bytes(6))
+
+
+def test_a_transparent_entry_keeps_its_transparency_after_renumbering():
+    indices = np.array([[7, 200, 7], [200, 200, 9]], dtype=np.uint8)
+    image = decode(figures.encode_png(indices, palette_bytes=figures.palette("inferno"), transparent_index=200))
+    assert np.asarray(image).tolist() == [[0, 2, 0], [2, 2, 1]]
+    assert image.info.get("transparency") == 2
+    rgba = np.asarray(image.convert("RGBA"))
+    assert rgba[..., 3].tolist() == [[255, 0, 255], [0, 0, 255]]
+    unused = decode(figures.encode_png(indices, palette_bytes=figures.palette("inferno"), transparent_index=100))
+    assert "transparency" not in unused.info  # index 100 is not drawn: nothing is transparent
 
 
 def test_figures_are_deterministic_and_carry_no_time_chunk():
@@ -199,12 +231,13 @@ def test_grey_layer_filters_use_the_diverging_map_with_zero_in_the_middle():
     assert cmap == figures.WEIGHT_CMAP and vmax == 1.0 and shown == 6
     image = decode(fig.png)
     assert image.mode == "P"
-    px = np.asarray(image)
+    px = colours(image)
     gap = figures.GAP
     # A row per filter, a column per shown input channel: 6 rows x 2 columns of 3x3 tiles.
     assert image.size == (2 * 3 + 3 * gap, 6 * 3 + 7 * gap)
-    assert px[gap, gap] == 254 and px[gap, 2 * gap + 3] == 0
-    assert px[gap + 1, gap + 1] == 127  # a zero weight is the palette's middle
+    assert px[gap, gap].tolist() == cmap_colours(254, "RdBu_r").tolist()
+    assert px[gap, 2 * gap + 3].tolist() == cmap_colours(0, "RdBu_r").tolist()
+    assert px[gap + 1, gap + 1].tolist() == cmap_colours(127, "RdBu_r").tolist()  # a zero weight is the map's middle
     assert "2 of 4 input channels" in note and "centred on zero" in note
 
 
@@ -231,8 +264,7 @@ def test_1x1_kernels_draw_as_a_matrix():
     image = decode(fig.png)
     assert image.size == (5, 64)
     assert (shown, total) == (64, 70)
-    px = np.asarray(image)
-    np.testing.assert_array_equal(px, figures._quantise_symmetric(w[:64, :, 0, 0], vmax))
+    np.testing.assert_array_equal(colours(image), cmap_colours(figures._quantise_symmetric(w[:64, :, 0, 0], vmax), "RdBu_r"))
     assert vmax == pytest.approx(float(np.abs(w[:64]).max()))
 
 
@@ -251,15 +283,17 @@ def test_histogram_and_channel_strip_sizes():
     fig = figures.histogram_figure([0, 5, 10, 0], alt="h", width=160, height=48)
     image = decode(fig.png)
     assert image.size == (160, 48) == (fig.width, fig.height)
-    px = np.asarray(image)
-    assert (px[:, :40] == figures.BACKGROUND_INDEX).all()  # empty first bin
-    assert (px[1:, 80:120] != figures.BACKGROUND_INDEX).all()  # the tallest bar, 1 px below the top
-    assert (px[:24, 40:80] == figures.BACKGROUND_INDEX).all() and (px[25:, 40:80] != figures.BACKGROUND_INDEX).all()
+    alpha = np.asarray(image.convert("RGBA"))[..., 3]  # the background is the transparent entry
+    assert (alpha[:, :40] == 0).all()  # empty first bin
+    assert (alpha[1:, 80:120] == 255).all()  # the tallest bar, 1 px below the top
+    assert (alpha[:24, 40:80] == 0).all() and (alpha[25:, 40:80] == 255).all()
     strip = figures.channel_strip(np.array([0.0, 1.0, 2.0]), alt="s", dead=[1])
     simg = decode(strip.png)
     assert simg.size == (strip.width, strip.height) == (24, 10)
-    spx = np.asarray(simg)
-    assert spx[0, 0] == 0 and spx[0, 8] == figures.BACKGROUND_INDEX and spx[0, 16] == 254
+    spx = colours(simg)
+    assert spx[0, 0].tolist() == cmap_colours(0, "viridis").tolist()
+    assert spx[0, 8].tolist() == [128, 128, 128]  # the dead channel: background grey
+    assert spx[0, 16].tolist() == cmap_colours(254, "viridis").tolist()
 
 
 def test_thumbnail_and_heat_overlay_sizes():
@@ -275,14 +309,13 @@ def test_thumbnail_and_heat_overlay_sizes():
 @pytest.mark.parametrize("shape", [(1, 1), (5, 7), (40, 33), (1, 300), (20, 30, 3), (1, 9, 3)])
 def test_encode_png_round_trips_grey_palette_and_rgb_pixels(shape):
     """Our own PNG writer: Pillow (an independent decoder) reads back every pixel, and the
-    "up" filter's wrap-around (a row darker than the one above) survives."""
+    filter's wrap-around (a byte below its predictor) survives."""
     rng = np.random.default_rng(len(shape) * 100 + shape[0])
     pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
     if len(shape) == 2:
-        palette = figures.palette("viridis")
-        image = decode(figures.encode_png(pixels, palette_bytes=palette))
-        assert image.mode == "P" and bytes(image.getpalette()[: 256 * 3]) == palette
-        np.testing.assert_array_equal(np.asarray(image), pixels)
+        image = decode(figures.encode_png(pixels, palette_bytes=figures.palette("viridis")))
+        assert image.mode == "P"
+        np.testing.assert_array_equal(colours(image), cmap_colours(pixels, "viridis"))
         grey = decode(figures.encode_png(pixels))
         assert grey.mode == "L"
         np.testing.assert_array_equal(np.asarray(grey), pixels)
@@ -295,8 +328,8 @@ def test_encode_png_round_trips_grey_palette_and_rgb_pixels(shape):
 
 def test_histogram_background_is_transparent_and_bad_inputs_are_refused():
     image = decode(figures.histogram_figure([3, 0, 7, 1], alt="h").png)
-    assert image.info.get("transparency") == figures.BACKGROUND_INDEX
-    assert (np.asarray(image)[0] == figures.BACKGROUND_INDEX).any()
+    alpha = np.asarray(image.convert("RGBA"))[..., 3]
+    assert (alpha[0] == 0).any() and (alpha == 255).any()  # transparent background, opaque bars
     with pytest.raises(ValueError, match="channels"):
         figures.encode_png(np.zeros((2, 2, 4), dtype=np.uint8))
     with pytest.raises(ValueError, match="palette"):
@@ -323,7 +356,7 @@ def test_a_layers_mosaics_laid_out_together_equal_the_tile_grid_of_each_probe(k,
     assert [m.probe for m in mosaics] == ["a", "b", "c"]
     for tiles, mosaic in zip(probes, mosaics):
         canvas, cols, rows, corners = figures.tile_grid(figures._stretch_strips(tiles.tiles))
-        np.testing.assert_array_equal(np.asarray(decode(mosaic.figure.png)), canvas)
+        np.testing.assert_array_equal(colours(decode(mosaic.figure.png)), cmap_colours(canvas, "viridis"))
         assert (mosaic.columns, mosaic.rows) == (cols, rows)
         assert [(t.x, t.y) for t in mosaic.tiles] == corners
         assert [t.label for t in mosaic.tiles] == [str(c) for c in tiles.channels]
