@@ -114,6 +114,14 @@ def test_fold_with_everything_expanded_is_the_graph():
     assert f.nodes == g.nodes and f.edges == g.edges
 
 
+def test_parallel_edges_between_two_groups_become_one():
+    g = blocks()
+    g.edges.append(("a1", "b1"))  # a second edge from A into B
+    assert fold(g, set()).edges == [("input", "stem"), ("stem", "A"), ("A", "B"), ("stem", "B"), ("B", "c1"),
+                                    ("c1", "output")]
+    assert fold(g, {"A", "B"}).edges[-1] == ("a1", "b1")
+
+
 def test_edges_to_nodes_outside_the_list_keep_their_ends():
     g = blocks()
     g.edges.append(("a2", "elsewhere"))

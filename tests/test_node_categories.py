@@ -37,6 +37,8 @@ def test_io_and_group_nodes_are_classed_by_kind_whatever_their_type(kind, expect
     [
         ("Conv2d", "conv"),
         ("torch.nn.modules.conv.ConvTranspose2d", "conv"),  # only the last dotted part counts
+        ("mypkg.pooling.ReLU", "act"),  # not "pool": the package path is not read
+        ("mypkg.conv.Sequential", "other"),
         ("MaxPool2d", "pool"),
         ("AdaptiveAvgPool2d", "pool"),
         ("BatchNorm2d", "norm"),
