@@ -207,3 +207,24 @@ def test_single_node_groups_open_over_the_budget_but_larger_ones_stay_closed():
     assert f.nodes[2].members == 2
     assert f.edges == [("input", "p0"), ("p0", "Q"), ("Q", "output")]
     assert ids(collapse(g, node_budget=5)) == ids(g)
+
+
+def test_a_block_alone_after_the_input_stays_closed_over_the_budget():
+    # input -> Q[q0, q1] (a graph cut short: no output node). Closed: 2 nodes; opened: 3.
+    g = nested_single()
+    g.nodes = [g.nodes[0], g.nodes[2], g.nodes[3]]
+    g.edges = [("input", "q0"), ("q0", "q1")]
+    assert ids(collapse(g, node_budget=2)) == ["input", "Q"]
+    assert ids(collapse(g, node_budget=3)) == ["input", "q0", "q1"]
+
+
+def test_the_default_budget_is_60_nodes():
+    # input -> G[59 nodes] -> output: 61 nodes opened, 3 closed
+    nodes = [n("input", [], kind="input"), *[n(f"g{i}", ["G"]) for i in range(59)], n("output", [], kind="output")]
+    edges = [(a.id, b.id) for a, b in zip(nodes, nodes[1:])]
+    g = ExecutedGraph(nodes=nodes, edges=edges, groups={"G": GroupInfo(key="G", token="g1", path="G", type="Stage")})
+    assert ids(collapse(g)) == ["input", "G", "output"]
+    assert len(collapse(g, node_budget=61).nodes) == 61
+    del g.nodes[1]  # 60 nodes: the whole graph fits the default
+    g.edges = [(a.id, b.id) for a, b in zip(g.nodes, g.nodes[1:])]
+    assert len(collapse(g).nodes) == 60
