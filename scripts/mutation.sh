@@ -36,7 +36,7 @@ MODULES=(
   "analysis/diff.py|tests/test_diff.py tests/test_nonfinite.py|"
   "capture/attribution.py|tests/test_attribution.py|"
   "report/sections.py|tests/test_attribution.py|x__attribution*"
-  "render/views.py|tests/test_markdown.py tests/test_end_to_end.py tests/test_view_escaping.py|x_md_escape* x_md_code* x__md_finalize* x_make_markdown_environment* x_make_environment* x_tile_labels* x_fit_markdown*"
+  "render/views.py|tests/test_markdown.py tests/test_end_to_end.py tests/test_view_escaping.py tests/test_template_cache.py|x_md_escape* x_md_code* x__md_finalize* x_make_markdown_environment* x_make_environment* x_tile_labels* x_fit_markdown*"
   "render/outputs.py|tests/test_outputs.py|"
   "errors.py|tests/test_terminal_safety.py tests/test_cli_errors.py tests/test_cli_contract.py|"
   # Issue 19's additions to the capture (float16 counts, the first BatchNorm's input) and the
