@@ -58,6 +58,17 @@ def test_cosine_change_takes_float32_arrays_and_returns_a_float():
     assert type(value) is float and value == pytest.approx(0.04, rel=1e-12)
 
 
+def test_float32_arrays_are_compared_in_float64():
+    # float32 would round |x|^2 = 1 + 9e-8 and the dot product; float64 keeps them
+    x = np.array([1, 3e-4], dtype=np.float32)
+    y = np.array([3e-4, 1], dtype=np.float32)
+    a, b = x.astype(np.float64), y.astype(np.float64)
+    expected = 1 - (a @ b) / (math.sqrt(a @ a) * math.sqrt(b @ b))
+    assert cosine_change(x, y) == pytest.approx(expected, rel=1e-12)
+    assert cosine_change(x, b) == pytest.approx(expected, rel=1e-12)
+    assert cosine_change(a, y) == pytest.approx(expected, rel=1e-12)
+
+
 def test_unchanged_is_exactly_zero_and_opposite_exactly_two():
     # 1 - cos of these is 2.2e-16 in float64: equal values must still read as no change
     assert cosine_change([0.1, 0.7, 0.3], [0.1, 0.7, 0.3]) == 0.0
@@ -87,9 +98,9 @@ def test_only_entries_finite_on_both_sides_count():
 
 
 def test_sequences_of_different_shapes_are_refused():
-    with pytest.raises(ValueError, match="one length"):
+    with pytest.raises(ValueError, match=r"^cosine_change needs two sequences of one length$"):
         cosine_change([1, 2], [1, 2, 3])
-    with pytest.raises(ValueError, match="one length"):
+    with pytest.raises(ValueError, match=r"^cosine_change needs two sequences of one length$"):
         cosine_change([[1, 2]], [1, 2])
 
 
@@ -108,12 +119,12 @@ def test_channel_means_order_and_bars():
     ])
     new = report([
         section("orth2", means=[1, 0]),
-        section("lost", means=[1, 2]),
+        section("lost2", means=[1, inf]),
         section("same", means=[1, 2]),
         section("tilt", means=[4, 3]),
         section("flip", means=[-3, -4]),
         section("orth1", means=[0, 1]),
-        section("lost2", means=[1, inf]),
+        section("lost", means=[1, 2]),
     ])
     out = compare_activations(old, new)
     # unknown first (by label), then largest first, ties by label
@@ -134,6 +145,12 @@ def test_channel_means_order_and_bars():
 def test_bars_are_zero_when_no_layer_changed():
     out = compare_activations(report([section("a", means=[1, 2]), section("b", means=[3])]), report([section("a", means=[1, 2]), section("b", means=[3])]))
     assert [(a.name, a.change, a.bar) for a in out] == [("a", 0.0, 0.0), ("b", 0.0, 0.0)]
+
+
+def test_layers_whose_change_is_unknown_have_no_bar():
+    [a] = compare_activations(report([section("x", means=[nan, 1])]), report([section("x", means=[2, nan])]))
+    assert math.isnan(a.change) and a.bar == 0.0
+    assert compare_activations(report([]), report([])) == []
 
 
 def test_non_finite_values_left_out_are_counted_in_the_basis():
@@ -157,13 +174,13 @@ def test_per_probe_mean_and_std_when_the_channels_do_not_pair():
         section("nothing"),
     ])
     new = report([
+        section("onlynew", means=[1]),  # nothing to compare with
+        section("unpaired", means=[1, 2], per_probe=[(1, 1), (2, 2)]),  # 2 probes against 1: skipped
+        section("nothing"),  # no channels, no per-probe numbers: skipped
         section("count", means=[1, 2, 3], per_probe=[(2, 1), (3, 4)]),
         section("oldnone", means=[7], per_probe=[(1, 1)]),
         section("newnone", per_probe=[(1, 0)]),
         section("empty", means=[], per_probe=[(4, 3)]),
-        section("unpaired", means=[1, 2], per_probe=[(1, 1), (2, 2)]),  # 2 probes against 1: skipped
-        section("nothing"),  # no channels, no per-probe numbers: skipped
-        section("onlynew", means=[1]),  # nothing to compare with
     ])
     out = {a.name: a for a in compare_activations(old, new)}
     assert set(out) == {"count", "oldnone", "newnone", "empty"}

@@ -137,7 +137,7 @@ def test_identical_models_have_no_rows():
 
 
 def test_output_shapes_from_the_reports_count_as_a_shape_change():
-    names = ["a", "b", "c", "d", "e", "f", "g"]
+    names = ["a", "b", "c", "d", "e", "f", "g", "h"]
     old = box(**{n: Holder(w=(2,)) for n in names})
     new = box(**{n: Holder(w=(3,) if n == "b" else (2,)) for n in names})
     old_rows = [
@@ -149,6 +149,7 @@ def test_output_shapes_from_the_reports_count_as_a_shape_change():
         row("e", [1, 6]),  # a second call: the first one's shape is the layer's
         row("f", [2, 2]),
         row("g", []),
+        row("h", "?"),  # not a list of sizes: shown as it is
     ]
     new_rows = [
         row("a", [1, 8, 8, 8]),
@@ -158,6 +159,7 @@ def test_output_shapes_from_the_reports_count_as_a_shape_change():
         row("e", [1, 7]),
         row("f", [2, 2]),
         row("g", [1]),
+        row("h", [1, 2]),
     ]
     changes, unchanged = compare_architecture(old, new, report(old_rows), report(new_rows))
     assert [(c.name, c.status, c.detail) for c in changes] == [
@@ -165,6 +167,7 @@ def test_output_shapes_from_the_reports_count_as_a_shape_change():
         ("b", "shape changed", "w 2 → 3; output 1×2 → 1×3"),
         ("c", "shape changed", "output 1×4, 1×2 → 1×4, 1×3"),
         ("g", "shape changed", "output scalar → 1"),
+        ("h", "shape changed", "output ? → 1×2"),
     ]
     assert unchanged == 3  # d, e, f
 

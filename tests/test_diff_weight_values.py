@@ -124,7 +124,6 @@ def test_when_nothing_changed_every_bar_is_zero():
 
 def test_only_modules_with_the_same_type_parameter_names_order_and_shapes_are_compared():
     old = box(
-        same=Holder(w=t(1, 2), b=t(1)),
         gone=Holder(w=t(1, 2)),
         retyped=nn.Linear(2, 1),
         act=nn.ReLU(),
@@ -132,6 +131,7 @@ def test_only_modules_with_the_same_type_parameter_names_order_and_shapes_are_co
         reordered=Holder(w=t(1, 2), b=t(1)),
         reshaped=Holder(w=t(1, 2)),
         nobias=nn.Linear(2, 1),
+        same=Holder(w=t(1, 2), b=t(1)),  # after every skipped one: the skips go on to the next
     )
     new = box(
         same=Holder(w=t(1, 4), b=t(1)),
@@ -146,6 +146,12 @@ def test_only_modules_with_the_same_type_parameter_names_order_and_shapes_are_co
     [w] = compare_weights(old, new)
     # same: (1, 2, 1) -> (1, 4, 1): 2 / sqrt(6)
     assert (w.name, w.relative) == ("same", pytest.approx(2 / math.sqrt(6), rel=1e-12))
+
+
+def test_no_comparable_module_or_no_finite_ratio():
+    assert compare_weights(box(a=nn.ReLU()), box(a=nn.ReLU())) == []
+    out = compare_weights(box(a=Holder(w=t(0, 0)), b=Holder(w=t(nan))), box(a=Holder(w=t(1, 0)), b=Holder(w=t(1))))
+    assert [(w.name, w.relative, w.bar) for w in out] == [("a", None, 1.0), ("b", None, 1.0)]
 
 
 def test_integer_parameters_are_compared_as_they_are():
