@@ -135,7 +135,7 @@ def test_only_modules_with_the_same_type_parameter_names_order_and_shapes_are_co
     )
     new = box(
         same=Holder(w=t(1, 4), b=t(1)),
-        retyped=Holder(weight=t(1, 2), bias=t(1)),
+        retyped=Holder(weight=torch.tensor([[1.0, 2.0]]), bias=t(1)),  # the Linear's names and shapes, another type
         act=nn.ReLU(),
         renamed=Holder(v=t(1, 2)),
         reordered=Holder(b=t(1), w=t(1, 2)),
