@@ -33,7 +33,7 @@ MODULES=(
   "io/probes.py|tests/test_probes.py tests/test_input_conversion.py|x_normalisation* x__mean_std* x__numbers* x__check_image_scale* x__check_size* x__to_float32* x__channels_first* x__batched* x__resize* x__interpolate* x__cover_size* x__box_reduce* x__to_float__* x__to_target_channels* x__preprocess_tensors* x__convert_channels* x__normalise* x__read_image* x__join* x_synthetic_probes* x_expected_input_channels* x_image_channels* x_expected_input_ndim* x__first_conv*"
   "io/loading.py|tests/test_loading.py tests/test_input_conversion.py tests/test_model_state.py|"
   "io/provenance.py|tests/test_provenance.py tests/test_verify.py|"
-  "analysis/diff.py|tests/test_diff.py tests/test_nonfinite.py|"
+  "analysis/diff.py|tests/test_diff.py tests/test_nonfinite.py tests/test_diff_architecture_values.py tests/test_diff_weight_values.py tests/test_diff_activation_values.py tests/test_diff_prediction_alert_values.py|"
   "capture/attribution.py|tests/test_attribution.py|"
   "report/sections.py|tests/test_attribution.py|x__attribution*"
   "render/views.py|tests/test_markdown.py tests/test_end_to_end.py tests/test_view_escaping.py tests/test_template_cache.py|x_md_escape* x_md_code* x__md_finalize* x_make_markdown_environment* x_make_environment* x_tile_labels* x_fit_markdown*"
