@@ -150,3 +150,24 @@ def test_a_page_rendered_from_the_cache_is_the_page_compiled_afresh(cache_dir, m
     uncached_html = views.render_html(report)
     assert cached_html == compiled_html == uncached_html
     assert cached_md == compiled_md
+
+
+def test_both_shipped_environments_keep_their_compiled_templates(cache_dir):
+    html_env, md_env = views.make_environment(), views.make_markdown_environment()
+    md_env.get_template("report.md.j2")
+    md_files = cached_files(cache_dir)
+    assert len(md_files) >= 1  # the Markdown view's template, compiled once
+    html_env.get_template("base.html.j2")
+    assert len(cached_files(cache_dir)) > len(md_files)
+    assert {name.split("-")[0] for name in cached_files(cache_dir)} == {_key(html_env), _key(md_env)}
+
+
+def _key(env):
+    return env.bytecode_cache.pattern.split("-")[0]
+
+
+def test_environments_over_another_template_folder_are_not_cached(tmp_path, cache_dir):
+    # A folder of someone's own templates (tests, a fork) compiles as Jinja2 always does.
+    assert views.make_environment(tmp_path).bytecode_cache is None
+    assert views.make_markdown_environment(tmp_path).bytecode_cache is None
+    assert views.make_environment().bytecode_cache is not None
