@@ -320,3 +320,16 @@ def test_many_near_duplicates_among_long_filters():
     assert compared == 10
     assert [(i, j) for i, j, _ in pairs] == [(i, j) for i, j, _ in want]
     assert [c for _, _, c in pairs] == pytest.approx([c for _, _, c in want], abs=1e-5)
+
+
+def test_long_filters_at_exactly_the_threshold_are_not_pairs():
+    # 300 weights: filter 0 is e1, filter 1 is ones on columns 0..3 (norm 2), filter 2 is 3 e1:
+    # cosines 0.5 (0, 1), 1 (0, 2) and 0.5 (1, 2), exact in binary
+    rows = torch.zeros(3, 300)
+    rows[0, 0] = 1.0
+    rows[1, :4] = 1.0
+    rows[2, 0] = 3.0
+    pairs, compared = duplicate_filter_pairs(rows, 0.5)
+    assert (pairs, compared) == ([(0, 2, 1.0)], 3)
+    pairs, _ = duplicate_filter_pairs(rows, 0.4999)
+    assert pairs == [(0, 1, 0.5), (0, 2, 1.0), (1, 2, 0.5)]

@@ -255,3 +255,13 @@ def test_weight_histogram_counts_every_weight_up_to_the_sample_size():
     got = weight_histogram(torch.arange(65537, dtype=torch.float32).reshape(1, 1, -1), 2)
     assert got.edges == [0.0, 32768.0, 65536.0]
     assert got.counts == [16384, 16385]
+
+
+def test_a_single_finite_value_gets_its_bins():
+    # one value, 5: pad 5 * 1e-6 * 3 = 1.5e-5, the value in the middle bin
+    got = histogram(np.array([NAN, 5.0, INF]), 3)
+    assert got.edges == pytest.approx([5 - 7.5e-6, 5 - 2.5e-6, 5 + 2.5e-6, 5 + 7.5e-6], rel=1e-12)
+    assert got.counts == [0, 1, 0]
+    got = weight_histogram(torch.tensor([NAN, 5.0, -INF]).reshape(1, 1, 3), 3)
+    assert got.edges == pytest.approx([5 - 7.5e-6, 5 - 2.5e-6, 5 + 2.5e-6, 5 + 7.5e-6], rel=1e-12)
+    assert got.counts == [0, 1, 0]

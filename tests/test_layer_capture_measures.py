@@ -292,3 +292,11 @@ def test_scale_ratio_without_matching_rms_lists_is_none():
 def test_scale_ratio_is_a_float():
     got = scale_ratio(_layer(input_rms=[2.0], output_rms=[3.0]))
     assert (got, type(got)) == (1.5, float)
+
+
+def test_constant_channels_of_a_single_channel_layer():
+    # one channel, 3 probes of 1 position: three values, all 2.5
+    layer = _probes(3, 1, channel_min=np.array([2.5]), channel_max=np.array([2.5]))
+    assert constant_channels(layer) == [0]
+    layer = _probes(3, 1, channel_min=np.array([2.5]), channel_max=np.array([2.75]))
+    assert constant_channels(layer) == []
