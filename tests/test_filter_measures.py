@@ -333,3 +333,23 @@ def test_long_filters_at_exactly_the_threshold_are_not_pairs():
     assert (pairs, compared) == ([(0, 2, 1.0)], 3)
     pairs, _ = duplicate_filter_pairs(rows, 0.4999)
     assert pairs == [(0, 1, 0.5), (0, 2, 1.0), (1, 2, 0.5)]
+
+
+@pytest.mark.parametrize("threshold", [0.1, -0.5])
+def test_long_filters_opposed_on_the_sketch_columns_but_alike_overall(threshold):
+    # 300 weights: filter 0 is all ones; filter 1 is -1 on the 128 evenly spaced columns the
+    # sketch reads and +1 elsewhere. Overall cosine (172 - 128) / 300 = 0.1467, above both
+    # thresholds; on the sketch alone the unit vectors point apart (dot -128/300), so the
+    # sketch's bound on the distance, 2 (1 - threshold), is all that keeps the pair.
+    columns = torch.linspace(0, 299, 128).round().long().unique()
+    assert columns.numel() == 128  # the premise
+    second = torch.ones(300)
+    second[columns] = -1.0
+    rows = torch.stack([torch.ones(300), second, torch.zeros(300)])
+    want = _float64_pairs(rows, threshold)
+    assert [(i, j) for i, j, _ in want] == [(0, 1)]
+    assert want[0][2] == pytest.approx(44 / 300, rel=1e-12)
+    pairs, compared = duplicate_filter_pairs(rows, threshold)
+    assert compared == 3
+    assert [(i, j) for i, j, _ in pairs] == [(0, 1)]
+    assert pairs[0][2] == pytest.approx(44 / 300, rel=1e-6)

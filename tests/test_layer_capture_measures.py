@@ -8,6 +8,7 @@ values worked out by hand (or float64 numpy over the same literals).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -300,3 +301,39 @@ def test_constant_channels_of_a_single_channel_layer():
     assert constant_channels(layer) == [0]
     layer = _probes(3, 1, channel_min=np.array([2.5]), channel_max=np.array([2.75]))
     assert constant_channels(layer) == []
+
+
+def test_constant_channels_measure_a_float32_range_in_float64():
+    # the capture keeps float32 ranges. Channel 1 runs from -3.08e-12 to float32(1e-4): its
+    # spread, 1e-4 + 3.08e-12 in float64, is just above the tolerance 1e-7 * 1000 = 1e-4 (the
+    # float32 1e-4 is 2.5e-12 below it); a float32 subtraction would round it back to
+    # float32(1e-4), below the tolerance
+    lo = np.array([-1000.0, -3.0820955596727595e-12, 0.0], dtype=np.float32)
+    hi = np.array([-1000.0, 1e-4, 0.0], dtype=np.float32)
+    assert float(hi[1]) - float(lo[1]) > 1e-7 * 1000  # the premise, in float64
+    layer = _probes(2, 6, channel_min=lo, channel_max=hi)
+    assert constant_channels(layer) == [0, 2]
+
+
+def test_constant_channels_of_a_layer_with_no_finite_end_are_none_of_them():
+    layer = _probes(2, 6, channel_min=np.array([NAN, -INF, INF], dtype=np.float32), channel_max=np.array([NAN, INF, INF], dtype=np.float32))
+    assert constant_channels(layer) == []
+    assert dead_channels(layer) == []
+
+
+def test_constant_channels_of_infinite_channels_warn_of_nothing():
+    # inf - inf and -inf - -inf are NaN, with numpy's "invalid value" warning: not measured
+    layer = _probes(2, 8, channel_min=np.array([INF, -INF, 1.0, NAN]), channel_max=np.array([INF, -INF, 1.0, NAN]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert constant_channels(layer) == [2]
+
+
+def test_channel_means_of_a_channel_never_finite_warn_of_nothing():
+    # 0 / 0 would be NaN with numpy's "invalid value" warning: the channel is left NaN unmeasured
+    layer = _layer(channel_means=[np.array([NAN, 1.0]), np.array([INF, 2.0])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = channel_means(layer)
+    assert math.isnan(got[0])
+    assert got[1] == 1.5

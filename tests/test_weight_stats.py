@@ -186,3 +186,24 @@ def test_inf_weights_are_counted_and_left_out_of_every_statistic():
     assert got.norm == pytest.approx(math.sqrt(9 + 1e-6 + 16), rel=1e-6)
     assert got.mean == pytest.approx(1.001 / 3, rel=1e-6)
     assert got.frac_near_zero == 1 / 3
+
+
+@pytest.mark.parametrize(
+    "values, counts, lo, hi",
+    [
+        ([float("inf"), -3.0, 0.001, 4.0], (0, 1), -3.0, 4.0),  # the largest is +Inf, the smallest finite
+        ([-3.0, float("-inf"), 0.001, 4.0], (0, 1), -3.0, 4.0),  # the smallest is -Inf
+        ([-3.0, float("-inf"), 0.001, 4.0, float("inf")], (0, 2), -3.0, 4.0),
+    ],
+    ids=["+inf", "-inf", "both"],
+)
+def test_an_inf_at_one_end_only_is_left_out_too(values, counts, lo, hi):
+    got = weight_stats(torch.tensor(values).reshape(1, 1, 1, -1))
+    assert (got.nan_count, got.inf_count) == counts
+    assert (got.min, got.max) == (lo, hi)
+    assert got.norm == pytest.approx(math.sqrt(9 + 1e-6 + 16), rel=1e-6)
+    assert got.mean == pytest.approx(1.001 / 3, rel=1e-6)
+    # finite: -3, 0.001, 4: mean 1.001 / 3, population std from the deviations
+    m = 1.001 / 3
+    assert got.std == pytest.approx(math.sqrt(((-3 - m) ** 2 + (0.001 - m) ** 2 + (4 - m) ** 2) / 3), rel=1e-6)
+    assert got.frac_near_zero == 1 / 3
