@@ -265,3 +265,13 @@ def test_a_single_finite_value_gets_its_bins():
     got = weight_histogram(torch.tensor([NAN, 5.0, -INF]).reshape(1, 1, 3), 3)
     assert got.edges == pytest.approx([5 - 7.5e-6, 5 - 2.5e-6, 5 + 2.5e-6, 5 + 7.5e-6], rel=1e-12)
     assert got.counts == [0, 1, 0]
+
+
+def test_weight_range_exactly_the_pad_is_not_widened():
+    # float32 ends found so that hi - lo is exactly the pad, hi * 1e-6 * 3, in float64
+    lo, hi = 1.9073429107666016, 1.9073486328125
+    assert (float(np.float32(lo)), float(np.float32(hi))) == (lo, hi)  # the premise: float32 values
+    assert hi - lo == hi * 1e-6 * 3
+    got = weight_histogram(torch.tensor([hi, lo]).reshape(1, 1, 2), 3)
+    assert (got.edges[0], got.edges[-1]) == (lo, hi)
+    assert got.counts == [1, 0, 1]
