@@ -25,7 +25,7 @@ OUT=${MUTATION_OUT:-$ROOT/test-output/mutation}
 # module (under cnnreport/) | its tests | mutant-name patterns ('' = every function in the file)
 # A pattern names mutmut's generated function: x_NAME* for a function, xǁCLASSǁNAME* for a method.
 MODULES=(
-  "analysis/statistics.py|tests/test_alerts.py tests/test_architecture_facts.py tests/test_capture.py tests/test_nonfinite.py tests/test_weight_stats.py|"
+  "analysis/statistics.py|tests/test_alerts.py tests/test_architecture_facts.py tests/test_capture.py tests/test_nonfinite.py tests/test_weight_stats.py tests/test_histogram_bins.py tests/test_layer_capture_measures.py tests/test_filter_measures.py|"
   "capture/activations.py|tests/test_capture.py tests/test_nonfinite.py tests/test_scale.py|"
   "analysis/alerts.py|tests/test_alerts.py tests/test_alerts_at_scale.py tests/test_nonfinite.py|"
   "analysis/architecture.py|tests/test_architecture.py tests/test_architecture_facts.py|"
