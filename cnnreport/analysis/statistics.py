@@ -285,7 +285,8 @@ def filter_norms(filters: torch.Tensor) -> torch.Tensor:
 
 
 def dead_filter_indices(filters: torch.Tensor, threshold: float, *, norms: torch.Tensor | None = None) -> list[int]:
-    """Rows whose L2 norm is below ``threshold``, NaN and Inf counted as zero.
+    """Rows whose L2 norm is below ``threshold``. A NaN weight counts as zero; an infinite one
+    as the largest float, so a filter holding one is never dead.
 
     ``norms``: :func:`filter_norms` of ``filters``, when already known."""
     norms = filter_norms(filters) if norms is None else norms
