@@ -296,6 +296,9 @@ def test_a_batchnorm_without_affine_weights_or_running_statistics():
     assert bn_findings(bn=batchnorm(affine=False)) == []
     assert bn_findings(a=batchnorm(affine=False), b=batchnorm(MOVED)) == [("warning", "a", NEVER, None)]
     assert bn_findings(bn=nn.BatchNorm2d(4, track_running_stats=False)) == []
+    # A BatchNorm without running statistics has none that could have moved: it says nothing
+    # about training, and a fresh BatchNorm beside it is no finding.
+    assert bn_findings(a=batchnorm(), b=nn.BatchNorm2d(4, track_running_stats=False)) == []
     with torch.no_grad():
         bn = nn.BatchNorm2d(4, track_running_stats=False)
         bn.weight[0] = 0.0
