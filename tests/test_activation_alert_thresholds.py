@@ -221,6 +221,10 @@ def test_an_output_about_the_bias_alone_is_not_exploding():
     assert kinds(with_bias([1500.0, -1500.0, 1500.0, -1500.0])) == []  # RMS over the channels: 1500
     assert kinds(with_bias([1000.0, -1000.0, 1000.0, 1000.0])) == ["exploding_activations"]  # RMS 1000: 3x
     assert kinds(with_bias([0.0])) == ["exploding_activations"]
+    # Two probes with an all-zero input: their ratio is left out, their output RMS (0) is not;
+    # a zero bias dominates nothing.
+    zero_inputs = scaled(ins=(0.0, 0.0, 1.0), outs=(0.0, 0.0, 5000.0))
+    assert [a.kind.value for a, _ in check_activation_scale(context([zero_inputs], with_bias([0.0])))] == ["exploding_activations"]
     no_bias = nn.Module().eval()
     no_bias.conv = nn.Conv2d(1, 1, 1, bias=False)
     assert kinds(no_bias) == ["exploding_activations"]

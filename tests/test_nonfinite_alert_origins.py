@@ -163,3 +163,17 @@ def test_a_non_finite_model_output_that_no_layer_output_explains():
     ctx.output_nonfinite = 2
     assert [a.layer for a, _ in check_nonfinite(ctx)] == ["a"]
     assert check_nonfinite(context([call("a", 0)])) == []
+
+
+def test_only_the_layer_s_own_buffers_are_its_state_one_channel_included():
+    model = root(one=nn.BatchNorm2d(1).eval(), block=nn.Sequential(nn.BatchNorm2d(2).eval()))
+    with torch.no_grad():
+        model.one.running_var.fill_(-1.0)
+        model.block[0].running_var.fill_(-1.0)
+    said = lambda name: plain(check_nonfinite(context([call(name, 0, input_rms=[1.0, 1.0], probe_nan=[1, 0])], model)))[0][3].split("inherits them; ")[1]  # noqa: E731
+    assert said("one") == (
+        "its input is finite and its weights are finite, but its running_var is negative for channel(s) 0 "
+        "(a variance cannot be, and its square root is NaN): that state made them"
+    )
+    # The container's child holds the negative variance; the container itself has no state.
+    assert said("block") == "its input is finite and it has no weights of its own: the layer's computation itself made them (an overflow, a division by zero, log or sqrt of a negative?)"

@@ -189,7 +189,7 @@ def test_no_preprocessing_finding_without_a_trained_batchnorm_input():
 # A channel swap (RGB against BGR)
 
 
-def swap_case(conv=None, summary_means=(0.375, 0.5, 0.625), conv_rms=(1.0, 2.0), bn_rms=(1.0, 2.0), bn_order=1, conv_call=1, bn_channels=2, **options):
+def swap_case(conv=None, summary_means=(0.375, 0.5, 0.625), conv_rms=(1.0, 2.0), bn_rms=(1.0, 2.0), bn_order=1, conv_call=1, bn_channels=2, probe_means=(0.375, 0.625, 0.5), **options):
     """A 3-channel convolution of the probes, then the BatchNorm.
 
     The convolution passes the probes' first channel to its output 0 and their last to its
@@ -204,7 +204,7 @@ def swap_case(conv=None, summary_means=(0.375, 0.5, 0.625), conv_rms=(1.0, 2.0),
             conv.weight[1, 2] = 0.5
     mean, var = [0.625, 0.375, 0.5][:bn_channels], [0.75, 0.75, 0.0][:bn_channels]
     model = root(conv=conv, bn=batchnorm(mean, var, eps=0.25))
-    probe_means = [0.375, 0.625, 0.5][:bn_channels]
+    probe_means = list(probe_means)[:bn_channels]
     layers = [
         call("conv", 0, call_index=conv_call, output_rms=list(conv_rms), input_rms=[1.0, 1.0]),
         bn_input([probe_means, probe_means], [[0.75] * bn_channels] * 2, order=bn_order, input_rms=list(bn_rms)),
@@ -288,8 +288,9 @@ def three_out() -> nn.Conv2d:
         {"conv_rms": (1.0, 2.00004)},
         {"conv_rms": ()},
         {"bn_rms": (1.0, 2.0, 3.0)},
+        {"conv_rms": (1e-9, 3e-9), "bn_rms": (1e-9, 2e-9)},
     ],
-    ids=["no-summary", "two-channels", "four-channels", "bn-not-second", "later-call", "not-a-conv", "four-inputs", "three-outputs", "rms-differs", "rms-just-off", "no-rms", "rms-count"],
+    ids=["no-summary", "two-channels", "four-channels", "bn-not-second", "later-call", "not-a-conv", "four-inputs", "three-outputs", "rms-differs", "rms-just-off", "no-rms", "rms-count", "tiny-rms-differs"],
 )
 def test_a_swap_is_tried_only_on_a_3_channel_convolution_feeding_the_batchnorm(case):
     # The swap alone explains the shift here: without it, nothing is reported.
@@ -335,3 +336,21 @@ def test_no_summary_without_a_finite_floating_point_input():
     assert summarise_input([torch.tensor([[1.0, float("nan")]])]) is None
     assert summarise_input([torch.tensor([[1.0, float("inf")]])]) is None
     assert summarise_input([torch.tensor([[-float("inf"), 1.0]])]) is None
+
+
+def test_a_swap_that_does_not_explain_a_large_shift_is_not_named_as_the_cause():
+    # The input 2.75 and 3.25 deviations off; swapped back, 3 and 3: no better.
+    (*_, message, value, numbers), = swap_case(probe_means=(3.375, 3.625, 0.5))
+    assert numbers["mean_shift_channels_swapped"] == pytest.approx(3.0, rel=1e-9)
+    assert message.endswith(f"spread 1x training's): {DEFAULT_WHY}")
+
+
+def test_the_cause_of_a_mean_shift_at_the_spread_limits_is_the_plain_question():
+    # A spread ratio of exactly 1 against a limit of 1: neither narrower nor wider.
+    layers = [bn_input([[3.5, -2.5], [3.5, -2.5]], [[0.75, 0.75], [0.75, 0.75]])]
+    found = findings(layers, root(bn=batchnorm([0.5, 0.5], [0.75, 0.75], eps=0.25)), preprocess_max_scale=1.0)
+    assert [(f[3].endswith(f"spread 1x training's): {DEFAULT_WHY}"), f[4]) for f in found] == [(True, 3.0)]
+    # Half training's spread is inside the default limit of 3: the shift is the finding, no "narrower".
+    layers = [bn_input([[6.5], [6.5]], [[1.0], [1.0]])]
+    (*_, message, value, numbers), = findings(layers, root(bn=batchnorm([0.5], [4.0])))
+    assert (message.split("training's): ")[1], value, numbers["spread_ratio"]) == (DEFAULT_WHY, 3.0, pytest.approx(0.5, rel=1e-12))
