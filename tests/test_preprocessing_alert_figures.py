@@ -189,7 +189,7 @@ def test_no_preprocessing_finding_without_a_trained_batchnorm_input():
 # A channel swap (RGB against BGR)
 
 
-def swap_case(conv=None, summary_means=(0.375, 0.5, 0.625), conv_rms=(1.0, 2.0), bn_rms=(1.0, 2.0), bn_order=1, conv_call=1, bn_channels=2, probe_means=(0.375, 0.625, 0.5), **options):
+def swap_case(conv=None, summary_means=(0.375, 0.5, 0.625), conv_rms=(1.0, 2.0), bn_rms=(1.0, 2.0), bn_order=1, conv_call=1, bn_channels=2, probe_means=(0.375, 0.625, 0.5), train_var=0.75, **options):
     """A 3-channel convolution of the probes, then the BatchNorm.
 
     The convolution passes the probes' first channel to its output 0 and their last to its
@@ -202,12 +202,12 @@ def swap_case(conv=None, summary_means=(0.375, 0.5, 0.625), conv_rms=(1.0, 2.0),
             conv.weight.zero_()
             conv.weight[0, 0] = 0.5
             conv.weight[1, 2] = 0.5
-    mean, var = [0.625, 0.375, 0.5][:bn_channels], [0.75, 0.75, 0.0][:bn_channels]
+    mean, var = [0.625, 0.375, 0.5][:bn_channels], [train_var, train_var, 0.0][:bn_channels]
     model = root(conv=conv, bn=batchnorm(mean, var, eps=0.25))
     probe_means = list(probe_means)[:bn_channels]
     layers = [
         call("conv", 0, call_index=conv_call, output_rms=list(conv_rms), input_rms=[1.0, 1.0]),
-        bn_input([probe_means, probe_means], [[0.75] * bn_channels] * 2, order=bn_order, input_rms=list(bn_rms)),
+        bn_input([probe_means, probe_means], [[train_var] * bn_channels] * 2, order=bn_order, input_rms=list(bn_rms)),
     ]
     summary = InputSummary(-1.0, 1.0, tuple(summary_means)) if summary_means is not None else None
     return findings(layers, model, summary, **options)
@@ -354,3 +354,12 @@ def test_the_cause_of_a_mean_shift_at_the_spread_limits_is_the_plain_question():
     layers = [bn_input([[6.5], [6.5]], [[1.0], [1.0]])]
     (*_, message, value, numbers), = findings(layers, root(bn=batchnorm([0.5], [4.0])))
     assert (message.split("training's): ")[1], value, numbers["spread_ratio"]) == (DEFAULT_WHY, 3.0, pytest.approx(0.5, rel=1e-12))
+
+
+def test_the_swapped_shift_is_in_training_standard_deviations():
+    # Deviations 2 (variance 3.75 + eps 0.25): the input 0.5 / 2 = 0.25 off; probe means 0.3,
+    # 0.5, 0.7 given: swapped back, the input moves by 0.4 to 0.525 and 0.475, 0.1 / 2 = 0.05 off.
+    (*_, message, value, numbers), = swap_case(probe_means=(0.125, 0.875, 0.5), train_var=3.75, summary_means=(0.3, 0.5, 0.7))
+    assert value == 0.25
+    assert numbers["mean_shift_channels_swapped"] == pytest.approx(0.05, rel=1e-9)
+    assert "bring the channel means to 0.05 training standard deviations" in message

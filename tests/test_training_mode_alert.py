@@ -104,3 +104,14 @@ def test_the_flags_as_given_win_over_the_model_s_own():
     assert note(model, {"ghost": True, "relu": True}) == []  # a name the model has not, and a module whose mode changes nothing
     assert note(model, {"drop": True})[0][4] == 1.0  # no root flag: eval
     assert note(model.train(), {}) == []
+
+
+def test_a_batchnorm_model_itself_and_exactly_six_names():
+    assert note(nn.BatchNorm2d(2).train())[0][3] == (
+        f"the model was given in training mode{TAIL}; outside it, 1 BatchNorm layer would normalise by each batch's own statistics "
+        f"and update their running ones ((model)){EVAL}"
+    )
+    model = root(**{f"c{i}": Custom() for i in range(6)})
+    for module in model.children():
+        module.train()
+    assert note(model)[0][3] == f"the model is in eval mode, but 6 of its modules are in training mode (c0, c1, c2, c3, c4, c5){TAIL}{NOTHING}"
