@@ -103,13 +103,14 @@ def test_layers_that_never_ran_sort_after_every_call_in_definition_order():
 
 
 def test_a_transposed_convolution_is_applied_at_its_input_positions():
-    for stride, positions in [(2, 16), (1, 64), ((2, 1), 32)]:
+    for stride, positions, words in [(2, 16, "288"), (1, 64, "1,152"), ((2, 1), 32, "576")]:
         up = nn.ConvTranspose2d(2, 4, 3, stride=stride, bias=False)
         with torch.no_grad():
             up.weight.copy_(torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(1)))
             up.weight[:, 3] = 0.0  # output filter 3: 2 x 3 x 3 weights
         found = check_dead_filters(context([call("up", 0, shape=(4, 8, 8))], root(up=up)))
         assert [a.numbers for a, _ in found] == [{"filters": 1.0, "params": 18.0, "mult_adds": 18.0 * positions}], stride
+        assert found[0][0].message.endswith(f"save 18 parameters and {words} mult-adds per probe"), stride
 
 
 def test_a_one_dimensional_convolution_counts_its_length():
@@ -120,6 +121,9 @@ def test_a_one_dimensional_convolution_counts_its_length():
     assert [(a.message, a.numbers) for a, _ in found] == [
         ("1 of 2 filters (50%) have weight norm below 1e-06: 0; removing them would save 3 parameters and 30 mult-adds per probe", {"filters": 1.0, "params": 3.0, "mult_adds": 30.0})
     ]
+    # An unbatched call records its length as the batch: one position per sample.
+    found = check_dead_filters(context([call("c", 0, shape=(10,))], root(c=conv)))
+    assert [a.numbers["mult_adds"] for a, _ in found] == [3.0]
 
 
 def test_weights_with_nan_are_the_non_finite_check_s_not_dead_filters():
