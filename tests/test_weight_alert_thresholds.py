@@ -179,6 +179,10 @@ def test_a_dead_filter_parallel_to_a_live_one_is_not_counted_twice():
         )
     ]
     assert [a.numbers for a, _ in check_prunable(ctx)] == [{"layers": 1.0, "filters": 1.0, "params": 3.0, "mult_adds": 0.0}]
+    # A pair with a dead filter, then a pair of live ones: the live pair still counts.
+    filters = [[1, 0, 0], [0.25, 0, 0], [0, 1, 0], [0, 2, 0]]
+    ctx = context([], root(conv=conv_with_filters(filters)), dead_filter_norm=0.5)
+    assert ctx.redundant_duplicates("conv") == [3]
 
 
 def test_only_the_first_filters_up_to_the_cap_are_compared():
