@@ -82,8 +82,8 @@ def test_health_alerts_hands_each_argument_to_its_check():
     assert [(a.kind.value, a.value) for a in alerts] == [("non_finite", 3.0)]
     alerts = health_alerts(model, CaptureResult([call("conv", 0)]), None, options, training_flags={"": True})
     assert [a.kind.value for a in alerts] == ["training_mode"]
-    dead = CaptureResult([call("conv", 0, **ranges((0.0, 0.0), (0.0, 1.0), (0.0, 2.0), (0.0, 3.0)))])
-    assert [a.layer for a in health_alerts(model, dead, None, options)] == ["conv"]
+    dead = CaptureResult([call("conv", 0, detailed=True, **ranges((0.0, 0.0), (0.0, 1.0), (0.0, 2.0), (0.0, 3.0)))])
+    assert [(a.layer, a.section_id) for a in health_alerts(model, dead, None, options)] == [("conv", "sec-conv")]
     assert [a.section_id for a in health_alerts(model, dead, [], options)] == [""]
     bn = nn.BatchNorm2d(1, eps=0.0).eval()
     with torch.no_grad():

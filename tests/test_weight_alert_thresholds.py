@@ -221,6 +221,23 @@ def test_pruning_adds_up_the_dead_and_duplicate_filters_of_every_layer():
     assert found[0][0].section_id == ""
 
 
+def test_pruning_sorts_after_every_call_even_when_the_model_itself_ran():
+    found = check_prunable(context([call("", 0, type="Module"), call("dead", 1, shape=(4, 1, 1))], root(dead=one_dead_of_four())))
+    assert [(a.layer, a.section_id, order) for a, order in found] == [("", "", 2.0)]
+
+
+def test_pruning_of_weights_kept_as_buffers_gives_no_share_of_the_model():
+    conv = one_dead_of_four()
+    weight, bias = conv.weight.detach().clone(), conv.bias.detach().clone()
+    del conv.weight, conv.bias
+    conv.register_buffer("weight", weight)
+    conv.register_buffer("bias", bias)
+    found = check_prunable(context([call("dead", 0, shape=(4, 1, 1))], root(dead=conv)))
+    assert [a.message for a, _ in found] == [
+        "removing the 1 dead and duplicate filter of 1 layer would save 19 parameters and 18 mult-adds per probe, before the inputs the layers after them would lose"
+    ]
+
+
 def test_pruning_of_one_filter_of_one_layer_reads_in_the_singular():
     found = check_prunable(context([call("dead", 0, shape=(4, 1, 1))], root(dead=one_dead_of_four())))
     assert [a.message for a, _ in found] == [
