@@ -296,6 +296,12 @@ def test_saturation_needs_limits_values_probes_and_finite_output():
     assert check_saturation(context([bounded("Sigmoid", None, 0, 40)])) == []
     assert check_saturation(context([bounded("Sigmoid", (0.0, 1.0), 0, 40, numel_per_probe=0)])) == []
     assert check_saturation(context([bounded("Sigmoid", (0.0, 1.0), 0, 40, probes=0)])) == []
+    # Even with a threshold of 0, which reports every bounded layer that has values.
+    assert check_saturation(context([bounded("Sigmoid", (0.0, 1.0), 0, 40, numel_per_probe=0)], saturation_fraction=0.0)) == []
+    assert check_saturation(context([bounded("Sigmoid", (0.0, 1.0), 0, 40, probes=0)], saturation_fraction=0.0)) == []
+    assert [a.message for a, _ in check_saturation(context([bounded("Sigmoid", (0.0, 1.0), 0, 0)], saturation_fraction=0.0))] == [
+        "0% of values are pinned at 0 or 1 (0% low, 0% high): gradients through them vanish"
+    ]
     assert check_saturation(context([bounded("Sigmoid", (0.0, 1.0), 0, 40, probe_nan=[1, 0])])) == []
     assert check_saturation(context([bounded("Sigmoid", (0.0, 1.0), 0, 40, probe_inf=[0, 1])])) == []
 
