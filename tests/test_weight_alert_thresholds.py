@@ -390,6 +390,10 @@ def test_no_untrained_finding_unless_every_batchnorm_is_fresh():
     assert untrained(dead, conv=nn.Conv2d(1, 1, 1)) == []  # no BatchNorm: nothing to tell by
     assert untrained(dead, bn=nn.BatchNorm2d(4, track_running_stats=False)) == []
     assert untrained(dead, a=batchnorm(), b=batchnorm()) == [("untrained", "warning", "", UNTRAINED.format(4, 4, "activation layers", "100%", 2), 1.0, -1.0)]
+    # An InstanceNorm keeping running statistics is no BatchNorm: not counted.
+    assert untrained(dead, a=batchnorm(), b=nn.InstanceNorm2d(4, track_running_stats=True)) == [
+        ("untrained", "warning", "", UNTRAINED.format(4, 4, "activation layers", "100%", 1), 1.0, -1.0)
+    ]
     # A BatchNorm with NaN weights is the non-finite check's, and not counted.
     broken = batchnorm(weight=[float("nan"), 1.0, 1.0, 1.0])
     assert untrained(dead, a=batchnorm(), b=broken) == [("untrained", "warning", "", UNTRAINED.format(4, 4, "activation layers", "100%", 1), 1.0, -1.0)]
