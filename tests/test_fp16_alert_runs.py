@@ -165,3 +165,20 @@ def test_underflow_is_reported_once_per_layer_and_not_on_non_finite_output():
 def test_overflow_and_underflow_are_independent():
     layers = [peak("a", 0, 1e6), tiny("b", 1, 5), peak("c", 2, 40000.0)]
     assert [(f[0], f[2]) for f in fp16(layers)] == [("fp16_overflow", "a"), ("fp16_underflow", "b")]
+
+
+def test_the_first_overflow_of_a_run_right_after_its_head():
+    found = fp16([peak("a", 0, 40000.0), peak("b", 1, 100000.0), peak("c", 2, 65504.0)])
+    assert [(f[2], f[3]) for f in found] == [("a", near("40,000", "1.64x")), ("b", over("100,000", "1.53x"))]
+
+
+def test_exactly_65504_is_near_the_limit_not_past_it_inside_a_run_and_after_an_overflow():
+    found = fp16([peak("a", 0, 40000.0), peak("b", 1, 65504.0)])
+    assert [(f[2], f[3]) for f in found] == [("a", near("40,000", "1.64x", "; so does the layer right after it (b)"))]
+    found = fp16([peak("a", 0, 100000.0), peak("b", 1, 1.0), peak("c", 2, 65504.0)])
+    assert [(f[2], f[3]) for f in found] == [("a", over("100,000", "1.53x"))]
+
+
+def test_a_run_whose_head_was_reported_before_still_reports_its_overflow():
+    layers = [peak("a", 0, 40000.0), peak("x", 1, 1.0), peak("a", 2, 40000.0, call_index=2), peak("b", 3, 100000.0)]
+    assert [(f[2], f[3]) for f in fp16(layers)] == [("a", near("40,000", "1.64x")), ("b", over("100,000", "1.53x"))]
