@@ -203,6 +203,10 @@ def test_layers_whose_scale_is_set_by_design_or_non_finite_are_left_out():
     assert [a.kind.value for a, _ in check_activation_scale(context([scaled(type="ReLU")]))] == ["exploding_activations"]
     assert check_activation_scale(context([scaled(probe_nan=[0, 1, 0])])) == []
     assert check_activation_scale(context([scaled(probe_inf=[0, 0, 2])])) == []
+    # Each left out alone: the layers after them are still checked.
+    unknown = call("blind", 0, probes=3, output_rms=[1.0, 2.0, 3.0])
+    for skipped in (scaled("sig", 0, type="Sigmoid"), scaled("bad", 0, probe_nan=[1, 0, 0]), unknown):
+        assert [(a.layer, order) for a, order in check_activation_scale(context([skipped, scaled("conv", 1)]))] == [("conv", 1.0)]
 
 
 def with_bias(bias: list[float]) -> nn.Module:

@@ -182,3 +182,8 @@ def test_exactly_65504_is_near_the_limit_not_past_it_inside_a_run_and_after_an_o
 def test_a_run_whose_head_was_reported_before_still_reports_its_overflow():
     layers = [peak("a", 0, 40000.0), peak("x", 1, 1.0), peak("a", 2, 40000.0, call_index=2), peak("b", 3, 100000.0)]
     assert [(f[2], f[3]) for f in fp16(layers)] == [("a", near("40,000", "1.64x")), ("b", over("100,000", "1.53x"))]
+
+
+def test_underflow_runs_after_one_whose_head_was_reported_and_a_later_call_as_follower():
+    layers = [tiny("a", 0, 5), tiny("x", 1, 0), tiny("a", 2, 5, call_index=2), tiny("y", 3, 0), tiny("b", 4, 5), tiny("c", 5, 5, call_index=2)]
+    assert [(f[2], f[3]) for f in fp16(layers)] == [("a", under("50%")), ("b", under("50%", then="; so does the layer right after it (c (call 2))"))]
