@@ -159,6 +159,12 @@ def test_duplicate_filters_are_joined_into_groups_and_one_of_each_kept(fraction,
     assert ctx.redundant_duplicates("conv") == [1, 2, 4]
 
 
+def test_the_most_similar_pair_is_by_cosine_not_by_index():
+    filters = [[1, 0, 0], [2, 0, 0], [0, 1, 0], [0, 1, 0.1]]  # (0, 1) parallel; (2, 3) at cosine 0.995
+    (alert, _), = check_duplicate_filters(context([], root(conv=conv_with_filters(filters))))
+    assert "2 pair(s) of filters with cosine similarity above 0.99, 4 of 4 filters involved; most similar: 0 and 1 (1.0000); " in alert.message
+
+
 def test_the_cosine_threshold_comes_from_the_options():
     ctx = context([], root(conv=conv_with_filters(DUPLICATES)), duplicate_filter_cosine=0.995)
     assert [a.message for a, _ in check_duplicate_filters(ctx)] == [
