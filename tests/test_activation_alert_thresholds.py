@@ -91,6 +91,19 @@ def test_after_a_layer_whose_every_channel_is_constant_nothing_more_is_reported(
     assert [(f[2], f[3]) for f in found] == [("a", dead_message(2, 3, "67%", "0, 1")), ("b", dead_message(1, 4, "25%", "3"))]
 
 
+def test_a_one_channel_layer_that_is_constant_is_a_collapse_too():
+    single = call("a", 0, shape=(1, 2, 2), **ranges((0.5, 0.5)))
+    later = call("b", 1, **ranges((0.0, 1.0), (0.0, 2.0), (0.0, 3.0), (5.0, 5.0)))
+    assert [(f[2], f[3]) for f in plain(check_dead_channels(context([single, later])))] == [("a", dead_message(1, 1, "100%", "0"))]
+
+
+def test_a_layer_whose_ranges_cannot_tell_is_passed_over():
+    # One probe, one position per channel: a single value is trivially constant, so nothing is said.
+    one_value = call("one", 0, probes=1, shape=(4, 1, 1), **ranges((1.0, 1.0), (2.0, 2.0), (0.0, 0.0), (3.0, 3.0)))
+    later = call("b", 1, shape=(8, 1, 1), **ranges((1.0, 1.0), *([(0.0, 1.0)] * 7)))
+    assert [(f[2], f[3]) for f in plain(check_dead_channels(context([one_value, later])))] == [("b", dead_message(1, 8, "12%", "0"))]
+
+
 def batchnorm_then_relu(gamma: float, threshold: float = 0.5):
     model = nn.Module().eval()
     model.bn = nn.BatchNorm2d(4).eval()

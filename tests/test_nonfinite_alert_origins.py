@@ -177,3 +177,13 @@ def test_only_the_layer_s_own_buffers_are_its_state_one_channel_included():
     )
     # The container's child holds the negative variance; the container itself has no state.
     assert said("block") == "its input is finite and it has no weights of its own: the layer's computation itself made them (an overflow, a division by zero, log or sqrt of a negative?)"
+
+
+def test_a_later_call_sorts_at_its_own_position_and_the_output_alert_after_every_call():
+    found = first_bad_alert([call("a", 0), call("x", 1), call("a", 2, call_index=2, probe_nan=[1, 0])])
+    assert [(f[2], f[5]) for f in found] == [("a (call 2)", 2.0)]
+    ctx = context([call("a", 0), call("", 1, type="Module")])
+    ctx.output_nonfinite = 1
+    assert [(a.message, order) for a, order in check_nonfinite(ctx)] == [
+        ("the model's output holds 1 NaN/Inf values, made by its own forward code after its last layer, (model), whose output is finite", 2.0)
+    ]
