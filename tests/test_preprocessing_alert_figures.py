@@ -174,6 +174,11 @@ def test_no_preprocessing_finding_without_a_trained_batchnorm_input():
     assert findings([bn_input(*SHIFTED)], root(bn=batchnorm([0.0, 0.0], [1.0, 1.0]))) == []  # initial statistics
     assert findings([bn_input(*SHIFTED)], root(bn=nn.BatchNorm2d(2, track_running_stats=False))) == []
     assert findings([bn_input(*SHIFTED)], root(bn=nn.LayerNorm(2))) == []
+    instance = nn.InstanceNorm2d(2, track_running_stats=True).eval()  # running statistics, but no BatchNorm
+    with torch.no_grad():
+        instance.running_mean.copy_(torch.tensor([1.0, -1.0]))
+        instance.running_var.copy_(torch.tensor([4.0, 1.0]))
+    assert findings([bn_input(*SHIFTED)], root(bn=instance)) == []
     assert findings([bn_input(*SHIFTED)], root()) == []
     assert findings([bn_input(*SHIFTED)], root(bn=batchnorm([1.0, -1.0, 0.0], [4.0, 1.0, 1.0]))) == []  # channel counts differ
     broken = batchnorm([1.0, -1.0], [4.0, 1.0])

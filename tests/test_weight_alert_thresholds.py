@@ -126,6 +126,13 @@ def test_a_one_dimensional_convolution_counts_its_length():
     assert [a.numbers["mult_adds"] for a, _ in found] == [3.0]
 
 
+def test_a_convolution_without_dead_filters_does_not_end_the_check():
+    model = root(ok=conv_with_filters([[1, 0, 0], [0, 1, 0]]), conv=one_dead_of_four())
+    assert [a.layer for a, _ in check_dead_filters(context([], model))] == ["conv"]
+    model = root(ok=conv_with_filters([[1, 0, 0], [0, 1, 0]]), dup=conv_with_filters(DUPLICATES))
+    assert [a.layer for a, _ in check_duplicate_filters(context([], model))] == ["dup"]
+
+
 def test_weights_with_nan_are_the_non_finite_check_s_not_dead_filters():
     conv = one_dead_of_four()
     with torch.no_grad():
