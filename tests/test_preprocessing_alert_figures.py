@@ -368,3 +368,16 @@ def test_the_swapped_shift_is_in_training_standard_deviations():
     assert value == 0.25
     assert numbers["mean_shift_channels_swapped"] == pytest.approx(0.05, rel=1e-9)
     assert "bring the channel means to 0.05 training standard deviations" in message
+
+
+def test_a_swap_exactly_gain_times_smaller_explains_the_shift():
+    # Probe means 0.40625, 0.5, 0.59375 given: swapped back, the input moves by 0.1875 to
+    # 0.5625 and 0.4375: 0.0625 off, and 0.0625 x 4 is exactly the shift 0.25.
+    (*_, message, value, numbers), = swap_case(summary_means=(0.40625, 0.5, 0.59375))
+    assert (value, numbers["mean_shift_channels_swapped"]) == (0.25, 0.0625)
+    assert "bring the channel means to 0.062 training standard deviations" in message
+
+
+def test_a_spread_ratio_of_exactly_one_against_a_limit_of_one_is_no_finding():
+    layers = [bn_input([[0.5, 0.5], [0.5, 0.5]], [[0.75, 0.75], [0.75, 0.75]])]
+    assert findings(layers, root(bn=batchnorm([0.5, 0.5], [0.75, 0.75], eps=0.25)), preprocess_max_scale=1.0) == []
