@@ -95,3 +95,18 @@ def test_health_alerts_hands_each_argument_to_its_check():
     assert [a.message.split("training's): ")[1] for a in alerts] == [
         "the probes run from 0 to 255, like raw 0-255 pixels: were they scaled to [0, 1] and normalised as in training?"
     ]
+
+
+def test_the_first_section_of_a_layer_is_its_lowest_call_not_the_first_in_text_order():
+    calls = [call("conv", 0), call("conv", 1, call_index=2, detailed=True), call("conv", 2, call_index=10, detailed=True)]
+    (alert, _), = check_dead_filters(context(calls, dead_conv()))
+    assert alert.section_id == "sec-conv-call2"
+
+
+def test_a_whole_model_note_links_to_no_section_even_when_the_model_has_one():
+    from cnnreport.analysis.alerts import check_synthetic_input
+
+    ctx = context([call("", 0, type="Module", detailed=True)])
+    ctx.synthetic_input = True
+    (alert, _), = check_synthetic_input(ctx)
+    assert (alert.layer, alert.section_id) == ("", "")

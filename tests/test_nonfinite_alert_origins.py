@@ -187,3 +187,12 @@ def test_a_later_call_sorts_at_its_own_position_and_the_output_alert_after_every
     assert [(a.message, order) for a, order in check_nonfinite(ctx)] == [
         ("the model's output holds 1 NaN/Inf values, made by its own forward code after its last layer, (model), whose output is finite", 2.0)
     ]
+
+
+def test_every_tensor_is_looked_at_past_integer_and_one_value_ones():
+    model = root(bn1=nn.BatchNorm2d(2).eval(), bn2=nn.BatchNorm2d(2).eval())
+    model.gain = nn.Parameter(torch.tensor([NAN]))
+    with torch.no_grad():
+        model.bn2.running_mean[0] = NAN  # after bn1's integer num_batches_tracked
+    found = check_nonfinite(context([], model))
+    assert [(a.layer, a.message) for a, _ in found] == [("(model)", "gain has 1 NaN of 1 values"), ("bn2", "running_mean has 1 NaN of 2 values")]
