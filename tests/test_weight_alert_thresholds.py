@@ -133,6 +133,21 @@ def test_a_convolution_without_dead_filters_does_not_end_the_check():
     assert [a.layer for a, _ in check_duplicate_filters(context([], model))] == ["dup"]
 
 
+class BiaslessFilters(nn.Module):
+    """A layer of the user's own with a convolution-like weight (out, in, k) and no bias attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor([[[1.0, 2.0, 3.0], [0.5, 0.0, 1.0]], [[0.0] * 3, [0.0] * 3]]))
+
+
+def test_a_layer_of_one_s_own_with_filters_and_no_bias_attribute():
+    found = check_dead_filters(context([call("mine", 0, shape=(2, 5))], root(mine=BiaslessFilters())))
+    assert [(a.message, a.numbers) for a, _ in found] == [
+        ("1 of 2 filters (50%) have weight norm below 1e-06: 1; removing them would save 6 parameters and 30 mult-adds per probe", {"filters": 1.0, "params": 6.0, "mult_adds": 30.0})
+    ]
+
+
 def test_weights_with_nan_are_the_non_finite_check_s_not_dead_filters():
     conv = one_dead_of_four()
     with torch.no_grad():
