@@ -54,6 +54,7 @@ def test_a_finite_tensor_whose_sum_overflows_is_not_non_finite():
     model.big = nn.Parameter(torch.tensor([3e38, 3e38, -1.0]))
     model.register_buffer("empty", torch.empty(0))
     model.register_buffer("steps", torch.tensor([7], dtype=torch.int64))
+    model.spectrum = nn.Parameter(torch.tensor([1.0 + 2.0j, 3.0j]))  # complex weights are no error
     assert check_nonfinite(context([], model)) == []
 
 
