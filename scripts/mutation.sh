@@ -27,7 +27,7 @@ OUT=${MUTATION_OUT:-$ROOT/test-output/mutation}
 MODULES=(
   "analysis/statistics.py|tests/test_alerts.py tests/test_architecture_facts.py tests/test_capture.py tests/test_nonfinite.py tests/test_weight_stats.py tests/test_histogram_bins.py tests/test_layer_capture_measures.py tests/test_filter_measures.py|"
   "capture/activations.py|tests/test_capture.py tests/test_nonfinite.py tests/test_scale.py|"
-  "analysis/alerts.py|tests/test_alerts.py tests/test_alerts_at_scale.py tests/test_nonfinite.py|"
+  "analysis/alerts.py|tests/test_alerts.py tests/test_alerts_at_scale.py tests/test_nonfinite.py tests/test_activation_alert_thresholds.py tests/test_weight_alert_thresholds.py tests/test_nonfinite_alert_origins.py tests/test_preprocessing_alert_figures.py tests/test_fp16_alert_runs.py tests/test_training_mode_alert.py tests/test_alert_context_links.py|"
   "analysis/architecture.py|tests/test_architecture.py tests/test_architecture_facts.py|"
   "analysis/graph.py|tests/test_graph.py tests/test_architecture_facts.py tests/test_node_categories.py tests/test_receptive_field_values.py tests/test_graph_folding.py|"
   "io/probes.py|tests/test_probes.py tests/test_input_conversion.py|x_normalisation* x__mean_std* x__numbers* x__check_image_scale* x__check_size* x__to_float32* x__channels_first* x__batched* x__resize* x__interpolate* x__cover_size* x__box_reduce* x__to_float__* x__to_target_channels* x__preprocess_tensors* x__convert_channels* x__normalise* x__read_image* x__join* x_synthetic_probes* x_expected_input_channels* x_image_channels* x_expected_input_ndim* x__first_conv*"

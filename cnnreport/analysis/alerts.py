@@ -249,8 +249,9 @@ class AlertContext:
 
     @functools.cached_property
     def model_trained(self) -> bool:
-        """Whether some BatchNorm's statistics moved from their initial values: the model was trained."""
-        bns = [m for m in self.modules.values() if _is_batchnorm(m)]
+        """Whether some BatchNorm's statistics moved from their initial values: the model was trained.
+        BatchNorms that keep no running statistics have none to move and say nothing."""
+        bns = [m for m in self.modules.values() if _is_batchnorm(m) and getattr(m, "track_running_stats", False)]
         return any(not _bn_at_init(m) or int(getattr(m, "num_batches_tracked", 0) or 0) > 0 for m in bns)
 
 
