@@ -365,16 +365,26 @@ def test_a_large_image_close_to_its_target_is_not_reduced(tmp_path):
     assert batch.notes == ["resized shorter side to 600 and centre-cropped to 600×600 (1 image(s))"]
 
 
-def test_a_large_rotated_image_is_reduced_as_stored_and_shown_upright(tmp_path):
-    # stored 2000 x 2200 with orientation 6 (shown 2200 x 2000, turned a quarter clockwise);
-    # to 18 x 16 shown: need shown 18 x 16, stored 16 x 18 -> the same factor 30 as above
+@pytest.mark.parametrize(
+    "orientation, upright",
+    [
+        (5, lambda a: a.T),
+        (6, lambda a: a[::-1].T),
+        (7, lambda a: a[::-1, ::-1].T),
+        (8, lambda a: a[:, ::-1].T),
+    ],
+)
+def test_a_large_turned_image_is_reduced_as_stored_and_shown_upright(tmp_path, orientation, upright):
+    # stored 2000 x 2200 with a quarter-turn orientation (shown 2200 x 2000); to 18 x 16 as
+    # shown: need shown 18 x 16, stored 16 x 18 -> the same factor 30 as above (shown as
+    # stored, the factor would be min(2200 // 64, 2000 // 72) = 27)
     pixels = stripes(2000, 2200)
     image = Image.fromarray(pixels)
     exif = image.getexif()
-    exif[0x0112] = 6
+    exif[0x0112] = orientation
     image.save(tmp_path / "turned.png", exif=exif, compress_level=1)
     batch = load_probes(tmp_path / "turned.png", image_size=(18, 16))
-    upright = box_means(pixels, 30)[::-1].T.copy() / 255.0  # 73 x 66, as shown
+    upright = np.ascontiguousarray(upright(box_means(pixels, 30))) / 255.0  # 73 x 66, as shown
     covered = F.interpolate(torch.from_numpy(upright)[None, None], size=(18, 16), mode="bilinear",
                             align_corners=False, antialias=True).clamp(0, 1)
     torch.testing.assert_close(batch.tensor.double(), covered, atol=1.0 / 255, rtol=0)
@@ -437,3 +447,22 @@ def test_a_float_image_just_above_one_is_scaled(tmp_path):
     batch = load_probes(tmp_path / "f.tif")
     assert batch.tensor.tolist() == [[[[0.0, 1.0]]]]
     assert batch.notes == ["scaled f.tif from its value range [0, 1.5] to [0, 1]"]
+
+
+def test_an_image_of_exactly_the_large_threshold_is_not_shrunk(tmp_path):
+    # 2048 x 2048 = 2^22 pixels: not above the threshold, so decoded whole and only resized
+    pixels = stripes(2048, 2048)
+    Image.fromarray(pixels).save(tmp_path / "edge.png", compress_level=1)
+    batch = load_probes(tmp_path / "edge.png", image_size=(16, 16))
+    expected = F.interpolate(torch.from_numpy(pixels / 255.0)[None, None], size=(16, 16), mode="bilinear",
+                             align_corners=False, antialias=True).clamp(0, 1)
+    torch.testing.assert_close(batch.tensor.double(), expected, atol=1e-5, rtol=0)
+    assert batch.notes == ["resized shorter side to 16 and centre-cropped to 16×16 (1 image(s))"]
+
+
+def test_a_small_jpeg_is_one_frame_and_needs_no_note(tmp_path):
+    Image.fromarray(np.full((4, 6, 3), 128, np.uint8)).save(tmp_path / "s.jpg", quality=95)
+    batch = load_probes(tmp_path / "s.jpg")
+    assert batch.tensor.shape == (1, 3, 4, 6)
+    np.testing.assert_allclose(values(batch), np.full((3, 4, 6), 128 / 255), atol=2 / 255)
+    assert batch.notes == []
