@@ -384,22 +384,27 @@ def test_a_diff_side_with_malformed_provenance_names_the_side(tmp_path):
     assert json_refused(tmp_path, json.dumps(data)) == "new.provenance.model_fingerprint is 1, not a SHA-256 (64 lower-case hex digits)"
 
 
+def diff_json(old_fp: str, new_fp: str, identical) -> str:
+    return json.dumps({"old": {"provenance": {"model_fingerprint": old_fp}},
+                       "new": {"provenance": {"model_fingerprint": new_fp}}, "identical_weights": identical})
+
+
+@pytest.mark.parametrize("old_fp, new_fp, identical", [(FP, FP, True), (FP, "c" * 64, False), ("", "", False)])
+def test_identical_weights_that_restate_the_fingerprints_are_read(tmp_path, old_fp, new_fp, identical):
+    path = write(tmp_path, diff_json(old_fp, new_fp, identical), "d.json")
+    assert read_embedded(path)["identical_weights"] is identical
+
+
 @pytest.mark.parametrize(
-    "old_fp, new_fp, identical, ok",
-    [(FP, FP, True, True), (FP, "c" * 64, False, True), ("", "", False, True),
-     (FP, FP, False, False), (FP, "c" * 64, True, False), ("", "", True, False)],
+    "old_fp, new_fp, identical, shown",
+    [(FP, FP, False, "aaaaaaaaaaaa and aaaaaaaaaaaa"), (FP, "c" * 64, True, "aaaaaaaaaaaa and cccccccccccc"),
+     ("", "", True, "(none) and (none)")],
 )
-def test_identical_weights_must_restate_the_fingerprints(tmp_path, old_fp, new_fp, identical, ok):
-    data = {"old": {"provenance": {"model_fingerprint": old_fp}}, "new": {"provenance": {"model_fingerprint": new_fp}},
-            "identical_weights": identical}
-    path = write(tmp_path, json.dumps(data), "d.json")
-    if ok:
-        assert read_embedded(path)["identical_weights"] is identical
-        return
-    short = lambda fp: fp[:12] if fp else "(none)"  # noqa: E731
+def test_identical_weights_that_contradict_the_fingerprints_are_refused(tmp_path, old_fp, new_fp, identical, shown):
+    path = write(tmp_path, diff_json(old_fp, new_fp, identical), "d.json")
     assert refused(path) == (
         f"{path} says identical_weights is {json.dumps(identical)}, but its old and new model fingerprints are "
-        f"{short(old_fp)} and {short(new_fp)}; the report was edited"
+        f"{shown}; the report was edited"
     )
 
 
