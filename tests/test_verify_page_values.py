@@ -562,3 +562,69 @@ def test_an_unreadable_checkpoint_says_verify_needs_its_tensors(tmp_path):
     assert info.value.one_line().startswith(
         f"verify needs the tensors of {bad} to compare with the report's fingerprint: cannot read weights file {bad}: "
     )
+
+
+# -- where the reader thinks it is -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stray", ["</template>", "</svg>", "</math>", "</template></template>"])
+def test_a_stray_end_tag_does_not_hide_what_follows(tmp_path, stray):
+    data = report_data(model_fingerprint=FP)
+    text = f"<html><body>{stray}{OPEN}{json.dumps(data)}</script>" \
+           f'<code data-provenance="model_fingerprint">{FP}</code></body></html>'
+    assert read_embedded(write(tmp_path, text)) == data
+
+
+def test_nested_templates_hide_until_the_outer_one_ends(tmp_path):
+    block = f"{OPEN}{json.dumps(report_data())}</script>"
+    text = f"<html><body><template><template></template>{block}</template></body></html>"
+    path = write(tmp_path, text)
+    assert refused(path) == (
+        f"{path}: its provenance block is inside a <template>, whose content is not part of the page, "
+        "so the browser does not read it as data"
+    )
+
+
+def test_a_self_closing_shown_hash_shows_nothing(tmp_path):
+    data = report_data(model_fingerprint=FP)
+    path = write(tmp_path, page(data, before='<code data-provenance="model_fingerprint"/>'))
+    assert refused(path).startswith(f"{path}: the provenance block records model_fingerprint aaaaaaaaaaaa but the page does not show it")
+
+
+def test_a_copy_inside_another_script_is_found(tmp_path):
+    text = page(report_data(), before="<script>var s = '<p id=\"cnnreport-provenance\">';</script>")
+    message = refused(write(tmp_path, text))
+    assert "has 2 elements" in message and "<p> inside another <script>" in message
+
+
+def test_a_copy_two_levels_down_is_named_by_the_outermost_place(tmp_path):
+    text = page(report_data(), before='<textarea><title><p id="cnnreport-provenance"></title></textarea>')
+    message = refused(write(tmp_path, text))
+    assert "(<script> in the page; <p> inside <textarea>, which the browser reads as text)" in message
+
+
+def test_a_copy_inside_a_comment_inside_a_textarea_is_named_by_the_textarea(tmp_path):
+    text = page(report_data(), before='<textarea><!-- <p id="cnnreport-provenance"> --></textarea>')
+    message = refused(write(tmp_path, text))
+    assert "<p> inside <textarea>, which the browser reads as text" in message
+
+
+def test_text_with_an_entity_but_no_id_is_harmless(tmp_path):
+    data = report_data()
+    assert read_embedded(write(tmp_path, page(data, before="<textarea>a &amp; b</textarea><!-- x &lt; y -->"))) == data
+
+
+def test_a_shown_hash_ends_at_the_next_end_tag(tmp_path):
+    data = report_data(model_fingerprint=FP)
+    text = page(data, before=f'<code data-provenance="model_fingerprint">\n {FP} \n</code>')
+    assert read_embedded(write(tmp_path, text)) == data
+
+
+def test_four_stacked_wrappers_are_more_than_verify_strips(tmp_path):
+    path = tmp_path / "deep.pt"
+    torch.save({"module." * 4 + k: v for k, v in STATE.items()}, path)
+    result = verify_report(json_report(tmp_path, model_fingerprint=fingerprint_of(STATE)), path)
+    assert result.ok is False
+    three = tmp_path / "three.pt"
+    torch.save({"module." * 3 + k: v for k, v in STATE.items()}, three)
+    assert verify_report(json_report(tmp_path, "t.json", model_fingerprint=fingerprint_of(STATE)), three).ok is True
