@@ -574,3 +574,121 @@ def test_devices_without_cuda():
         f"--device cuda:1: CUDA is not available to this torch ({torch.__version__}) "
         "(use --device cpu, or --device auto to take a GPU only when there is one)"
     )
+
+
+# -- weights files that cannot be read ------------------------------------------------------------------
+
+
+def test_a_pickled_object_in_a_weights_file_needs_trust(tmp_path):
+    path = save(tmp_path, {"state_dict": state(), "opt": nn.ReLU()})
+    with pytest.raises(WeightsError) as info:
+        read_checkpoint(path)
+    assert message(info) == (
+        f"weights file {path} holds Python objects beyond tensors (it needs torch.nn.modules.activation.ReLU), "
+        "and unpickling them can run arbitrary code "
+        "(rerun with --trust-checkpoint only if you trust where the file came from)"
+    )
+    assert read_checkpoint(path, trust_checkpoint=True).notes == ["used checkpoint key 'state_dict'"]
+
+
+def test_garbage_bytes_are_no_checkpoint(tmp_path):
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(b"garbage bytes here")
+    with pytest.raises(WeightsError) as info:
+        read_checkpoint(path)
+    # torch's weights-only message shrunk to its one informative line
+    assert message(info) == (
+        f"cannot read weights file {path}: UnpicklingError: Unsupported operand 103 (not a PyTorch checkpoint, or corrupted)"
+    )
+
+
+def test_a_trusted_pickle_naming_a_missing_class(tmp_path):
+    path = tmp_path / "gone.pt"
+    # a pickle that names a module no one can import
+    path.write_bytes(b"\x80\x02cno_such_module_values\nThing\nq\x00)\x81q\x01.")
+    with pytest.raises(WeightsError) as info:
+        read_checkpoint(path, trust_checkpoint=True)
+    assert message(info) == (
+        f"cannot unpickle weights file {path}: ModuleNotFoundError: No module named 'no_such_module_values' "
+        "(run from the project folder so the classes it names can be imported)"
+    )
+
+
+def test_a_damaged_weights_archive_is_refused_before_it_is_read(tmp_path):
+    path = save(tmp_path, {"w": torch.arange(64.0)})
+    data = bytearray(path.read_bytes())
+    index = data.find(torch.arange(64.0).numpy().tobytes()[:8])
+    data[index] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError) as info:
+        read_checkpoint(path)
+    assert message(info).startswith(f"weights file {path} is corrupted: ")
+    assert message(info).endswith("(the file changed after it was written; copy or download it again)")
+
+
+def test_a_torchscript_archive_gives_its_weights(tmp_path):
+    path = tmp_path / "deployed.pt"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated in torch 2.9+
+        torch.jit.save(torch.jit.script(linear(1.5)), str(path))
+    checkpoint = read_checkpoint(path)
+    assert checkpoint.notes == ["took the weights of TorchScript archive deployed.pt"]
+    assert checkpoint.state_dict["weight"].item() == 1.5
+
+
+def test_a_damaged_safetensors_file_names_itself(tmp_path):
+    pytest.importorskip("safetensors")
+    path = tmp_path / "w.safetensors"
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)  # 16 bytes declared, 4 held
+    with pytest.raises(WeightsError) as info:
+        read_checkpoint(path)
+    assert message(info).startswith(f"cannot read safetensors file {path}: ")
+
+
+def test_safetensors_without_the_package_says_how_to_install(tmp_path, monkeypatch):
+    import builtins
+
+    path = safetensors_file(tmp_path, {"w": [1.0]}, name="w.safetensors")
+    real_import = builtins.__import__
+
+    def no_safetensors(name, *args, **kwargs):
+        if name == "safetensors":
+            raise ImportError("no safetensors here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_safetensors)
+    with pytest.raises(WeightsError) as info:
+        read_checkpoint(path)
+    assert message(info) == f'reading {path} needs the safetensors package (pip install "cnnreport[safetensors]")'
+
+
+def test_the_smallest_safetensors_header_is_read_as_one(tmp_path):
+    pytest.importorskip("safetensors")
+    path = tmp_path / "w.bin"
+    path.write_bytes(struct.pack("<Q", 2) + b"{}")  # no tensors: read, then no state dict in it
+    with pytest.raises(WeightsError) as info:
+        read_checkpoint(path)
+    assert message(info) == (
+        f"no state dict found in weights file {path} (top-level keys: none) "
+        "(choose the entry with --weights-key NAME (a dotted path like ema.module works))"
+    )
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        struct.pack("<Q", 1) + b"{}",  # a header of 1 byte is too short to be JSON
+        struct.pack("<Q", 3) + b"{}",  # longer than the file
+        struct.pack("<Q", 2) + b"[]",  # not an object
+        struct.pack("<Q", 2) + b"{",  # too short to tell
+    ],
+)
+def test_what_does_not_look_like_safetensors_is_read_by_torch(tmp_path, head):
+    path = tmp_path / "w.bin"
+    path.write_bytes(head)
+    with pytest.raises(WeightsError) as info:
+        read_checkpoint(path)
+    assert message(info).startswith(f"cannot read weights file {path}: ")
