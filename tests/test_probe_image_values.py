@@ -465,3 +465,128 @@ def test_a_small_jpeg_is_one_frame_and_needs_no_note(tmp_path):
     assert batch.tensor.shape == (1, 3, 4, 6)
     np.testing.assert_allclose(values(batch), np.full((3, 4, 6), 128 / 255), atol=2 / 255)
     assert batch.notes == []
+
+
+# -- more of the shrink: which side binds, the smallest factor, modes the filter cannot average ----
+
+
+def checks(height: int, width: int) -> np.ndarray:
+    """Stripes both ways (32 columns, 24 rows): a box a few rows or columns off shows."""
+    x, y = np.arange(width), np.arange(height)
+    return (np.where((x // 32) % 2 == 0, 0, 120)[None, :] + np.where((y // 24) % 2 == 0, 0, 120)[:, None]).astype(np.uint8)
+
+
+def stretched(reduced: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(torch.from_numpy(reduced / 255.0)[None, None], size=size, mode="bilinear",
+                         align_corners=False, antialias=True).clamp(0, 1)
+
+
+def test_the_box_is_trimmed_evenly_in_both_directions(tmp_path):
+    # to 16 x 16 as above: factor 30, 10 rows trimmed above and 5 columns left
+    pixels = checks(2000, 2200)
+    Image.fromarray(pixels).save(tmp_path / "big.png", compress_level=1)
+    batch = load_probes(tmp_path / "big.png", image_size=(16, 16))
+    expected = F.interpolate(torch.from_numpy(box_means(pixels, 30) / 255.0)[None, None], size=(16, 18),
+                             mode="bilinear", align_corners=False, antialias=True)[..., 1:17].clamp(0, 1)
+    torch.testing.assert_close(batch.tensor.double(), expected, atol=1.0 / 255, rtol=0)
+
+
+def test_a_tall_target_makes_the_height_the_binding_side(tmp_path):
+    # stretch to 40 x 8: factor min(2200 // 32, 2000 // 160) = min(68, 12) = 12
+    pixels = checks(2000, 2200)
+    Image.fromarray(pixels).save(tmp_path / "big.png", compress_level=1)
+    batch = load_probes(tmp_path / "big.png", image_size=(40, 8), resize="stretch")
+    torch.testing.assert_close(batch.tensor.double(), stretched(box_means(pixels, 12), (40, 8)), atol=1.0 / 255, rtol=0)
+
+
+def test_a_factor_of_two_is_still_a_shrink(tmp_path):
+    # stretch to 250 x 250: factor min(2200 // 1000, 2000 // 1000) = 2, the smallest that shrinks
+    pixels = checks(2000, 2200)
+    Image.fromarray(pixels).save(tmp_path / "big.png", compress_level=1)
+    batch = load_probes(tmp_path / "big.png", image_size=(250, 250), resize="stretch")
+    torch.testing.assert_close(batch.tensor.double(), stretched(box_means(pixels, 2), (250, 250)), atol=1.0 / 255, rtol=0)
+    assert batch.notes == [
+        "resized to 250×250 without keeping the aspect ratio (1 image(s))",
+        "shrank 1 image(s) of over 4.2 megapixels while decoding, to at least 4x the target size, before the resize",
+    ]
+
+
+def test_a_large_palette_image_is_averaged_in_colour_not_by_index(tmp_path):
+    # a palette whose index order is not its grey order: averaging indices would be wrong
+    indices = checks(2000, 2200) // 120  # 0, 1, 2
+    image = Image.fromarray(indices.astype(np.uint8), "P")
+    image.putpalette([200, 200, 200, 0, 0, 0, 90, 90, 90] + [0] * 759)
+    image.save(tmp_path / "big.png", compress_level=1)
+    greys = np.array([200, 0, 90], np.uint8)[indices]
+    batch = load_probes(tmp_path / "big.png", image_size=(16, 16))
+    expected = F.interpolate(torch.from_numpy(box_means(greys, 30) / 255.0)[None, None], size=(16, 18),
+                             mode="bilinear", align_corners=False, antialias=True)[..., 1:17].clamp(0, 1)
+    assert batch.tensor.shape == (1, 3, 16, 16)
+    torch.testing.assert_close(batch.tensor[:, :1].double(), expected, atol=1.5 / 255, rtol=0)
+
+
+def test_a_large_palette_image_with_transparency_keeps_it(tmp_path):
+    indices = (checks(2000, 2200) // 120 == 1).astype(np.uint8)  # 1 marks the transparent squares
+    image = Image.fromarray(indices, "P")
+    image.putpalette([0, 0, 0, 10, 10, 10] + [0] * 762)
+    image.save(tmp_path / "big.png", transparency=1, compress_level=1)
+    # composited on white: black squares stay black, transparent ones become white
+    greys = np.where(indices == 1, 255, 0).astype(np.uint8)
+    batch = load_probes(tmp_path / "big.png", image_size=(16, 16))
+    expected = F.interpolate(torch.from_numpy(box_means(greys, 30) / 255.0)[None, None], size=(16, 18),
+                             mode="bilinear", align_corners=False, antialias=True)[..., 1:17].clamp(0, 1)
+    torch.testing.assert_close(batch.tensor[:, :1].double(), expected, atol=2.0 / 255, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "I", "F"])
+def test_modes_the_filter_averages_keep_their_channels_and_alpha(tmp_path, mode):
+    grey = checks(2000, 2200)
+    alpha = np.where((np.arange(2200) // 64) % 2 == 0, 255, 51).astype(np.uint8)[None, :].repeat(2000, 0)
+    if mode == "L":
+        image, source, alpha_f = Image.fromarray(grey), grey / 255.0, None
+    elif mode == "LA":
+        image, source, alpha_f = Image.fromarray(np.stack([grey, alpha], 2), "LA"), grey / 255.0, alpha / 255.0
+    elif mode == "RGBA":
+        image = Image.fromarray(np.stack([grey] * 3 + [alpha], 2), "RGBA")
+        source, alpha_f = grey / 255.0, alpha / 255.0
+    elif mode == "I":
+        image, source, alpha_f = Image.fromarray(grey.astype(np.int32) * 200), grey.astype(np.float64) * 200 / 65535.0, None
+    else:
+        image, source, alpha_f = Image.fromarray((grey / 240.0).astype(np.float32)), grey / 240.0, None
+    suffix = ".tif" if mode in ("I", "F") else ".png"
+    image.save(tmp_path / f"big{suffix}")
+    batch = load_probes(tmp_path / f"big{suffix}", image_size=(16, 16))
+    shown = source if alpha_f is None else None
+    if alpha_f is not None:  # the box averages colour and alpha apart; compositing follows
+        colour, cover = box_means(source * 255, 30) / 255.0, box_means(alpha_f * 255, 30) / 255.0
+        reduced = colour * cover + (1 - cover)
+    else:
+        reduced = box_means(shown * 255, 30) / 255.0
+    expected = F.interpolate(torch.from_numpy(reduced)[None, None], size=(16, 18), mode="bilinear",
+                             align_corners=False, antialias=True)[..., 1:17].clamp(0, 1)
+    channels = 3 if mode == "RGBA" else 1
+    assert batch.tensor.shape == (1, channels, 16, 16)
+    torch.testing.assert_close(batch.tensor[:, :1].double(), expected, atol=2.0 / 255, rtol=0)
+
+
+def test_two_of_each_conversion_are_counted(tmp_path):
+    rgba = np.array([[[255, 0, 0, 128]]], np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a1.png")
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a2.png")
+    Image.fromarray(np.array([[51]], np.uint8)).save(tmp_path / "g1.png")
+    Image.fromarray(np.array([[102]], np.uint8)).save(tmp_path / "g2.png")
+    batch = load_probes(tmp_path)
+    assert batch.notes == [
+        "dropped the alpha channel of 2 image(s) (composited on white)",
+        "converted 2 grayscale image(s) to 3 channels to match the colour ones",
+    ]
+    grey = load_probes([tmp_path / "a1.png", tmp_path / "a2.png"], channels=1)
+    assert grey.notes[-1] == "converted 2 RGB image(s) to grayscale (luminance)"
+
+
+def test_a_16_bit_grey_image_beside_a_colour_one_becomes_three_channels(tmp_path):
+    Image.fromarray(np.array([[0, 65535]], np.uint16)).save(tmp_path / "a.png")
+    Image.fromarray(np.array([[[255, 0, 0], [0, 0, 255]]], np.uint8)).save(tmp_path / "b.png")
+    batch = load_probes(tmp_path)
+    assert batch.tensor.shape == (2, 3, 1, 2)
+    assert batch.tensor[0].tolist() == [[[0.0, 1.0]], [[0.0, 1.0]], [[0.0, 1.0]]]
