@@ -590,3 +590,20 @@ def test_a_16_bit_grey_image_beside_a_colour_one_becomes_three_channels(tmp_path
     batch = load_probes(tmp_path)
     assert batch.tensor.shape == (2, 3, 1, 2)
     assert batch.tensor[0].tolist() == [[[0.0, 1.0]], [[0.0, 1.0]], [[0.0, 1.0]]]
+
+
+def test_a_stretch_reduces_by_the_goal_not_by_a_covering_size(tmp_path):
+    # stretch to 16 x 8: factor min(2200 // 32, 2000 // 64) = 31; a crop's cover of 16 x 18
+    # would have given min(2200 // 72, 2000 // 64) = 30
+    pixels = checks(2000, 2200)
+    Image.fromarray(pixels).save(tmp_path / "big.png", compress_level=1)
+    batch = load_probes(tmp_path / "big.png", image_size=(16, 8), resize="stretch")
+    torch.testing.assert_close(batch.tensor.double(), stretched(box_means(pixels, 31), (16, 8)), atol=1.0 / 255, rtol=0)
+
+
+def test_a_32_bit_grey_image_beside_a_colour_one_becomes_three_channels(tmp_path):
+    Image.fromarray(np.array([[0, 65535]], np.int32)).save(tmp_path / "a.tif")
+    Image.fromarray(np.array([[[255, 0, 0], [0, 0, 255]]], np.uint8)).save(tmp_path / "b.png")
+    batch = load_probes(tmp_path)
+    assert batch.tensor.shape == (2, 3, 1, 2)
+    assert batch.tensor[0].tolist() == [[[0.0, 1.0]], [[0.0, 1.0]], [[0.0, 1.0]]]
