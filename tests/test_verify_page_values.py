@@ -628,3 +628,128 @@ def test_four_stacked_wrappers_are_more_than_verify_strips(tmp_path):
     three = tmp_path / "three.pt"
     torch.save({"module." * 3 + k: v for k, v in STATE.items()}, three)
     assert verify_report(json_report(tmp_path, "t.json", model_fingerprint=fingerprint_of(STATE)), three).ok is True
+
+
+# -- added after the measured run: survivors it showed ----------------------------------------------
+
+
+def test_a_shown_hash_written_with_a_character_reference_is_its_character(tmp_path):
+    data = report_data(model_fingerprint=FP)
+    text = page(data, before=f'<code data-provenance="model_fingerprint">&#97;{FP[1:]}</code>')
+    assert read_embedded(write(tmp_path, text)) == data
+
+
+def test_a_shown_hash_split_by_a_comment_is_joined(tmp_path):
+    data = report_data(model_fingerprint=FP)
+    text = page(data, before=f'<code data-provenance="model_fingerprint">{FP[:10]}<!-- x -->{FP[10:]}</code>')
+    assert read_embedded(write(tmp_path, text)) == data
+
+
+def test_attributes_after_a_harmless_duplicate_are_still_read(tmp_path):
+    data = report_data(model_fingerprint=FP)
+    text = page(data, before=f'<code class="a" class="b" data-provenance="model_fingerprint">{FP}</code>')
+    assert read_embedded(write(tmp_path, text)) == data
+
+
+def test_a_self_closing_element_with_the_id_is_named_by_its_tag(tmp_path):
+    path = write(tmp_path, page(report_data(), before='<div id="cnnreport-provenance"/>'))
+    assert refused(path) == (
+        f"{path} has 2 elements with id='cnnreport-provenance' (<script> in the page; <div> in the page); "
+        "a report has one, so it was edited"
+    )
+
+
+@pytest.mark.parametrize(
+    "wrap, where",
+    [
+        ("<svg><svg></svg>{}</svg>", "inside <svg>/<math>, where a <script> is not a data block"),
+        ("<svg><g></g>{}</svg>", "inside <svg>/<math>, where a <script> is not a data block"),
+        ("<template><p></p>{}</template>", "inside a <template>, whose content is not part of the page"),
+    ],
+)
+def test_other_end_tags_inside_svg_or_a_template_keep_it_hidden(tmp_path, wrap, where):
+    block = f"{OPEN}{json.dumps(report_data())}</script>"
+    path = write(tmp_path, "<!doctype html><html><body>" + wrap.format(block) + "</body></html>")
+    assert refused(path) == f"{path}: its provenance block is {where}, so the browser does not read it as data"
+
+
+def test_an_id_written_with_a_character_reference_in_a_comment_is_found(tmp_path):
+    text = page(report_data(), before='<!-- <p id="cnnreport&#45;provenance"> -->')
+    message = refused(write(tmp_path, text))
+    assert "has 2 elements" in message and "<p> inside an HTML comment" in message
+
+
+def test_three_levels_of_raw_text_are_still_read(tmp_path):
+    text = page(report_data(), before='<textarea><title><style><p id="cnnreport-provenance"></style></title></textarea>')
+    message = refused(write(tmp_path, text))
+    assert "has 2 elements" in message and "<p> inside <textarea>, which the browser reads as text" in message
+
+
+def test_a_div_that_says_it_is_json_is_still_no_script(tmp_path):
+    text = f'<html><body><div type="application/json" id="cnnreport-provenance"></div></body></html>'
+    path = write(tmp_path, text)
+    assert refused(path) == (
+        f"{path}: the element with id='cnnreport-provenance' is not a <script type=\"application/json\"> data block"
+    )
+
+
+def test_a_long_script_tag_is_shown_to_60_characters(tmp_path):
+    tag = "<script " + "x" * 70 + ">"
+    path = write(tmp_path, page(report_data(), before=tag + "</script>"))
+    assert f"({tag[:60]!r})" in refused(path)
+
+
+@pytest.mark.parametrize("length, shown", [(36, None), (37, "trimmed")])
+def test_a_shown_value_of_40_characters_is_whole_and_of_41_trimmed(tmp_path, length, shown):
+    value = "v" * length  # as JSON ["..."]: 40 or 41 characters
+    message = json_refused(tmp_path, json.dumps({"provenance": {"torch_version": [value]}}))
+    text = json.dumps([value])
+    expected = text if shown is None else text[:37] + "..."
+    assert message == f"provenance.torch_version is {expected}, not a string"
+
+
+def test_a_shown_value_is_written_in_ascii(tmp_path):
+    message = json_refused(tmp_path, json.dumps({"provenance": {"torch_version": ["é"]}}))
+    assert message == 'provenance.torch_version is ["\\u00e9"], not a string'
+
+
+def test_identical_weights_false_without_fingerprints_is_what_they_say(tmp_path):
+    data = {"old": {"provenance": {}}, "new": {"provenance": {}}, "identical_weights": False}
+    assert read_embedded(write(tmp_path, json.dumps(data), "d.json"))["identical_weights"] is False
+
+
+def test_verify_reads_the_weights_key_it_is_given(tmp_path):
+    other = {k: v + 1 for k, v in STATE.items()}
+    path = tmp_path / "two.pt"
+    torch.save({"model": other, "ema": STATE}, path)
+    report = json_report(tmp_path, model_fingerprint=fingerprint_of(STATE))
+    assert verify_report(report, path).ok is False  # 'model' comes first
+    assert verify_report(report, path, weights_key="ema").ok is True
+
+
+def test_verify_of_a_pickled_checkpoint_needs_trust(tmp_path):
+    module = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        module.weight.copy_(torch.tensor([[0.5, -1.0]]))
+        module.bias.copy_(torch.tensor([2.0]))
+    path = tmp_path / "whole.pt"
+    torch.save(module, path)
+    report = json_report(tmp_path, model_fingerprint=fingerprint_of({"weight": module.weight.detach(), "bias": module.bias.detach()}))
+    with pytest.raises(WeightsError) as info:
+        verify_report(report, path)
+    assert info.value.one_line().startswith(f"verify needs the tensors of {path} to compare with the report's fingerprint: "
+                                            f"weights file {path} holds Python objects beyond tensors")
+    assert verify_report(report, path, trust_checkpoint=True).ok is True
+
+
+def test_a_side_recording_the_files_sha256_without_a_fingerprint_contradicts_it(tmp_path, ckpt):
+    sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    fp = fingerprint_of(STATE)
+    data = {"old": {"provenance": {"checkpoint_sha256": sha}}, "new": {"provenance": {"model_fingerprint": fp}}}
+    report = write(tmp_path, json.dumps(data), "d.json")
+    with pytest.raises(ProvenanceError) as info:
+        verify_report(report, ckpt)
+    assert info.value.one_line().startswith(
+        f"{report} (old side) records {ckpt}'s SHA-256 {sha[:12]} but model fingerprint (none), while the file's tensors "
+        f"fingerprint {fp[:12]}: the report was edited"
+    )
