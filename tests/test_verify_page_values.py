@@ -753,3 +753,15 @@ def test_a_side_recording_the_files_sha256_without_a_fingerprint_contradicts_it(
         f"{report} (old side) records {ckpt}'s SHA-256 {sha[:12]} but model fingerprint (none), while the file's tensors "
         f"fingerprint {fp[:12]}: the report was edited"
     )
+
+
+def test_four_levels_of_raw_text_are_still_read_and_five_are_too_deep(tmp_path):
+    text = page(report_data(), before='<textarea><title><style><xmp><p id="cnnreport-provenance"></xmp></style></title></textarea>')
+    message = refused(write(tmp_path, text))
+    assert "has 2 elements" in message and "<p> inside <textarea>, which the browser reads as text" in message
+
+
+def test_bytes_that_are_not_utf_8_are_read_as_replacement_characters(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_bytes(b'{"provenance": {"command_line": "caf\xe9"}}')
+    assert read_embedded(path)["provenance"]["command_line"] == "caf\ufffd"
