@@ -765,3 +765,9 @@ def test_bytes_that_are_not_utf_8_are_read_as_replacement_characters(tmp_path):
     path = tmp_path / "r.json"
     path.write_bytes(b'{"provenance": {"command_line": "caf\xe9"}}')
     assert read_embedded(path)["provenance"]["command_line"] == "caf\ufffd"
+
+
+def test_a_float_where_a_kind_belongs_is_shown_as_the_number(tmp_path):
+    assert json_refused(tmp_path, json.dumps({"kind": 1.5, "provenance": {}})) == (
+        f"{tmp_path / 'r.json'} says kind 1.5 but holds a report's provenance"
+    )
