@@ -37,7 +37,7 @@ MODULES=(
   "capture/attribution.py|tests/test_attribution.py|"
   "report/sections.py|tests/test_attribution.py|x__attribution*"
   "render/views.py|tests/test_markdown.py tests/test_end_to_end.py|x_md_escape* x_md_code* x__md_finalize* x_make_markdown_environment* x_make_environment* x_tile_labels* x_fit_markdown*"
-  "render/outputs.py|tests/test_outputs.py|"
+  "render/outputs.py|tests/test_outputs.py tests/test_output_set_writes.py tests/test_output_plan_checks.py|"
   "errors.py|tests/test_terminal_safety.py tests/test_cli_errors.py tests/test_cli_contract.py|"
   # Issue 19's additions to the capture (float16 counts, the first BatchNorm's input) and the
   # --spectral alert; the rest of activations.py is the entry above.
