@@ -924,3 +924,133 @@ def test_run_forward_lets_a_forward_error_through_unchanged():
     with pytest.raises(ForwardError) as caught:
         act.run_forward(Inner(), (torch.zeros(1),))
     assert caught.value is original
+
+
+# -- edges of the hooks ------------------------------------------------------------------------------
+
+
+def test_an_output_of_another_batch_size_takes_no_input_rms():
+    class Pool(nn.Module):
+        def forward(self, x):
+            return x.sum(0, keepdim=True)  # (1, ...) from (N, ...)
+
+    model = nn.Sequential(nn.Identity(), Pool()).eval()
+    capture = run(model, [(0, torch.tensor([[1.0, 2.0], [3.0, 4.0], [0.0, 1.0]]))])
+    records = by_name(capture)
+    assert records["1#1"].input_rms == []
+    assert records["1#1"].output_rms == pytest.approx([math.sqrt((16.0 + 49.0) / 2)], rel=1e-6)
+    assert records["0#1"].input_rms == pytest.approx([math.sqrt(2.5), math.sqrt(12.5), math.sqrt(0.5)], rel=1e-6)
+
+
+def test_in_inference_mode_an_input_changed_in_place_is_measured_again():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Identity(), nn.Identity()
+
+        def forward(self, x):
+            y = self.a(x * 1.0)
+            y.mul_(4.0)  # an inference tensor has no version counter to show this
+            return self.b(y)
+
+    capture = ActivationCapture(Net(), set())
+    with capture, torch.inference_mode():
+        capture.start_batch()
+        capture.model(torch.tensor([[1.0, 1.0], [2.0, 0.0]]))
+    records = by_name(capture)
+    assert records["b#1"].input_rms == pytest.approx([4.0, 8.0 / math.sqrt(2.0)], rel=1e-6)
+
+
+def test_gradcam_of_detached_scores_is_refused():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.Flatten(), nn.Linear(12, 2)).eval()
+    capture = ActivationCapture(model, set(), cam_layer="0")
+    with capture, torch.enable_grad():
+        capture.start_batch()
+        scores = model(torch.randn(2, 2, 2, 2))
+        assert capture.gradcam_backward(scores.detach(), [0, 1]) is False
+
+
+def test_gradcam_asked_under_no_grad_still_backpropagates_and_a_small_map_reaches_one():
+    features = nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        features.weight.fill_(1e-3)
+        features.bias.zero_()
+    head = nn.Sequential(nn.Flatten(), nn.Linear(4, 1))
+    with torch.no_grad():
+        head[1].weight.fill_(1e-3)
+        head[1].bias.zero_()
+    model = nn.Sequential(features, head).eval()
+    x = torch.tensor([[[[1.0, 2.0], [4.0, 3.0]]]])
+    capture = ActivationCapture(model, set(), cam_layer="0")
+    with capture:
+        capture.start_batch()
+        with torch.enable_grad():
+            scores = model(x)
+        with torch.no_grad():
+            assert capture.gradcam_backward(scores, [0]) is True
+    (cam,) = capture.result().gradcam
+    # raw map 1e-3 * 1e-3 * x: peak 4e-6, far below 1; normalised it is x / 4
+    np.testing.assert_allclose(cam, [[0.25, 0.5], [1.0, 0.75]], rtol=1e-5)
+
+
+def test_a_cam_layer_returning_a_tuple_gives_no_map():
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y, y * 2
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pair = Pair()
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x):
+            a, _ = self.pair(x)
+            return self.fc(a.flatten(1))
+
+    net = Net().eval()
+    capture = ActivationCapture(net, {"pair"}, cam_layer="pair")
+    with capture, torch.enable_grad():
+        capture.start_batch()
+        scores = net(torch.randn(2, 1, 2, 2))
+        assert capture.gradcam_backward(scores, [0, 1]) is False
+    assert [l.name for l in capture.result().layers] == ["pair.conv", "pair", "fc"]
+
+
+def test_a_section_exactly_the_size_of_its_sample_is_not_called_sampled():
+    model = nn.Sequential(nn.Identity()).eval()
+    x = torch.tensor([[0.0, 1e-5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [1.0] * 8])
+    capture = run(model, [(0, x)], detailed={"0"}, total_probes=8192)  # 65,536 // 8,192 = 8 per probe
+    (layer,) = capture.result().layers
+    assert capture.samples_per_probe == 8
+    assert layer.fp16_sampled is False
+    assert (layer.fp16_nonzero, layer.fp16_tiny) == (15, 1)
+
+
+def test_one_finite_value_among_nan_is_the_probes_figures():
+    x = torch.tensor([[NAN, 4.0, NAN, float("inf")], [1.0, 2.0, 3.0, NAN]])
+    stats = act.probe_statistics(x)
+    assert stats["mean"] == [4.0, 2.0]
+    assert stats["std"] == pytest.approx([0.0, math.sqrt(2.0 / 3.0)], rel=1e-12)
+    assert (stats["min"], stats["max"]) == ([4.0, 1.0], [4.0, 3.0])
+    assert (stats["nan"], stats["inf"]) == ([2, 1], [1, 0])
+
+
+def test_the_cam_layers_output_is_let_go_when_the_capture_ends():
+    import gc
+    import weakref
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Flatten(), nn.Linear(8, 2)).eval()
+    capture = ActivationCapture(model, set(), cam_layer="0")
+    with capture, torch.enable_grad():
+        capture.start_batch()
+        model(torch.randn(1, 1, 2, 2))
+        leaf = weakref.ref(capture._cam_leaf)
+    gc.collect()
+    assert leaf() is None
