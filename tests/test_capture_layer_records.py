@@ -90,6 +90,7 @@ def test_every_records_figures_equal_float64():
     x = probes()
     capture = run(model, [(0, x)], detailed={"0", "4"})
     outs = outputs_of(model, x)
+    assert [l.detailed for l in capture.result().layers] == [True, False, False, False, True]
     for layer, out in zip(capture.result().layers, outs):
         flat = out.flatten(1)
         np.testing.assert_allclose(layer.probe_min, flat.amin(1).numpy(), rtol=1e-6, atol=1e-6)
@@ -151,7 +152,7 @@ def test_batches_add_up_and_call_counts_restart():
             np.testing.assert_allclose(layer.channel_min, out.amin((0, 2, 3)).numpy(), rtol=1e-6, atol=1e-6)
             np.testing.assert_allclose(layer.channel_max, out.amax((0, 2, 3)).numpy(), rtol=1e-6, atol=1e-6)
         else:
-            assert layer.channel_min is None or layer.detailed
+            assert layer.channel_min is None
     conv = layers[0]
     assert len(conv.channel_means) == 5
     np.testing.assert_allclose(np.stack(conv.channel_means), outs[0].mean((2, 3)).numpy(), rtol=1e-5, atol=1e-6)
@@ -736,7 +737,7 @@ def test_hooks_go_on_leaves_sections_and_the_cam_layer_and_come_off():
         hooked = {name for name, m in model.named_modules() if m._forward_hooks}
         pre = {name for name, m in model.named_modules() if m._forward_pre_hooks}
     assert hooked == pre == {"0", "0.0", "0.1", "1", "1.0", "2"}
-    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert [n for n, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks] == []
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
@@ -762,7 +763,7 @@ def test_a_failure_while_hooking_removes_the_hooks_already_on(monkeypatch):
     with pytest.raises(RuntimeError, match="no more hooks"):
         with ActivationCapture(model, set()):
             pass
-    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert [n for n, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks] == []
 
 
 # -- Grad-CAM ------------------------------------------------------------------------------------

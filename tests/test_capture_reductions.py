@@ -324,7 +324,7 @@ def test_channels_last_images_give_the_same_tiles():
     means = images.mean((2, 3))
     plain = top_channel_tiles(images, means, k=3, tile_size=64)
     strided = top_channel_tiles(images.to(memory_format=torch.channels_last), means, k=3, tile_size=64)
-    assert not images.to(memory_format=torch.channels_last).is_contiguous()
+    assert images.to(memory_format=torch.channels_last).is_contiguous() is False
     for a, b in zip(plain, strided):
         assert a.channels == b.channels
         assert np.array_equal(a.tiles, b.tiles)

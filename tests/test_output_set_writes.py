@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import signal
 import stat
 import threading
@@ -58,7 +57,7 @@ def test_a_symbolic_link_is_written_through_and_stays_a_link(tmp_path):
     out = outputs.OutputSet([link])
     assert out.targets == [real]
     out.write(["new"])
-    assert link.is_symlink()
+    assert link.is_symlink() is True
     assert os.readlink(link) == "real.html"
     assert real.read_text() == "new"
     assert names(tmp_path) == ["link.html", "real.html"]
@@ -112,11 +111,13 @@ def test_temporary_and_backup_files_sit_beside_the_target_with_a_short_prefix(tm
     ((tmp, dst),) = replaced
     assert dst == str(a)
     assert os.path.dirname(tmp) == str(tmp_path)
-    assert re.fullmatch(r"\." + "r" * 64 + r"\.[A-Za-z0-9_]{8}\.tmp", os.path.basename(tmp))
+    name = os.path.basename(tmp)  # "." + 64 characters + "." + mkstemp's 8 + ".tmp"
+    assert (name[:66], len(name), name[-4:]) == ("." + "r" * 64 + ".", 78, ".tmp")
     ((src, backup),) = linked
     assert src == str(a)
     assert os.path.dirname(backup) == str(tmp_path)
-    assert re.fullmatch(r"\." + "r" * 64 + r"\.[A-Za-z0-9_]{8}\.old\.tmp", os.path.basename(backup))
+    name = os.path.basename(backup)
+    assert (name[:66], len(name), name[-8:]) == ("." + "r" * 64 + ".", 82, ".old.tmp")
     assert a.read_text() == "new"
     assert names(tmp_path) == [long_name]
 
