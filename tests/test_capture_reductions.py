@@ -509,3 +509,41 @@ def test_probe_tiles_count_their_non_finite_values():
     assert tiles.nonfinite_count == 7
     assert type(tiles.nonfinite_count) is int
     assert ProbeTiles([0], np.zeros((1, 1, 1), np.uint8), 0.0, 1.0).nonfinite_count == 0
+
+
+# -- the float16 count's sample ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [4097, 8192, 100003])
+def test_the_float16_sample_is_256_runs_of_16_each_inside_its_stratum(count):
+    index = act._fp16_sample_index(count)
+    assert index.dtype == torch.int64
+    assert tuple(index.shape) == (4096,)
+    runs = index.reshape(256, 16)
+    assert (runs[:, 1:] - runs[:, :-1]).unique().tolist() == [1]  # consecutive values
+    step = count // 256  # 256 equal strata
+    starts, ends = runs[:, 0], runs[:, -1]
+    strata = torch.arange(256)
+    assert bool((starts >= strata * step).all()) is True
+    assert bool((ends < (strata + 1) * step).all()) is True
+    assert torch.equal(act._fp16_sample_index(count), index)
+
+
+def test_the_float16_sample_offsets_spread_over_the_strata():
+    runs = act._fp16_sample_index(256 * 48).reshape(256, 16)
+    offsets = (runs[:, 0] - torch.arange(256) * 48).tolist()
+    assert (min(offsets), max(offsets)) == (0, 48 - 16)  # every start that leaves room for a run
+    assert len(set(offsets)) == 33
+
+
+def test_float16_counts_of_a_sample_by_hand():
+    layer = LayerCapture("l", "Conv2d", 1, 0, [4], True)
+    sample = [np.array([0.0, 1e-5, -2.0**-14, 3.0], np.float32), np.array([np.nan, -1e-7, 0.0, 6.1e-5], np.float32)]
+    act._count_fp16_sample(layer, sample, sampled=False)
+    assert (layer.fp16_nonzero, layer.fp16_tiny, layer.fp16_sampled) == (5, 3, False)
+    act._count_fp16_sample(layer, [np.array([2.0**-15], np.float32)], sampled=True)
+    assert (layer.fp16_nonzero, layer.fp16_tiny, layer.fp16_sampled) == (6, 4, True)
+    act._count_fp16_sample(layer, [np.array([1.0], np.float32)], sampled=False)
+    assert (layer.fp16_nonzero, layer.fp16_tiny, layer.fp16_sampled) == (7, 4, True)  # once sampled, said so
+    act._count_fp16_sample(layer, [], sampled=False)
+    assert (layer.fp16_nonzero, layer.fp16_tiny) == (7, 4)
