@@ -283,9 +283,9 @@ def test_a_hard_link_elsewhere_is_no_probe(tmp_path):
 def test_a_broken_link_in_a_probe_folder_does_not_hide_a_hard_linked_probe(tmp_path):
     probes = tmp_path / "probes"
     probes.mkdir()
-    for i in range(6):
-        (probes / f"gone{i}.png").symlink_to(tmp_path / f"missing{i}.png")
     (probes / "p.png").write_bytes(b"png")
+    for i in range(30):  # listed before p.png, most likely, whatever the folder's order
+        (probes / f"gone{i}.png").symlink_to(tmp_path / f"missing{i}.png")
     os.link(probes / "p.png", tmp_path / "out.html")
     given = str(tmp_path / "out.html")
     assert refusal([("-o", given)], [("probe", str(probes))], folder_suffixes=(".png",)) == (
@@ -293,7 +293,7 @@ def test_a_broken_link_in_a_probe_folder_does_not_hide_a_hard_linked_probe(tmp_p
     )
 
 
-@pytest.mark.parametrize("pattern", ["ck/*.pt", "ck/w?.pt", "ck/w[0-9].pt", "ck/**/w1.pt"])
+@pytest.mark.parametrize("pattern", ["ck/*.pt", "ck/w?.pt", "ck/w[0-9].pt", "ck/**/w1.pt", "ck/[w]?*.pt"])
 def test_a_file_a_glob_input_matches_is_refused(tmp_path, pattern):
     (tmp_path / "ck" / "deep" / "er").mkdir(parents=True)
     (tmp_path / "ck" / "w1.pt").write_bytes(b"weights")
@@ -411,3 +411,41 @@ def test_a_loaded_modules_source_is_an_input_unless_told_otherwise(monkeypatch, 
     assert str(caught.value) == f"-o {given} is the source of Python module cnnreport_test_loaded {given}: writing there would destroy an input; choose another output name"
     assert len(outputs.plan_outputs([("-o", given)], protect_loaded_modules=False).outputs) == 1
     assert source.read_text() == "X = 1\n"
+
+
+# -- more edges ---------------------------------------------------------------------------------
+
+
+def test_a_name_too_long_to_look_up_is_refused_by_its_length_even_beside_a_probe_folder(tmp_path):
+    probes = tmp_path / "probes"
+    probes.mkdir()
+    given = str(tmp_path / ("n" * 300 + ".html"))
+    assert refusal([("-o", given)], [("probe", str(probes))], folder_suffixes=(".png",)) == (
+        f"cannot write -o {given}: the file name is 305 bytes, over this file system's 255; choose a shorter name"
+    )
+
+
+def test_a_glob_that_matches_a_broken_link_destroys_no_input(tmp_path):
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "gone.pt").symlink_to(tmp_path / "nowhere.pt")
+    (tmp_path / "r.html").write_text("old")
+    result = plan([("-o", str(tmp_path / "r.html"))], [("--weights", str(tmp_path / "ck" / "*.pt"))])
+    assert [o.path for o in result.outputs] == [tmp_path / "r.html"]
+
+
+def test_a_partial_report_whose_link_loops_is_refused_by_its_role(tmp_path):
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    given = str(tmp_path / "a")
+    assert refusal([("-o", str(tmp_path / "r.html"))], partial=given) == (
+        f"cannot write the partial report {given}: it is a symbolic link that loops; remove the link or choose another name"
+    )
+
+
+def test_an_output_of_another_suffix_first_does_not_hide_an_image_after_it(tmp_path):
+    probes = tmp_path / "probes"
+    probes.mkdir()
+    given = str(probes / "new.png")
+    assert refusal([("--json", str(probes / "r.json")), ("-o", given)], [("probe", str(probes))], folder_suffixes=(".png",)) == (
+        f"-o {given} is inside probe {probes} and has an input's suffix (.png): the next run would read it as one of its files; choose another output name or folder"
+    )

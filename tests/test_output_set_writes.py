@@ -399,6 +399,8 @@ def test_the_first_held_signal_goes_to_its_own_handler_once_the_set_is_written(t
 
 
 def test_an_ignored_signal_during_the_renames_stays_ignored(tmp_path, monkeypatch):
+    raised = []
+    monkeypatch.setattr(outputs.signal, "raise_signal", raised.append)
     old = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         a, b = _signal_during_renames(tmp_path, monkeypatch, [signal.SIGTERM])
@@ -406,6 +408,7 @@ def test_an_ignored_signal_during_the_renames_stays_ignored(tmp_path, monkeypatc
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGTERM, old)
+    assert raised == []
     assert (a.read_text(), b.read_text()) == ("new a", "new b")
 
 
