@@ -26,7 +26,7 @@ OUT=${MUTATION_OUT:-$ROOT/test-output/mutation}
 # A pattern names mutmut's generated function: x_NAME* for a function, xǁCLASSǁNAME* for a method.
 MODULES=(
   "analysis/statistics.py|tests/test_alerts.py tests/test_architecture_facts.py tests/test_capture.py tests/test_nonfinite.py tests/test_weight_stats.py|"
-  "capture/activations.py|tests/test_capture.py tests/test_nonfinite.py tests/test_scale.py|"
+  "capture/activations.py|tests/test_capture.py tests/test_nonfinite.py tests/test_scale.py tests/test_capture_reductions.py tests/test_capture_layer_records.py|"
   "analysis/alerts.py|tests/test_alerts.py tests/test_alerts_at_scale.py tests/test_nonfinite.py|"
   "analysis/architecture.py|tests/test_architecture.py tests/test_architecture_facts.py|"
   "analysis/graph.py|tests/test_graph.py tests/test_architecture_facts.py|"
