@@ -1055,3 +1055,133 @@ def test_the_cam_layers_output_is_let_go_when_the_capture_ends():
         leaf = weakref.ref(capture._cam_leaf)
     gc.collect()
     assert leaf() is None
+
+
+# -- what is derived instead of measured (RANGE_FROM_INPUT, _known): no second pass -------------------
+
+
+def spy_ranges(monkeypatch) -> list:
+    """Whether each call's statistics were handed a known range (derived, no pass of their own)."""
+    given = []
+    real = act.probe_statistics
+
+    def spy(x, **kwargs):
+        given.append(kwargs.get("channel_range") is not None)
+        return real(x, **kwargs)
+
+    monkeypatch.setattr(act, "probe_statistics", spy)
+    return given
+
+
+def spy_rms(monkeypatch) -> list:
+    """The shapes of the tensors whose RMS a pre-hook measured itself (not known from the last output)."""
+    measured = []
+    real = act._rms
+
+    def spy(t):
+        measured.append(tuple(t.shape))
+        return real(t)
+
+    monkeypatch.setattr(act, "_rms", spy)
+    return measured
+
+
+def test_an_eval_batchnorm_and_the_relu_after_it_take_their_range_from_their_input(monkeypatch):
+    given = spy_ranges(monkeypatch)
+    model = stack_model()
+    run(model, [(0, probes(2))])
+    assert given == [False, True, True, False, False]  # conv, bn, relu, flatten, linear
+
+
+def test_relu6_and_hardtanh_after_a_conv_derive_theirs_and_a_sigmoid_does_not(monkeypatch):
+    given = spy_ranges(monkeypatch)
+    model = nn.Sequential(nn.Conv2d(2, 2, 1), nn.ReLU6(), nn.Hardtanh(-0.5, 0.5), nn.Sigmoid(), nn.ReLU()).eval()
+    x = probes(2)
+    capture = run(model, [(0, x)])
+    assert given == [False, True, True, False, True]
+    outs = outputs_of(model, x)
+    for layer, out in zip(capture.result().layers, outs):
+        np.testing.assert_allclose(layer.channel_min, out.amin((0, 2, 3)).numpy(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(layer.channel_max, out.amax((0, 2, 3)).numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("case", ["section", "training", "users hook", "untracked"])
+def test_a_batchnorm_range_is_measured_where_it_cannot_be_derived(monkeypatch, case):
+    given = spy_ranges(monkeypatch)
+    model = stack_model()
+    detailed = set()
+    if case == "section":
+        detailed = {"1"}
+    elif case == "training":
+        model[1].train()
+    elif case == "users hook":
+        model[1].register_forward_pre_hook(lambda m, i: None)
+    else:
+        model[1] = nn.BatchNorm2d(3, track_running_stats=False).eval()
+    x = probes(2)
+    capture = run(model, [(0, x)], detailed=detailed)
+    assert given[:2] == [False, False]
+    with torch.no_grad():
+        out = model[1](model[0](x)).double()
+    np.testing.assert_allclose(by_name(capture)["1#1"].channel_max, out.amax((0, 2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_relu_whose_input_changed_in_place_measures_its_range(monkeypatch):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.relu = nn.Conv2d(2, 2, 1), nn.ReLU()
+
+        def forward(self, x):
+            y = self.conv(x)
+            y.add_(5.0)
+            return self.relu(y)
+
+    given = spy_ranges(monkeypatch)
+    torch.manual_seed(2)
+    net = Net().eval()
+    x = probes(2)
+    capture = run(net, [(0, x)])
+    assert given == [False, False]
+    with torch.no_grad():
+        out = torch.relu(net.conv(x) + 5.0).double()
+    np.testing.assert_allclose(by_name(capture)["relu#1"].channel_min, out.amin((0, 2, 3)).numpy(), rtol=1e-6)
+
+
+def test_the_next_modules_input_rms_is_known_not_measured_again(monkeypatch):
+    measured = spy_rms(monkeypatch)
+    model = stack_model()
+    run(model, [(0, probes(2)), (2, probes(1))])
+    assert measured == [(2, 2, 4, 4), (1, 2, 4, 4)]  # only the model's input, once a batch
+
+
+def test_an_input_changed_in_place_has_its_rms_measured(monkeypatch):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Identity(), nn.Identity()
+
+        def forward(self, x):
+            y = self.a(x * 1.0)
+            y.mul_(2.0)
+            return self.b(y)
+
+    measured = spy_rms(monkeypatch)
+    run(Net(), [(0, torch.ones(2, 3))])
+    assert measured == [(2, 3), (2, 3)]
+
+
+def test_a_fresh_capture_has_measured_nothing():
+    capture = ActivationCapture(nn.Identity(), set())
+    assert (capture.largest_per_probe, capture.tile_bytes, capture.completed, capture.skipped) == (0, 0, [], {})
+    result = capture.result()
+    assert (result.layers, result.gradcam, result.gradcam_targets, result.skipped) == ([], [], [], {})
+
+
+def test_without_start_batch_the_first_batch_is_probe_zero():
+    model = nn.Sequential(nn.Conv2d(2, 3, 1)).eval()
+    capture = ActivationCapture(model, {"0"}, max_probes=1, max_channels=1, tile_size=4)
+    with capture, torch.no_grad():
+        model(probes(2))
+    (layer,) = capture.result().layers
+    assert len(layer.tiles) == 1
