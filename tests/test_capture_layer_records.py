@@ -1185,3 +1185,30 @@ def test_without_start_batch_the_first_batch_is_probe_zero():
         model(probes(2))
     (layer,) = capture.result().layers
     assert len(layer.tiles) == 1
+
+
+def test_gradcam_maps_and_targets_add_up_over_batches():
+    torch.manual_seed(5)
+    features = nn.Conv2d(2, 3, 1)
+    head = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    model = nn.Sequential(features, head).eval()
+    x = torch.randn(3, 2, 2, 2, generator=torch.Generator().manual_seed(6))
+    capture = ActivationCapture(model, set(), cam_layer="0")
+    with capture, torch.enable_grad():
+        capture.start_batch(0)
+        assert capture.gradcam_backward(model(x[:2]), [2, 0]) is True
+        capture.start_batch(2)
+        assert capture.gradcam_backward(model(x[2:]), [1]) is True
+    result = capture.result()
+    assert result.gradcam_targets == [2, 0, 1]
+    expected = gradcam_reference(features, head, x, [2, 0, 1])
+    np.testing.assert_allclose(np.stack(result.gradcam), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_affine_uses_the_modules_own_eps():
+    bn = batchnorm((2.0, -3.0), eps=0.5)
+    low, high = torch.tensor([[-1.0, 0.0]]), torch.tensor([[3.0, 1.0]])
+    with torch.no_grad():
+        got_low, got_high = act._batchnorm_affine(bn, (low, high), torch.float32)
+    np.testing.assert_allclose(got_low.numpy(), [[2.0 * (-2.0) / math.sqrt(4.5) + 0.5, -3.0 * 3.0 / math.sqrt(0.75) - 1.0]], rtol=1e-6)
+    np.testing.assert_allclose(got_high.numpy(), [[2.0 * 2.0 / math.sqrt(4.5) + 0.5, -3.0 * 2.0 / math.sqrt(0.75) - 1.0]], rtol=1e-6)

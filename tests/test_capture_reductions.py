@@ -547,3 +547,11 @@ def test_float16_counts_of_a_sample_by_hand():
     assert (layer.fp16_nonzero, layer.fp16_tiny, layer.fp16_sampled) == (7, 4, True)  # once sampled, said so
     act._count_fp16_sample(layer, [], sampled=False)
     assert (layer.fp16_nonzero, layer.fp16_tiny) == (7, 4)
+
+
+def test_the_mean_over_finite_values_is_summed_in_float64():
+    # 2**24 + 3 has no float32: a float32 sum of these four finite values cannot be exact
+    x = torch.tensor([[2.0**24, 1.0, NAN, 1.0, 1.0]], dtype=torch.float32)
+    stats = probe_statistics(x)
+    assert stats["mean"] == [(2.0**24 + 3.0) / 4.0]
+    assert stats["nan"] == [1]
