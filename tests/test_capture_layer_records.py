@@ -1212,3 +1212,13 @@ def test_batchnorm_affine_uses_the_modules_own_eps():
         got_low, got_high = act._batchnorm_affine(bn, (low, high), torch.float32)
     np.testing.assert_allclose(got_low.numpy(), [[2.0 * (-2.0) / math.sqrt(4.5) + 0.5, -3.0 * 3.0 / math.sqrt(0.75) - 1.0]], rtol=1e-6)
     np.testing.assert_allclose(got_high.numpy(), [[2.0 * 2.0 / math.sqrt(4.5) + 0.5, -3.0 * 2.0 / math.sqrt(0.75) - 1.0]], rtol=1e-6)
+
+
+def test_run_forward_without_a_where_says_nothing_more():
+    class Bad(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("no")
+
+    with pytest.raises(ForwardError) as caught:
+        act.run_forward(Bad(), (torch.zeros(2, 3),))
+    assert str(caught.value) == "the model's forward pass failed on input (2, 3): RuntimeError: no"

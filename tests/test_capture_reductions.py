@@ -555,3 +555,12 @@ def test_the_mean_over_finite_values_is_summed_in_float64():
     stats = probe_statistics(x)
     assert stats["mean"] == [(2.0**24 + 3.0) / 4.0]
     assert stats["nan"] == [1]
+
+
+def test_a_probe_of_one_value_is_its_own_rms_with_no_spread():
+    stats = probe_statistics(torch.tensor([[3.0], [-2.0]]))
+    assert stats["rms"] == [3.0, 2.0]
+    assert stats["std"] == [0.0, 0.0]
+    assert stats["mean"] == [3.0, -2.0]
+    stats = probe_statistics(torch.tensor([[[[5.0]]]]))  # (1, 1, 1, 1)
+    assert (stats["rms"], stats["std"], stats["mean"]) == ([5.0], [0.0], [5.0])
