@@ -564,3 +564,23 @@ def test_a_probe_of_one_value_is_its_own_rms_with_no_spread():
     assert stats["mean"] == [3.0, -2.0]
     stats = probe_statistics(torch.tensor([[[[5.0]]]]))  # (1, 1, 1, 1)
     assert (stats["rms"], stats["std"], stats["mean"]) == ([5.0], [0.0], [5.0])
+
+
+def test_an_ordinary_spread_takes_std_from_the_rms_with_no_pass_of_its_own(monkeypatch):
+    passes = []
+    real = act._chunked
+
+    def spy(flat, reduce, dtype):
+        passes.append(tuple(flat.shape))
+        return real(flat, reduce, dtype)
+
+    monkeypatch.setattr(act, "_chunked", spy)
+    gen = torch.Generator().manual_seed(4)
+    ordinary = (10.0 + torch.randn(2, 500, generator=gen, dtype=torch.float64)).float()  # var ~ mean^2 / 100
+    stats = probe_statistics(ordinary, count_zeros=False)
+    assert passes == []
+    np.testing.assert_allclose(stats["std"], ordinary.double().std(1, correction=0).numpy(), rtol=1e-4)
+    tight = (1e4 + 0.5 * torch.randn(2, 500, generator=gen, dtype=torch.float64)).float()
+    stats = probe_statistics(tight, count_zeros=False)
+    assert passes == [(2, 500)]  # the exact pass, once, for both rows
+    np.testing.assert_allclose(stats["std"], tight.double().std(1, correction=0).numpy(), rtol=1e-4)
