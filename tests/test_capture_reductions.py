@@ -584,3 +584,13 @@ def test_an_ordinary_spread_takes_std_from_the_rms_with_no_pass_of_its_own(monke
     stats = probe_statistics(tight, count_zeros=False)
     assert passes == [(2, 500)]  # the exact pass, once, for both rows
     np.testing.assert_allclose(stats["std"], tight.double().std(1, correction=0).numpy(), rtol=1e-4)
+
+
+def test_each_probe_with_nan_keeps_its_own_colour_scale():
+    images = torch.tensor([[[[NAN, 1.0], [2.0, 3.0]]], [[[10.0, 30.0], [NAN, 20.0]]]])
+    first, second = top_channel_tiles(images, torch.tensor([[2.0], [20.0]]), k=1, tile_size=4)
+    assert (first.vmin, first.vmax) == (1.0, 3.0)
+    assert (second.vmin, second.vmax) == (10.0, 30.0)
+    assert first.tiles.tolist() == [[[255, 0], [128, 254]]]  # 2 * round(63.5) = 128 (half to even)
+    assert second.tiles.tolist() == [[[0, 254], [255, 128]]]
+    assert (first.nonfinite, second.nonfinite) == ([1], [1])
