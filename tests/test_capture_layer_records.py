@@ -1222,3 +1222,12 @@ def test_run_forward_without_a_where_says_nothing_more():
     with pytest.raises(ForwardError) as caught:
         act.run_forward(Bad(), (torch.zeros(2, 3),))
     assert str(caught.value) == "the model's forward pass failed on input (2, 3): RuntimeError: no"
+
+
+def test_a_sections_channel_means_with_nan_are_summed_in_float64():
+    model = nn.Sequential(nn.Identity()).eval()
+    x = torch.tensor([2.0**24] + [1.0] * 8 + [NAN]).reshape(1, 1, 1, 10)  # float32 would drop the ones
+    capture = run(model, [(0, x)], detailed={"0"}, max_channels=1, tile_size=16)
+    (layer,) = capture.result().layers
+    assert layer.channel_means[0].tolist() == [(2.0**24 + 8.0) / 9.0]
+    assert layer.probe_mean == [(2.0**24 + 8.0) / 9.0]
