@@ -1231,3 +1231,11 @@ def test_a_sections_channel_means_with_nan_are_summed_in_float64():
     (layer,) = capture.result().layers
     assert layer.channel_means[0].tolist() == [(2.0**24 + 8.0) / 9.0]
     assert layer.probe_mean == [(2.0**24 + 8.0) / 9.0]
+
+
+def test_without_a_probe_limit_every_probe_gets_tiles_whatever_the_channels():
+    model = nn.Sequential(nn.Conv2d(2, 1, 1)).eval()
+    capture = run(model, [(0, probes(3))], detailed={"0"}, max_channels=4, tile_size=4)
+    (layer,) = capture.result().layers
+    assert [t.channels for t in layer.tiles] == [[0], [0], [0]]
+    assert capture.tile_bytes == 3 * 1 * 4 * 4
