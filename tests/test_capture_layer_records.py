@@ -155,6 +155,8 @@ def test_batches_add_up_and_call_counts_restart():
             assert layer.channel_min is None
     conv = layers[0]
     assert len(conv.channel_means) == 5
+    assert [len(sample) for sample in conv.samples] == [48] * 5  # every probe's whole output
+    np.testing.assert_allclose(np.stack(conv.samples), outs[0].flatten(1).numpy(), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(np.stack(conv.channel_means), outs[0].mean((2, 3)).numpy(), rtol=1e-5, atol=1e-6)
 
 
@@ -1239,3 +1241,11 @@ def test_without_a_probe_limit_every_probe_gets_tiles_whatever_the_channels():
     (layer,) = capture.result().layers
     assert [t.channels for t in layer.tiles] == [[0], [0], [0]]
     assert capture.tile_bytes == 3 * 1 * 4 * 4
+
+
+def test_a_single_probe_larger_than_its_sample_is_called_sampled():
+    model = nn.Sequential(nn.Identity()).eval()
+    capture = run(model, [(0, torch.full((1, 9), 1e-6))], detailed={"0"}, total_probes=65536 // 8)  # 8 per probe
+    (layer,) = capture.result().layers
+    assert [len(s) for s in layer.samples] == [8]
+    assert (layer.fp16_sampled, layer.fp16_nonzero, layer.fp16_tiny) == (True, 8, 8)
