@@ -1249,3 +1249,35 @@ def test_a_single_probe_larger_than_its_sample_is_called_sampled():
     (layer,) = capture.result().layers
     assert [len(s) for s in layer.samples] == [8]
     assert (layer.fp16_sampled, layer.fp16_nonzero, layer.fp16_tiny) == (True, 8, 8)
+
+
+def test_float16_counts_add_up_over_batches():
+    model = nn.Sequential(nn.Identity()).eval()
+    x = torch.tensor([[1e-5, 1.0], [0.0, -2e-5], [3.0, 4.0]])
+    capture = run(model, [(0, x[:2]), (2, x[2:])])
+    (layer,) = capture.result().layers
+    assert (layer.fp16_nonzero, layer.fp16_tiny) == (5, 2)
+
+
+def test_start_batch_without_an_index_is_the_first_probe():
+    model = nn.Sequential(nn.Conv2d(2, 3, 1)).eval()
+    capture = ActivationCapture(model, {"0"}, max_probes=1, max_channels=1, tile_size=4)
+    with capture, torch.no_grad():
+        capture.start_batch()
+        model(probes(2))
+    (layer,) = capture.result().layers
+    assert len(layer.tiles) == 1
+
+
+def test_a_per_probe_scalar_output_is_recorded_and_its_bytes_are_an_int():
+    class Total(nn.Module):
+        def forward(self, x):
+            return x.sum(1)  # (N,)
+
+    model = nn.Sequential(Total()).eval()
+    capture = run(model, [(0, torch.tensor([[1.0, 2.0], [3.0, -7.0]]))])
+    (layer,) = capture.result().layers
+    assert (layer.output_shape, layer.numel_per_probe) == ([], 1)
+    assert (layer.probe_min, layer.probe_max) == ([3.0, -4.0], [3.0, -4.0])
+    assert capture.largest_per_probe == 4
+    assert type(capture.largest_per_probe) is int
