@@ -156,6 +156,7 @@ def test_batches_add_up_and_call_counts_restart():
     conv = layers[0]
     assert len(conv.channel_means) == 5
     assert [len(sample) for sample in conv.samples] == [48] * 5  # every probe's whole output
+    np.testing.assert_allclose(layers[1].input_rms, rms(outs[0]), rtol=1e-5)  # the BatchNorm's, both batches
     np.testing.assert_allclose(np.stack(conv.samples), outs[0].flatten(1).numpy(), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(np.stack(conv.channel_means), outs[0].mean((2, 3)).numpy(), rtol=1e-5, atol=1e-6)
 
@@ -418,6 +419,9 @@ def test_derived_range_of_clamps():
     assert (low.tolist(), high.tolist()) == ([[-1.0, 0.5]], [[3.0, 4.0]])
     low, high = act._derived_range(nn.ReLU6(), seen, out, act.RANGE_FROM_INPUT[nn.ReLU6], None)
     assert (low.tolist(), high.tolist()) == ([[0.0, 0.5]], [[3.0, 6.0]])
+    above = reduced([[7.0, -3.0]], [[9.0, -1.0]], (1, 2, 1, 1))  # a channel above the limit, one below zero
+    low, high = act._derived_range(nn.ReLU6(), above, out, act.RANGE_FROM_INPUT[nn.ReLU6], None)
+    assert (low.tolist(), high.tolist()) == ([[6.0, 0.0]], [[6.0, 0.0]])
 
 
 def test_derived_range_of_a_batchnorm():
