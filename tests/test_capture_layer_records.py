@@ -1285,3 +1285,30 @@ def test_a_per_probe_scalar_output_is_recorded_and_its_bytes_are_an_int():
     assert (layer.probe_min, layer.probe_max) == ([3.0, -4.0], [3.0, -4.0])
     assert capture.largest_per_probe == 4
     assert type(capture.largest_per_probe) is int
+
+
+def test_a_module_returning_text_is_skipped_saying_so():
+    class Text(nn.Module):
+        def forward(self, x):
+            return "not a tensor"
+
+    model = nn.Sequential(Text())
+    capture = run(model, [(0, torch.ones(1, 2))], detailed={"0"})
+    assert capture.result().skipped == {"0": "returned no tensor (a str)"}
+
+
+def test_a_half_precision_batchnorms_derived_range_is_the_measured_one():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2)).eval()
+    with torch.no_grad():
+        model[1].running_mean.copy_(torch.tensor([0.3, -0.1]))
+        model[1].running_var.copy_(torch.tensor([0.7, 1.9]))
+        model[1].weight.copy_(torch.tensor([1.3, -0.6]))
+    model = model.half()
+    x = probes(2).half()
+    capture = run(model, [(0, x)])
+    with torch.no_grad():
+        out = model(x).float()
+    bn = by_name(capture)["1#1"]
+    assert bn.channel_min.tolist() == out.amin((0, 2, 3)).tolist()
+    assert bn.channel_max.tolist() == out.amax((0, 2, 3)).tolist()
