@@ -1312,3 +1312,17 @@ def test_a_half_precision_batchnorms_derived_range_is_the_measured_one():
     bn = by_name(capture)["1#1"]
     assert bn.channel_min.tolist() == out.amin((0, 2, 3)).tolist()
     assert bn.channel_max.tolist() == out.amax((0, 2, 3)).tolist()
+
+
+def test_by_default_sixteen_channels_are_tiled_at_most_sixty_four_pixels():
+    model = nn.Sequential(nn.Conv2d(1, 20, 1)).eval()
+    capture = run(model, [(0, torch.randn(1, 1, 128, 96, generator=torch.Generator().manual_seed(1)))], detailed={"0"})
+    (layer,) = capture.result().layers
+    (tiles,) = layer.tiles
+    assert tiles.tiles.shape == (16, 64, 48)
+
+
+def test_gradcam_before_any_forward_is_refused():
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Flatten(), nn.Linear(8, 2))
+    capture = ActivationCapture(model, set(), cam_layer="0")
+    assert capture.gradcam_backward(torch.randn(1, 2, requires_grad=True), [0]) is False
