@@ -594,3 +594,17 @@ def test_each_probe_with_nan_keeps_its_own_colour_scale():
     assert first.tiles.tolist() == [[[255, 0], [128, 254]]]  # 2 * round(63.5) = 128 (half to even)
     assert second.tiles.tolist() == [[[0, 254], [255, 128]]]
     assert (first.nonfinite, second.nonfinite) == ([1], [1])
+
+
+def test_a_positive_tensor_counts_no_zeros_without_a_pass_and_says_so_in_ints(monkeypatch):
+    passes = []
+    real = act._chunked
+    monkeypatch.setattr(act, "_chunked", lambda flat, reduce, dtype: passes.append(1) or real(flat, reduce, dtype))
+    stats = probe_statistics(torch.tensor([[0.5, 2.0, 1.0], [3.0, 4.0, 0.75]]))
+    assert passes == []  # no zero can lie outside [min, max]
+    assert stats["zeros"] == [0, 0]
+    assert [type(v) for v in stats["zeros"]] == [int, int]
+
+
+def test_without_moments_a_probe_of_one_value_is_its_own_rms():
+    assert probe_statistics(torch.tensor([[3.0], [-2.0]]), moments=False)["rms"] == [3.0, 2.0]
