@@ -26,7 +26,7 @@ OUT=${MUTATION_OUT:-$ROOT/test-output/mutation}
 # A pattern names mutmut's generated function: x_NAME* for a function, xǁCLASSǁNAME* for a method.
 MODULES=(
   "analysis/statistics.py|tests/test_alerts.py tests/test_architecture_facts.py tests/test_capture.py tests/test_nonfinite.py tests/test_weight_stats.py tests/test_histogram_bins.py tests/test_layer_capture_measures.py tests/test_filter_measures.py|"
-  "capture/activations.py|tests/test_capture.py tests/test_nonfinite.py tests/test_scale.py|"
+  "capture/activations.py|tests/test_capture.py tests/test_nonfinite.py tests/test_scale.py tests/test_capture_reductions.py tests/test_capture_layer_records.py|"
   "analysis/alerts.py|tests/test_alerts.py tests/test_alerts_at_scale.py tests/test_nonfinite.py tests/test_activation_alert_thresholds.py tests/test_weight_alert_thresholds.py tests/test_nonfinite_alert_origins.py tests/test_preprocessing_alert_figures.py tests/test_fp16_alert_runs.py tests/test_training_mode_alert.py tests/test_alert_context_links.py|"
   "analysis/architecture.py|tests/test_architecture.py tests/test_architecture_facts.py|"
   "analysis/graph.py|tests/test_graph.py tests/test_architecture_facts.py tests/test_node_categories.py tests/test_receptive_field_values.py tests/test_graph_folding.py|"
@@ -37,7 +37,7 @@ MODULES=(
   "capture/attribution.py|tests/test_attribution.py|"
   "report/sections.py|tests/test_attribution.py|x__attribution*"
   "render/views.py|tests/test_markdown.py tests/test_end_to_end.py tests/test_view_escaping.py tests/test_template_cache.py|x_md_escape* x_md_code* x__md_finalize* x_make_markdown_environment* x_make_environment* x_tile_labels* x_fit_markdown*"
-  "render/outputs.py|tests/test_outputs.py|"
+  "render/outputs.py|tests/test_outputs.py tests/test_output_set_writes.py tests/test_output_plan_checks.py|"
   "errors.py|tests/test_terminal_safety.py tests/test_cli_errors.py tests/test_cli_contract.py|"
   # Issue 19's additions to the capture (float16 counts, the first BatchNorm's input) and the
   # --spectral alert; the rest of activations.py is the entry above.
