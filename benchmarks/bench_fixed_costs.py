@@ -3,6 +3,7 @@
     python benchmarks/bench_fixed_costs.py                 # every line (about 10 minutes on 2 cores)
     python benchmarks/bench_fixed_costs.py --only cli      # or: first, inception
     python benchmarks/bench_fixed_costs.py --quick         # smoke run: small model, 1 process, 2 CLI pairs
+    python benchmarks/bench_fixed_costs.py --code ../old   # another checkout's cnnreport (before/after)
 
 Each line is measured in processes of its own, so imports, template compiling and first-call
 costs count as they do for a user:
@@ -49,6 +50,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MB = 1e6
+#: ``--code``: the checkout whose cnnreport the children import (default: the installed one).
+CODE: str | None = None
 
 #: The model files the children build from: the same code for the report and the plain script.
 MODEL_FILE = textwrap.dedent(
@@ -175,6 +178,8 @@ def child_env(work: Path, cold: bool = False) -> dict[str, str]:
     tag = f"cold-{time.monotonic_ns()}" if cold else "warm"
     env["PYTHONPYCACHEPREFIX"] = str(work / "pycache" / tag)
     env["CNNREPORT_CACHE_DIR"] = str(work / "cache" / tag)
+    if CODE:
+        env["PYTHONPATH"] = os.pathsep.join([CODE, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 
 
@@ -206,11 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=3, help="fresh processes for each first-call line")
     parser.add_argument("--cli-repeat", type=int, default=5, help="CLI / plain-script pairs")
     parser.add_argument("--quick", action="store_true", help="one process, 2 CLI pairs, no warm runs")
+    parser.add_argument("--code", help="a checkout whose cnnreport the children import instead of the installed one")
     args = parser.parse_args(argv)
+    global CODE
+    CODE = str(Path(args.code).resolve()) if args.code else None
     lines = set(args.only or ("first", "inception", "cli"))
     processes, cli_repeat, warm_runs = (1, 2, 0) if args.quick else (args.processes, args.cli_repeat, 3)
     import torch
 
+    if CODE:
+        print(f"code: {CODE}")
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.1f} at start")
     verdicts = []
 
