@@ -38,6 +38,11 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'cnnreport' has no attribute {name!r}")
     from importlib import import_module  # only on first use of a lazy name
 
-    value = getattr(import_module(f".{module}", __name__), name)
+    from .support.gcpause import paused_gc
+
+    # Importing the pipeline makes tens of thousands of objects that all stay alive; with torch
+    # loaded, the collector's full walks over them cost ~0.1 s of a fresh process's first report.
+    with paused_gc():
+        value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value

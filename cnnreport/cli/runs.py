@@ -19,6 +19,7 @@ import click
 from click.core import ParameterSource
 
 from ..errors import CnnReportError, HealthCheckFailed, OptionError, terminal_safe
+from ..support.gcpause import paused_gc
 from .exits import ExitCode, fail
 from .values import report_overrides
 
@@ -53,9 +54,11 @@ def class_names_file(value: str | None) -> str | None:
 def plan_run_outputs(kwargs: dict[str, Any], inputs: list[tuple[str, str | None]], *, output_key: str = "output") -> Any:
     """Check every output of this run before any work (see :func:`cnnreport.render.outputs.plan_outputs`):
     an output that is an input or another output, or cannot be written, is refused."""
-    # Lazy: the probe and output modules import torch (and --help must not).
-    from ..io.probes import SUPPORTED_SUFFIXES
-    from ..render.outputs import plan_outputs
+    # Lazy: the probe and output modules import torch (and --help must not); with the collector
+    # paused, since every object an import makes stays alive (its walks cost ~0.1 s here).
+    with paused_gc():
+        from ..io.probes import SUPPORTED_SUFFIXES
+        from ..render.outputs import plan_outputs
 
     output = kwargs[output_key]
     return plan_outputs(
@@ -256,8 +259,9 @@ def run_report(
     """Build, write and gate one report; a failed forward pass leaves a partial report. In a
     sharded run (``--examples`` under torchrun) only rank 0 writes, gates and prints."""
     # Lazy: the pipeline is the heavy part of the package (torch, torchinfo, Pillow).
-    from ..io.provenance import default_provenance
-    from ..report.pipeline import build_report
+    with paused_gc():
+        from ..io.provenance import default_provenance
+        from ..report.pipeline import build_report
 
     output = kwargs["output"]
     prov = provenance or default_provenance()
