@@ -49,7 +49,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-MB = 1e6
+MB = 1024 * 1024  # as bench_report.py counts them
 #: ``--code``: the checkout whose cnnreport the children import (default: the installed one).
 CODE: str | None = None
 
