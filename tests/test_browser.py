@@ -599,5 +599,11 @@ def test_demo_report_at_400_px_keeps_every_table_cell_reachable(visit, demo):
     assert box.evaluate("b => b.scrollWidth > b.clientWidth")  # at 400 px the table is wider than its section
     last_header = box.locator("thead th").last
     box.evaluate("b => { b.scrollLeft = b.scrollWidth; }")
+    # Polled: once in a full-suite run on a loaded machine the cell had no rendered text yet
+    # right after the scroll (innerText is '' until the cell is laid out).
+    v.wait_until(
+        "s => [...document.querySelector(s).querySelectorAll('thead th')].pop().innerText === 'zeros'",
+        f"#{section.id} .per-probe .table-scroll",
+    )
     assert last_header.inner_text() == "zeros"
     assert last_header.evaluate("c => c.getBoundingClientRect().right") <= box.evaluate("b => b.getBoundingClientRect().right") + 1
