@@ -90,7 +90,7 @@ def _one_pass(x, indices, k, batch=7):
 
 
 def _assert_exactly_equal(a: ExamplePartial, b: ExamplePartial):
-    for name in ("top_values", "top_indices", "top_positions", "nan_count", "zero_count", "minimum", "maximum", "histogram"):
+    for name in ("top_values", "top_indices", "top_positions", "nan_count", "zero_count", "varies", "maximum", "histogram"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     assert (a.examples, a.values, a.spatial_shape) == (b.examples, b.values, b.spatial_shape)
     np.testing.assert_allclose(a.means(), b.means(), rtol=1e-12)
@@ -105,7 +105,7 @@ def test_one_pass_matches_plain_float64_reference():
     for ch in range(5):
         assert [(float(v), int(i), int(p)) for v, i, p in zip(part.top_values[ch], part.top_indices[ch], part.top_positions[ch])] == tops[ch]
     np.testing.assert_allclose(part.means(), total / (24 * 12), rtol=1e-6)
-    np.testing.assert_array_equal(part.minimum, lo)
+    np.testing.assert_array_equal(part.varies, lo != hi)
     np.testing.assert_array_equal(part.maximum, hi)
     np.testing.assert_array_equal(part.zero_count, zeros)
     np.testing.assert_allclose(part.zero_fractions(), zeros / (24 * 12))
@@ -188,7 +188,7 @@ def test_nan_ignored_and_counted_infinities_ordered():
     assert list(part.top_positions[1][:2]) == [0, 1]
     assert list(part.nan_count) == [1, 4]
     assert list(part.zero_count) == [1, 2]
-    assert list(part.minimum) == [-math.inf, -math.inf] and list(part.maximum) == [math.inf, 0.0]
+    assert list(part.varies) == [True, True] and list(part.maximum) == [math.inf, 0.0]
     assert part.histogram[1, 0] == 1 and list(part.maxima_count()) == [3, 2]
     assert part.means()[1] == -math.inf  # (-inf - 1 + 0 + 0 - 2) / 5
     assert math.isnan(part.means()[0])  # +inf and -inf both
@@ -204,7 +204,7 @@ def test_float16_and_bfloat16_outputs_match_their_float64_values():
         tops, total, lo, hi, zeros = _reference(low, list(range(6)), 3)
         for ch in range(5):
             assert [(float(v), int(i), int(p)) for v, i, p in zip(part.top_values[ch], part.top_indices[ch], part.top_positions[ch])] == tops[ch]
-        np.testing.assert_array_equal(part.minimum, lo)
+        np.testing.assert_array_equal(part.varies, lo != hi)
         np.testing.assert_array_equal(part.zero_count, zeros)
         np.testing.assert_allclose(part.total, total, rtol=1e-5, atol=1e-5)
     # A float16 sum over many large values does not overflow (summed in float32).
@@ -233,7 +233,8 @@ def test_memory_does_not_grow_with_examples():
     for start in range(10, 1000, 90):
         update(part, torch.randn(90, 8, 3, 3, generator=gen), range(start, start + 90))
     assert part.examples == 1000
-    assert part.nbytes() == after_10 == 8 * 4 * 8 * 3 + 8 * 8 * 6 + 8 * HISTOGRAM_BINS * 8
+    # three (C, k) 8-byte arrays, five (C,) 8-byte ones, the (C,) bools, the histogram
+    assert part.nbytes() == after_10 == 8 * 4 * 8 * 3 + 8 * 8 * 5 + 8 * 1 + 8 * HISTOGRAM_BINS * 8
 
 
 class _Fails(nn.Module):

@@ -2,17 +2,18 @@
 
 A layer's outputs over the set are reduced, batch by batch inside a forward hook, to a
 :class:`ExamplePartial`: per channel, the top-k examples by their maximum over positions (and
-where that maximum is), counts, sum, range, and a histogram of the per-example maxima on fixed
-bins. Its size is O(channels * (k + bins)), whatever the number of examples, and two of them
+where that maximum is), counts, sum, maximum, whether the channel varies at all, and a
+histogram of the per-example maxima on fixed bins. Its size is O(channels * (k + bins)), whatever the number of examples, and two of them
 merge exactly (:func:`merge`), so one process reducing the whole set and many processes each
 reducing a shard and merging give the same result: the same top-k, counts, ranges and
 histograms, and sums equal up to their last bits.
 
 NaN values are left out of everything but their own count (``nan_count``): the per-example
-maximum, the top-k, the minimum and maximum, the sum and mean are over the other values. An
+maximum, the top-k, the maximum, whether the channel varies, the sum and mean are over the
+other values. An
 (example, channel) whose values are all NaN has no maximum: it never enters the top-k, it adds
 nothing to ``maxima_sum`` and counts in the histogram's first bin. Infinities are ordinary
-values: ``-inf < every finite value < +inf`` in the top-k and the range; they make the sum
+values: ``-inf < every finite value < +inf`` in the top-k and the maximum; they make the sum
 (and so the mean) infinite, or NaN when both signs occur.
 """
 
@@ -97,7 +98,10 @@ class ExamplePartial:
     nan_count: np.ndarray  # int64 (C,)
     zero_count: np.ndarray  # int64 (C,): exact zeros (-0.0 included)
     total: np.ndarray  # float64 (C,): sum of the non-NaN values
-    minimum: np.ndarray  # float64 (C,): +inf before any non-NaN value
+    # bool (C,): two different non-NaN values seen (-0.0 and 0.0 are equal). Not the minimum:
+    # it is found from the maxima and one value per row, without a pass over the activation
+    # for every channel that varies between examples (nearly all of them).
+    varies: np.ndarray
     maximum: np.ndarray  # float64 (C,): -inf before any non-NaN value
     maxima_sum: np.ndarray  # float64 (C,): sum over examples of the per-example maximum
     histogram: np.ndarray  # int64 (C, HISTOGRAM_BINS): the per-example maxima on the fixed bins
@@ -118,7 +122,7 @@ class ExamplePartial:
             nan_count=np.zeros(channels, dtype=np.int64),
             zero_count=np.zeros(channels, dtype=np.int64),
             total=np.zeros(channels),
-            minimum=np.full(channels, np.inf),
+            varies=np.zeros(channels, dtype=bool),
             maximum=np.full(channels, -np.inf),
             maxima_sum=np.zeros(channels),
             histogram=np.zeros((channels, HISTOGRAM_BINS), dtype=np.int64),
@@ -148,15 +152,16 @@ class ExamplePartial:
             return self.zero_count / np.float64(self.values)
 
     def dead_channels(self) -> np.ndarray:
-        """Indices of the channels constant over the set (minimum == maximum, NaN aside)."""
-        return np.flatnonzero(self.minimum == self.maximum)
+        """Indices of the channels constant over the set: one value (NaN aside) in every
+        position of every example. A channel with no value but NaN is not constant."""
+        return np.flatnonzero(~self.varies & (self.maxima_count() > 0))
 
     def nbytes(self) -> int:
         """Bytes held by the arrays: O(C * (k + bins)), independent of the number of examples."""
         return sum(
             a.nbytes
             for a in (self.top_values, self.top_indices, self.top_positions, self.nan_count, self.zero_count,
-                      self.total, self.minimum, self.maximum, self.maxima_sum, self.histogram)
+                      self.total, self.varies, self.maximum, self.maxima_sum, self.histogram)
         )
 
     def top_yx(self, channel: int) -> list[tuple[int, float, tuple[int, ...]]]:
@@ -184,7 +189,7 @@ def _select_top(
 def merge(a: ExamplePartial, b: ExamplePartial) -> ExamplePartial:
     """The reduction of the union of two disjoint sets of examples, from their reductions.
 
-    Exact and symmetric for the top-k, counts, ranges and histograms; the float64 sums differ
+    Exact and symmetric for the top-k, counts, maxima, variation and histograms; the float64 sums differ
     from another merge order only in their last bits. The example indices of the two must be
     distinct (shards of one set): an example reduced twice would count twice.
     """
@@ -210,7 +215,9 @@ def merge(a: ExamplePartial, b: ExamplePartial) -> ExamplePartial:
         nan_count=a.nan_count + b.nan_count,
         zero_count=a.zero_count + b.zero_count,
         total=total,
-        minimum=np.minimum(a.minimum, b.minimum),
+        # Each side constant (or empty) so far, the union varies where both hold values and
+        # their one values differ.
+        varies=a.varies | b.varies | ((a.maxima_count() > 0) & (b.maxima_count() > 0) & (a.maximum != b.maximum)),
         maximum=np.maximum(a.maximum, b.maximum),
         maxima_sum=maxima_sum,
         histogram=a.histogram + b.histogram,
@@ -232,20 +239,24 @@ def _zero_counts(flat: torch.Tensor) -> torch.Tensor:
 
     The zero count was the costliest of the reduction's passes: a mask the size of the
     activation, written to memory and read back (58 ms on a 32 x 256 x 56 x 56 output against
-    6 ms for its sum). On the CPU the rows go through numpy in blocks whose mask stays in cache
-    (19 ms there); elsewhere the mask's bytes are summed in int32, three times faster than
-    ``count_nonzero`` or a bool sum (which goes through int64)."""
+    6 ms for its sum). On the CPU the rows go through numpy in blocks whose mask stays in cache,
+    and a block is counted row by row only when one fast count of the whole block finds a zero:
+    most outputs reduced here (a convolution's, before its activation) hold none, and the count
+    by rows was most of the pass's time (12-15 ms there, against 4-7 ms for the block test).
+    Elsewhere the mask's bytes are summed in int32, three times faster than ``count_nonzero``
+    or a bool sum (which goes through int64)."""
     if flat.device.type != "cpu" or flat.dtype not in NUMPY_FLOATS:
         return flat.eq(0).view(torch.uint8).sum(dim=2, dtype=torch.int32)
     n, c, p = flat.shape
     rows = flat.reshape(n * c, p).numpy()  # a view where the output is contiguous
-    out = np.empty(n * c, dtype=np.int32)
+    out = np.zeros(n * c, dtype=np.int32)
     step = max(1, _ZERO_BLOCK // max(p, 1))
     mask = np.empty((min(step, n * c), p), dtype=bool)
     for start in range(0, n * c, step):
         block = rows[start : start + step]
         np.equal(block, 0, out=mask[: len(block)])
-        out[start : start + len(block)] = np.count_nonzero(mask[: len(block)], axis=1)
+        if np.count_nonzero(mask[: len(block)]):
+            out[start : start + len(block)] = np.count_nonzero(mask[: len(block)], axis=1)
     return torch.from_numpy(out.reshape(n, c))
 
 
@@ -253,7 +264,7 @@ def update(partial: ExamplePartial, output: torch.Tensor, example_indices: Any) 
     """Fold one batch's layer output ``(N, C, *spatial)`` (or ``(N, C)``: one position) into
     ``partial``, in place. ``example_indices``: the N examples' indices in the whole set.
 
-    Four cheap passes over the activation (minimum, maximum, sum, zero count: :func:`_zero_counts`), each a
+    Three cheap passes over the activation (maximum, sum, zero count: :func:`_zero_counts`), each a
     per-(example, channel) reduction; everything after works on (N, C) numbers. The position
     of a maximum is searched only for the (example, channel) pairs that enter the top-k, and
     NaN is dealt with only in the rows that hold one. An empty output (a zero-size spatial
@@ -282,29 +293,53 @@ def update(partial: ExamplePartial, output: torch.Tensor, example_indices: Any) 
     p = int(flat.shape[2])
     # Half types are summed in float32 (a float16 sum of 3136 values can overflow).
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    # amin and amax apart are several times faster than aminmax on CPU. NaN propagates in
-    # both: such rows are redone below.
-    low, high = flat.amin(dim=2), flat.amax(dim=2)
+    high = flat.amax(dim=2)  # NaN propagates: such rows are redone below
     sums = flat.sum(dim=2, dtype=acc)
     zeros = _zero_counts(flat)
     nans = torch.zeros((n, c), dtype=torch.int64, device=x.device)
+    # A row varies within itself where a value differs from its maximum. Its first value tells
+    # for nearly every such row; the few left undecided are searched below, only where nothing
+    # else told (a minimum pass over every row was a quarter of the reduction's time).
+    row_varies = flat[:, :, 0] != high
 
     has_nan = torch.isnan(high)
     if bool(has_nan.any()):
         rows_n, rows_c = has_nan.nonzero(as_tuple=True)
         rows = flat[rows_n, rows_c]
         is_nan = torch.isnan(rows)
-        high[rows_n, rows_c] = rows.masked_fill(is_nan, -torch.inf).amax(dim=1)  # -inf: all NaN
-        low[rows_n, rows_c] = rows.masked_fill(is_nan, torch.inf).amin(dim=1)
+        row_high = rows.masked_fill(is_nan, -torch.inf).amax(dim=1)  # -inf: all NaN
+        high[rows_n, rows_c] = row_high
+        row_varies[rows_n, rows_c] = rows.masked_fill(is_nan, torch.inf).amin(dim=1) < row_high  # exact here
         sums[rows_n, rows_c] = rows.masked_fill(is_nan, 0).sum(dim=1, dtype=acc)
         nans[rows_n, rows_c] = is_nan.sum(dim=1)
 
-    # One transfer of the small (4, N, C) numbers (a single sync on an accelerator); float64
+    # One transfer of the small (5, N, C) numbers (a single sync on an accelerator); float64
     # holds every value of the supported dtypes, and counts up to 2**53, exactly.
-    small = torch.stack([low.double(), high.double(), sums.double(), zeros.double(), nans.double()]).cpu().numpy()
-    low_np, high_np, sums_np = small[0], small[1], small[2]
-    zeros_np, nans_np = small[3].astype(np.int64), small[4].astype(np.int64)
+    small = torch.stack([high.double(), sums.double(), zeros.double(), nans.double(), row_varies.double()]).cpu().numpy()
+    high_np, sums_np = small[0], small[1]
+    zeros_np, nans_np = small[2].astype(np.int64), small[3].astype(np.int64)
+    row_varies_np = small[4] != 0
     has_maximum = nans_np < p
+
+    # Whether each channel varies: known from earlier batches; or two of this batch's maxima
+    # differ, or one differs from the one value seen before; or a row varies within itself.
+    seen = partial.maxima_count() > 0  # before this batch
+    in_batch = has_maximum.any(axis=0)
+    top = np.where(has_maximum, high_np, -np.inf).max(axis=0)
+    bottom = np.where(has_maximum, high_np, np.inf).min(axis=0)
+    varies = (
+        partial.varies
+        | (in_batch & (top != bottom))
+        | (in_batch & seen & (top != partial.maximum))
+        | (row_varies_np & has_maximum).any(axis=0)
+    )
+    # Rows of a channel still constant whose first value is their maximum: their minimum tells
+    # (NaN rows were decided exactly above). In practice only constant channels get here.
+    undecided_n, undecided_c = np.nonzero(~varies[None, :] & has_maximum & ~row_varies_np & (nans_np == 0))
+    if len(undecided_n):
+        un, uc = torch.as_tensor(undecided_n, device=x.device), torch.as_tensor(undecided_c, device=x.device)
+        differs = (flat[un, uc].amin(dim=1) != high[un, uc]).cpu().numpy()
+        varies[undecided_c[differs]] = True
 
     partial.examples += n
     partial.values += n * p
@@ -313,34 +348,44 @@ def update(partial: ExamplePartial, output: torch.Tensor, example_indices: Any) 
     with np.errstate(invalid="ignore"):  # +inf and -inf in one channel: a NaN sum, as documented
         partial.total += sums_np.sum(axis=0)
         partial.maxima_sum += np.where(has_maximum, high_np, 0.0).sum(axis=0)
-    partial.minimum = np.minimum(partial.minimum, low_np.min(axis=0))
+    partial.varies = varies
     partial.maximum = np.maximum(partial.maximum, high_np.max(axis=0))
     bins = histogram_bins(high_np, has_maximum)  # (N, C)
     flat_bins = (np.arange(c, dtype=np.int64)[None, :] * HISTOGRAM_BINS + bins).reshape(-1)
     partial.histogram += np.bincount(flat_bins, minlength=c * HISTOGRAM_BINS).reshape(c, HISTOGRAM_BINS)
 
-    # The top-k: the kept k and this batch's N candidates per channel, best k kept.
+    # The top-k: the kept k and this batch's N candidates per channel, best k kept. Only the
+    # channels where a candidate can enter are sorted: one with a maximum at least the k-th
+    # kept value (an empty slot's is -inf). Once the set is well under way that is a few
+    # channels per batch, and the sort of every channel was most of the reduction's fixed cost.
     k = partial.k
-    batch_indices = np.where(has_maximum.T, indices[None, :], EMPTY)  # (C, N)
+    candidates = np.where(has_maximum.T, high_np.T, -np.inf)  # (C, N)
+    hopeful = np.flatnonzero(((candidates >= partial.top_values[:, -1:]) & has_maximum.T).any(axis=1))
+    if len(hopeful) == 0:
+        return
     values, top_indices, positions, order = _select_top(
-        np.concatenate([partial.top_values, np.where(has_maximum.T, high_np.T, -np.inf)], axis=1),
-        np.concatenate([partial.top_indices, batch_indices], axis=1),
-        np.concatenate([partial.top_positions, np.zeros((c, n), dtype=np.int64)], axis=1),
+        np.concatenate([partial.top_values[hopeful], candidates[hopeful]], axis=1),
+        np.concatenate([partial.top_indices[hopeful], np.where(has_maximum.T[hopeful], indices[None, :], EMPTY)], axis=1),
+        np.concatenate([partial.top_positions[hopeful], np.zeros((len(hopeful), n), dtype=np.int64)], axis=1),
         k,
     )
-    new_c, new_slot = np.nonzero((order >= k) & (top_indices != EMPTY))
-    if len(new_c):
-        new_n = order[new_c, new_slot] - k
+    new_row, new_slot = np.nonzero((order >= k) & (top_indices != EMPTY))
+    if len(new_row):
+        new_n, new_c = order[new_row, new_slot] - k, hopeful[new_row]
         if p == 1:
-            positions[new_c, new_slot] = 0
+            positions[new_row, new_slot] = 0
         else:
             rn = torch.as_tensor(new_n, device=x.device)
             rc = torch.as_tensor(new_c, device=x.device)
             rows = flat[rn, rc]  # only the rows that entered: at most C * k
             # The first position equal to the maximum: NaN equals nothing, so it is skipped.
             first = (rows == high[rn, rc].unsqueeze(1)).to(torch.uint8).argmax(dim=1)
-            positions[new_c, new_slot] = first.cpu().numpy()
-    partial.top_values, partial.top_indices, partial.top_positions = values, top_indices, positions
+            positions[new_row, new_slot] = first.cpu().numpy()
+    # New arrays, not writes into the old: a caller may hold the partial's earlier arrays.
+    for name, chosen in (("top_values", values), ("top_indices", top_indices), ("top_positions", positions)):
+        updated = getattr(partial, name).copy()
+        updated[hopeful] = chosen
+        setattr(partial, name, updated)
 
 
 # --------------------------------------------------------------------------------------------
