@@ -197,3 +197,19 @@ def test_zero_counts_are_exact_in_blocks_with_and_without_zeros():
     y[0, 1, 2, 2] = 1.0
     part = _reduced(y.to(memory_format=torch.channels_last), k=1)
     assert part.zero_count.tolist() == [50, 49, 50]
+
+
+# -- the fixed bins of the per-example maximum --------------------------------------------------
+
+
+def test_each_maximum_lands_in_its_fixed_bin_at_the_edges():
+    from cnnreport.capture.examples import histogram_bins
+
+    values = np.array([-math.inf, -1e-30, -0.0, 0.0, 5e-324, 1e-45, 9.9e-5, 1e-4, 10 ** -3.9, 1.0, 1.2, 9999.0, 1e4, math.inf])
+    # By the table: below zero 1; zero 2; (0, 1e-4) 3; [10**(j/10), 10**((j+1)/10)) is bin 44 + j
+    # for j = -40 .. 39; 1e4 and above 84.
+    assert histogram_bins(values).tolist() == [1, 1, 2, 2, 3, 3, 3, 4, 5, 44, 44, 83, 84, 84]
+    as_float32 = np.array([[0.0, 1e-45], [1.0, 3e38]], dtype=np.float32)
+    assert histogram_bins(as_float32).tolist() == [[2, 3], [44, 84]]
+    has = np.array([[True, False], [True, True]])
+    assert histogram_bins(as_float32, has).tolist() == [[2, 0], [44, 84]]

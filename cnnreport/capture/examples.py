@@ -57,12 +57,17 @@ EMPTY = -1
 _INT64_MAX = np.iinfo(np.int64).max
 
 
-def histogram_bins(maxima: np.ndarray, has_maximum: np.ndarray) -> np.ndarray:
-    """The fixed bin (see the table above) of each per-example maximum, as int64."""
-    bins = np.where(maxima < 0, BIN_NEGATIVE, BIN_ZERO).astype(np.int64)
-    positive = maxima > 0
-    bins[positive] = BIN_POSITIVE + np.searchsorted(POSITIVE_EDGES, maxima[positive], side="right")
-    bins[~has_maximum] = BIN_NO_MAXIMUM
+#: Edges for one ``searchsorted`` over every bin but "no maximum": a value's count of edges at or
+#: below it is its bin less one (0 and the smallest positive float split "zero" from "underflow").
+_ALL_EDGES = np.concatenate([[0.0, np.nextafter(0.0, 1.0)], POSITIVE_EDGES])
+
+
+def histogram_bins(maxima: np.ndarray, has_maximum: np.ndarray | None = None) -> np.ndarray:
+    """The fixed bin (see the table above) of each per-example maximum, as int64;
+    ``has_maximum`` False (all NaN) puts it in the "no maximum" bin (None: every one has one)."""
+    bins = np.searchsorted(_ALL_EDGES, maxima, side="right") + BIN_NEGATIVE
+    if has_maximum is not None:
+        bins[~has_maximum] = BIN_NO_MAXIMUM
     return bins
 
 
@@ -296,76 +301,70 @@ def update(partial: ExamplePartial, output: torch.Tensor, example_indices: Any) 
     high = flat.amax(dim=2)  # NaN propagates: such rows are redone below
     sums = flat.sum(dim=2, dtype=acc)
     zeros = _zero_counts(flat)
-    nans = torch.zeros((n, c), dtype=torch.int64, device=x.device)
-    # A row varies within itself where a value differs from its maximum. Its first value tells
-    # for nearly every such row; the few left undecided are searched below, only where nothing
-    # else told (a minimum pass over every row was a quarter of the reduction's time).
-    row_varies = flat[:, :, 0] != high
+    # Below, every step works on (N, C) numbers, and a batch costs each layer a fixed number of
+    # small operations: at the CPU's best batch sizes (4-8, whose activations stay in cache)
+    # they are most of the reduction's time, so each is done only where it can change anything.
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        high_np, sums_np = high.numpy(), sums.numpy()  # views: no copy, no sync
+    else:  # one transfer (a single sync on an accelerator); float64 holds every supported value
+        small = torch.stack([high.double(), sums.double()]).cpu().numpy()
+        high_np, sums_np = small[0], small[1]
+    zeros_np = zeros.numpy() if zeros.device.type == "cpu" else zeros.cpu().numpy()
 
-    has_nan = torch.isnan(high)
-    if bool(has_nan.any()):
-        rows_n, rows_c = has_nan.nonzero(as_tuple=True)
-        rows = flat[rows_n, rows_c]
+    has_maximum = None  # every (example, channel) has a maximum: no NaN row
+    nan_rows = rows_varying = None  # the rows holding a NaN, and which of them vary (exactly)
+    if np.isnan(high_np).any():
+        rows_n, rows_c = np.nonzero(np.isnan(high_np))
+        rn, rc = torch.as_tensor(rows_n, device=x.device), torch.as_tensor(rows_c, device=x.device)
+        rows = flat[rn, rc]
         is_nan = torch.isnan(rows)
         row_high = rows.masked_fill(is_nan, -torch.inf).amax(dim=1)  # -inf: all NaN
-        high[rows_n, rows_c] = row_high
-        row_varies[rows_n, rows_c] = rows.masked_fill(is_nan, torch.inf).amin(dim=1) < row_high  # exact here
-        sums[rows_n, rows_c] = rows.masked_fill(is_nan, 0).sum(dim=1, dtype=acc)
-        nans[rows_n, rows_c] = is_nan.sum(dim=1)
+        high[rn, rc] = row_high
+        row_low = rows.masked_fill(is_nan, torch.inf).amin(dim=1)
+        row_sums = rows.masked_fill(is_nan, 0).sum(dim=1, dtype=acc)
+        nan_counts = is_nan.sum(dim=1).cpu().numpy()
+        high_np, sums_np = np.array(high_np, dtype=np.float64), np.array(sums_np, dtype=np.float64)
+        high_np[rows_n, rows_c] = row_high.double().cpu().numpy()
+        sums_np[rows_n, rows_c] = row_sums.double().cpu().numpy()
+        np.add.at(partial.nan_count, rows_c, nan_counts)
+        has_maximum = np.ones((n, c), dtype=bool)
+        has_maximum[rows_n, rows_c] = nan_counts < p
+        nan_rows, rows_varying = np.zeros((n, c), dtype=bool), np.zeros((n, c), dtype=bool)
+        nan_rows[rows_n, rows_c] = True
+        rows_varying[rows_n, rows_c] = (row_low < row_high).cpu().numpy()  # all NaN: inf < -inf, False
 
-    # One transfer of the small (5, N, C) numbers (a single sync on an accelerator); float64
-    # holds every value of the supported dtypes, and counts up to 2**53, exactly.
-    small = torch.stack([high.double(), sums.double(), zeros.double(), nans.double(), row_varies.double()]).cpu().numpy()
-    high_np, sums_np = small[0], small[1]
-    zeros_np, nans_np = small[2].astype(np.int64), small[3].astype(np.int64)
-    row_varies_np = small[4] != 0
-    has_maximum = nans_np < p
-
-    # Whether each channel varies: known from earlier batches; or two of this batch's maxima
-    # differ, or one differs from the one value seen before; or a row varies within itself.
     seen = partial.maxima_count() > 0  # before this batch
-    in_batch = has_maximum.any(axis=0)
-    top = np.where(has_maximum, high_np, -np.inf).max(axis=0)
-    bottom = np.where(has_maximum, high_np, np.inf).min(axis=0)
-    varies = (
-        partial.varies
-        | (in_batch & (top != bottom))
-        | (in_batch & seen & (top != partial.maximum))
-        | (row_varies_np & has_maximum).any(axis=0)
-    )
-    # Rows of a channel still constant whose first value is their maximum: their minimum tells
-    # (NaN rows were decided exactly above). In practice only constant channels get here.
-    undecided_n, undecided_c = np.nonzero(~varies[None, :] & has_maximum & ~row_varies_np & (nans_np == 0))
-    if len(undecided_n):
-        un, uc = torch.as_tensor(undecided_n, device=x.device), torch.as_tensor(undecided_c, device=x.device)
-        differs = (flat[un, uc].amin(dim=1) != high[un, uc]).cpu().numpy()
-        varies[undecided_c[differs]] = True
-
     partial.examples += n
     partial.values += n * p
-    partial.nan_count += nans_np.sum(axis=0)
-    partial.zero_count += zeros_np.sum(axis=0)
+    if zeros_np.any():
+        partial.zero_count += zeros_np.sum(axis=0)
     with np.errstate(invalid="ignore"):  # +inf and -inf in one channel: a NaN sum, as documented
-        partial.total += sums_np.sum(axis=0)
-        partial.maxima_sum += np.where(has_maximum, high_np, 0.0).sum(axis=0)
-    partial.varies = varies
-    partial.maximum = np.maximum(partial.maximum, high_np.max(axis=0))
+        partial.total += sums_np.sum(axis=0, dtype=np.float64)
+        partial.maxima_sum += (high_np if has_maximum is None else np.where(has_maximum, high_np, 0.0)).sum(axis=0, dtype=np.float64)
     bins = histogram_bins(high_np, has_maximum)  # (N, C)
-    flat_bins = (np.arange(c, dtype=np.int64)[None, :] * HISTOGRAM_BINS + bins).reshape(-1)
-    partial.histogram += np.bincount(flat_bins, minlength=c * HISTOGRAM_BINS).reshape(c, HISTOGRAM_BINS)
+    partial.histogram += np.bincount((bins + _bin_offsets(c)).reshape(-1), minlength=c * HISTOGRAM_BINS).reshape(c, HISTOGRAM_BINS)
+    if not partial.varies.all():
+        _fold_variation(partial, flat, high, high_np, has_maximum, nan_rows, rows_varying, seen)
+    partial.maximum = np.maximum(partial.maximum, high_np.max(axis=0))
 
     # The top-k: the kept k and this batch's N candidates per channel, best k kept. Only the
     # channels where a candidate can enter are sorted: one with a maximum at least the k-th
     # kept value (an empty slot's is -inf). Once the set is well under way that is a few
     # channels per batch, and the sort of every channel was most of the reduction's fixed cost.
     k = partial.k
-    candidates = np.where(has_maximum.T, high_np.T, -np.inf)  # (C, N)
-    hopeful = np.flatnonzero(((candidates >= partial.top_values[:, -1:]) & has_maximum.T).any(axis=1))
+    candidates = high_np.T if has_maximum is None else np.where(has_maximum.T, high_np.T, -np.inf)  # (C, N)
+    reaching = candidates >= partial.top_values[:, -1:]
+    if has_maximum is not None:
+        reaching &= has_maximum.T
+    hopeful = np.flatnonzero(reaching.any(axis=1))
     if len(hopeful) == 0:
         return
+    entrants = np.broadcast_to(indices[None, :], (len(hopeful), n))
+    if has_maximum is not None:
+        entrants = np.where(has_maximum.T[hopeful], entrants, EMPTY)
     values, top_indices, positions, order = _select_top(
         np.concatenate([partial.top_values[hopeful], candidates[hopeful]], axis=1),
-        np.concatenate([partial.top_indices[hopeful], np.where(has_maximum.T[hopeful], indices[None, :], EMPTY)], axis=1),
+        np.concatenate([partial.top_indices[hopeful], entrants], axis=1),
         np.concatenate([partial.top_positions[hopeful], np.zeros((len(hopeful), n), dtype=np.int64)], axis=1),
         k,
     )
@@ -386,6 +385,62 @@ def update(partial: ExamplePartial, output: torch.Tensor, example_indices: Any) 
         updated = getattr(partial, name).copy()
         updated[hopeful] = chosen
         setattr(partial, name, updated)
+
+
+_OFFSETS: dict[int, np.ndarray] = {}
+
+
+def _bin_offsets(channels: int) -> np.ndarray:
+    """``c * HISTOGRAM_BINS`` for each channel ``c``, as a (1, C) row: where each channel's bins
+    start in the flat histogram (kept per channel count: every layer and batch adds it)."""
+    offsets = _OFFSETS.get(channels)
+    if offsets is None:
+        offsets = _OFFSETS[channels] = (np.arange(channels, dtype=np.int64) * HISTOGRAM_BINS)[None, :]
+    return offsets
+
+
+def _fold_variation(
+    partial: ExamplePartial,
+    flat: torch.Tensor,
+    high: torch.Tensor,
+    high_np: np.ndarray,
+    has_maximum: np.ndarray | None,
+    nan_rows: np.ndarray | None,
+    rows_varying: np.ndarray | None,
+    seen: np.ndarray,
+) -> None:
+    """Mark the channels this batch shows to vary (``partial.maximum`` not yet updated, ``seen``
+    its channels with a value before the batch). Only channels not yet known to vary are
+    looked at: once every channel of a layer varies (nearly always after its first batch) this
+    is not called at all. A channel varies where two of the batch's maxima differ, where one
+    differs from the one value seen before, or where a row varies within itself: its first
+    value differs from its maximum, or (only for rows nothing else decided) its minimum does."""
+    open_c = np.flatnonzero(~partial.varies)
+    block = high_np[:, open_c]
+    valid = np.ones(block.shape, dtype=bool) if has_maximum is None else has_maximum[:, open_c]
+    in_batch = valid.any(axis=0)
+    top = np.where(valid, block, -np.inf).max(axis=0)
+    bottom = np.where(valid, block, np.inf).min(axis=0)
+    varies = (in_batch & (top != bottom)) | (in_batch & seen[open_c] & (top != partial.maximum[open_c]))
+    oc = torch.as_tensor(open_c, device=flat.device)
+    first = flat[:, oc, 0].double().cpu().numpy()
+    clean = valid if nan_rows is None else valid & ~nan_rows[:, open_c]  # rows without a NaN
+    row_varies = clean & (first != block)
+    if rows_varying is not None:
+        row_varies |= rows_varying[:, open_c]
+    varies |= row_varies.any(axis=0)
+    # Rows of a channel still constant whose first value is their maximum: their minimum tells
+    # (NaN rows were decided exactly). In practice only constant channels get here.
+    undecided_n, undecided_j = np.nonzero(~varies[None, :] & clean & ~row_varies)
+    if len(undecided_n):
+        un = torch.as_tensor(undecided_n, device=flat.device)
+        uc = torch.as_tensor(open_c[undecided_j], device=flat.device)
+        differs = (flat[un, uc].amin(dim=1) != high[un, uc]).cpu().numpy()
+        varies[undecided_j[differs]] = True
+    if varies.any():
+        marked = partial.varies.copy()
+        marked[open_c[varies]] = True
+        partial.varies = marked
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,11 +24,13 @@ PAD_GREY = 128
 MAX_HISTOGRAM_SIZE = (120, 32)
 
 
-def fit_crop(crop: np.ndarray, crop_px: int) -> np.ndarray:
-    """``crop`` resized to fit a ``crop_px`` square, aspect kept, centred on grey padding.
+def shrunk_crop(crop: np.ndarray, crop_px: int) -> np.ndarray:
+    """``crop`` as uint8 (grey H×W or RGB H×W×3), area-averaged down to fit a ``crop_px``
+    square (aspect kept) where it is larger; a copy of it otherwise.
 
-    Larger crops are area-averaged down; smaller ones (a receptive field of a few pixels) are
-    enlarged with nearest-neighbour, so their pixels stay crisp. Grey in, grey out."""
+    What the producer keeps of a hit's crop until the strips are drawn: ``fit_crop`` of the
+    result at ``crop_px`` is the same square as of the crop itself, at a few kilobytes where
+    a receptive field near the input's size would keep the whole crop."""
     arr = np.ascontiguousarray(np.asarray(crop, dtype=np.uint8))
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
@@ -38,13 +40,27 @@ def fit_crop(crop: np.ndarray, crop_px: int) -> np.ndarray:
     if h == 0 or w == 0:
         raise ValueError(f"an example crop of {w}x{h} pixels has nothing to draw")
     scale = crop_px / max(h, w)
+    if scale >= 1:
+        return arr.copy()
     out_h, out_w = max(1, min(crop_px, round(h * scale))), max(1, min(crop_px, round(w * scale)))
-    if (out_h, out_w) != (h, w):
-        resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.NEAREST
-        arr = np.asarray(Image.fromarray(arr).resize((out_w, out_h), resample))
+    return np.asarray(Image.fromarray(arr).resize((out_w, out_h), Image.Resampling.BOX))
+
+
+def fit_crop(crop: np.ndarray, crop_px: int) -> np.ndarray:
+    """``crop`` resized to fit a ``crop_px`` square, aspect kept, centred on grey padding.
+
+    Larger crops are area-averaged down; smaller ones (a receptive field of a few pixels) are
+    enlarged with nearest-neighbour, so their pixels stay crisp. Grey in, grey out."""
+    arr = shrunk_crop(crop, crop_px)
+    h, w = arr.shape[:2]
+    if max(h, w) < crop_px:
+        scale = crop_px / max(h, w)
+        out_h, out_w = max(1, min(crop_px, round(h * scale))), max(1, min(crop_px, round(w * scale)))
+        if (out_h, out_w) != (h, w):
+            arr = np.asarray(Image.fromarray(arr).resize((out_w, out_h), Image.Resampling.NEAREST))
     square = np.full((crop_px, crop_px) + arr.shape[2:], PAD_GREY, dtype=np.uint8)
-    top, left = (crop_px - out_h) // 2, (crop_px - out_w) // 2
-    square[top : top + out_h, left : left + out_w] = arr
+    top, left = (crop_px - arr.shape[0]) // 2, (crop_px - arr.shape[1]) // 2
+    square[top : top + arr.shape[0], left : left + arr.shape[1]] = arr
     return square
 
 

@@ -2,13 +2,15 @@
 size budget allows.
 
 The producer (:mod:`cnnreport.report.examples`) fills a report's :class:`ExampleSet` but its
-figures, and hands over each shown channel's crops (one per hit, in hit order, uint8 at the
-input's resolution). :func:`draw_examples` draws them at the first level of a ladder that
+figures, and hands over each shown channel's crops (one per hit, in hit order, uint8, at
+most the largest strip's crop size a side). :func:`draw_examples` draws them at the first level of a ladder that
 fits the room the rest of the page leaves: smaller crops (48 -> 32 -> 24 px), then fewer
 channels per layer (16 -> 8 -> 4 -> 2), then no strips (the hits still listed), then no
 histograms either; a note on the set says what was reduced and why. Each level is measured
 by rendering the examples' markup with the page's own macros (:func:`budget.example_bytes`),
-so the estimate is the page's bytes, not a guess.
+so the estimate is the page's bytes, not a guess. A level that may not fit is drawn and
+measured one layer at a time (:func:`_streamed_bytes`): a deep model's examples in full are
+tens of MB of figures, which would otherwise all be alive at once only to learn they are over.
 
 In the pipeline, the rest of the page is fitted first, leaving :func:`examples_reserve` free::
 
@@ -27,7 +29,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..datamodel import ChannelExamples, ExampleSet, LayerExamples, ReportOptions
+from ..datamodel import ChannelExamples, ExampleSet, LayerExamples, LayerSection, ReportOptions
 from ..figures.examples import example_strip, max_histogram
 from ..render.views import examples_markup
 from .budget import MB, budget_bytes, estimate_html_bytes, example_bytes
@@ -88,15 +90,42 @@ def _full_level(examples: ExampleSet, options: ReportOptions) -> ExampleLevel:
     return ExampleLevel(max(1, int(options.example_crop_px)), max((len(lx.channels) for lx in examples.layers), default=0))
 
 
+def _streamed_bytes(
+    examples: ExampleSet, crops: Crops, level: ExampleLevel, sections: Sequence[LayerSection] | None, probe_count: int, *, stop_above: int | None = None
+) -> tuple[int, int]:
+    """``level``'s page bytes for ``examples`` and its strips' share of them, drawn and
+    measured one layer at a time, so only one layer's figures are alive at once.
+
+    Exact: the examples' markup is what every layer shares (style sheet, nav entry, an
+    overview naming the layers) plus a block per layer, so it is the markup with every layer's
+    channels left out, plus, layer by layer, what that layer's drawn channels add to it alone.
+    ``stop_above``: stop counting once the total is past it (the total is then a lower bound)."""
+    def measured(ex: ExampleSet) -> int:
+        return len(examples_markup(ex, sections, probe_count).encode("utf-8"))
+
+    shown = None if sections is None else {s.id for s in sections}
+    bare = [dataclasses.replace(lx, channels=[]) for lx in examples.layers]
+    total, strips = measured(dataclasses.replace(examples, layers=bare)), 0
+    for lx, without in zip(examples.layers, bare):
+        if shown is not None and lx.section_id not in shown:
+            continue  # not on the page: writes nothing
+        drawn = drawn_examples(dataclasses.replace(examples, layers=[lx]), crops, level)
+        total += measured(drawn) - measured(dataclasses.replace(examples, layers=[without]))
+        strips += sum(4 * -(-len(c.strip.png) // 3) for c in drawn.layers[0].channels if c.strip is not None)
+        if stop_above is not None and total > stop_above:
+            break
+    return total, strips
+
+
 def examples_reserve(examples: ExampleSet | None, crops: Crops, options: ReportOptions, max_html_mb: float | None) -> int:
     """Bytes to keep free for the examples while the rest of the page is fitted
     (``fit_to_budget(..., reserve_bytes=)``): their page bytes drawn in full, at most
     :data:`RESERVE_SHARE` of the budget. 0 without examples or without a budget."""
     if examples is None or max_html_mb is None or max_html_mb <= 0:
         return 0
-    full = drawn_examples(examples, crops, _full_level(examples, options))
-    size = len(examples_markup(full).encode("utf-8"))
-    return min(size, int(RESERVE_SHARE * budget_bytes(max_html_mb)))
+    cap = int(RESERVE_SHARE * budget_bytes(max_html_mb))
+    size, _ = _streamed_bytes(examples, crops, _full_level(examples, options), None, 0, stop_above=cap)
+    return min(size, cap)
 
 
 def draw_examples(report: Report, crops: Crops, max_html_mb: float | None) -> Report:
@@ -112,12 +141,17 @@ def draw_examples(report: Report, crops: Crops, max_html_mb: float | None) -> Re
         return dataclasses.replace(report, examples=drawn_examples(examples, crops, full))
     room = budget_bytes(max_html_mb) - estimate_html_bytes(dataclasses.replace(report, examples=None))
     levels = example_levels(full.crop_px or 1, full.channels)
-    full_bytes = None
+    # The full drawing measured a layer at a time: drawn whole only if it fits.
+    full_bytes, full_strips = _streamed_bytes(examples, crops, full, report.sections, report.probe_count)
     fits = False
     chosen = report
-    i = 0
-    strip_bytes: float | None = None  # the last drawn level's strip bytes per crop pixel
+    strip_bytes: float | None = None  # the last measured level's strip bytes per crop pixel
     fixed_bytes, drawn_channels = 0, 1  # and the rest of its bytes, over how many channels
+    i = 0
+    if full_bytes > room:
+        fixed_bytes, drawn_channels = full_bytes - full_strips, _channels(examples, full)
+        strip_bytes = full_strips / max(_pixels(examples, full), 1)
+        i = 1
     while i < len(levels):
         level = levels[i]
         # Skip the strip levels the last drawing's bytes per pixel say cannot fit.
@@ -130,7 +164,7 @@ def draw_examples(report: Report, crops: Crops, max_html_mb: float | None) -> Re
         drawn = drawn_examples(examples, crops, level)
         candidate = dataclasses.replace(report, examples=drawn)
         size = example_bytes(candidate)
-        if full_bytes is None:
+        if i == 0:
             full_bytes = size
         chosen = candidate
         fits = size <= room
