@@ -31,7 +31,7 @@ MODULES=(
   "analysis/architecture.py|tests/test_architecture.py tests/test_architecture_facts.py|"
   "analysis/graph.py|tests/test_graph.py tests/test_architecture_facts.py tests/test_node_categories.py tests/test_receptive_field_values.py tests/test_graph_folding.py|"
   "io/probes.py|tests/test_probes.py tests/test_input_conversion.py tests/test_probe_options_values.py tests/test_probe_tensor_values.py tests/test_probe_image_values.py tests/test_probe_model_helpers.py|x_normalisation* x__mean_std* x__numbers* x__check_image_scale* x__check_size* x__to_float32* x__channels_first* x__batched* x__resize* x__interpolate* x__cover_size* x__box_reduce* x__to_float__* x__to_target_channels* x__preprocess_tensors* x__convert_channels* x__normalise* x__read_image* x__join* x_synthetic_probes* x_expected_input_channels* x_image_channels* x_expected_input_ndim* x__first_conv*"
-  "io/loading.py|tests/test_loading.py tests/test_input_conversion.py tests/test_model_state.py tests/test_state_dict_fit_values.py tests/test_model_spec_values.py|"
+  "io/loading.py|tests/test_loading.py tests/test_input_conversion.py tests/test_model_state.py tests/test_state_dict_fit_values.py tests/test_model_spec_values.py tests/test_loading_messages_values.py tests/test_loading_devices.py tests/test_loading_spec_forms.py tests/test_loading_checkpoint_shapes.py|"
   "io/provenance.py|tests/test_provenance.py tests/test_verify.py tests/test_fingerprint_values.py tests/test_verify_page_values.py|"
   "analysis/diff.py|tests/test_diff.py tests/test_nonfinite.py tests/test_diff_architecture_values.py tests/test_diff_weight_values.py tests/test_diff_activation_values.py tests/test_diff_prediction_alert_values.py|"
   "capture/attribution.py|tests/test_attribution.py|"
