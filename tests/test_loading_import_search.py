@@ -91,3 +91,12 @@ def test_an_error_inside_the_import_machinery_points_at_the_model_files_line(tmp
     assert info.value.message == (
         f"model file {path} does not import: ModuleNotFoundError: No module named 'cnnreport_no_such_plugin' (plugins.py, line 3)"
     )
+
+
+def test_a_model_file_in_a_folder_named_after_importlib_is_still_the_users_code(tmp_path):
+    path = tmp_path / "importlib_experiments" / "net.py"
+    path.parent.mkdir()
+    path.write_text('WIDTH = 3\nraise ValueError("width must be even")\n', encoding="utf-8")
+    with pytest.raises(ModelSpecError) as info:
+        load_model(f"{path}:Net")
+    assert info.value.message == f"model file {path} does not import: ValueError: width must be even (net.py, line 2)"

@@ -555,8 +555,10 @@ def _import_failure(where: str, path: str | None, exc: BaseException) -> str:
         return f"model file {where} called sys.exit({exc.code!r}) while importing"
     location = ""
     frames = traceback.extract_tb(exc.__traceback__)
-    # The deepest frame inside the user's own code (not importlib's) says where to look.
-    user = [f for f in frames if "importlib" not in f.filename and "<frozen" not in f.filename]
+    # The deepest frame inside the user's own code (not importlib's) says where to look;
+    # importlib is known by its folder, so a user's folder named after it stays the user's.
+    own = os.path.dirname(importlib.__file__) + os.sep
+    user = [f for f in frames if not f.filename.startswith(own) and "<frozen" not in f.filename]
     if user:
         frame = user[-1]
         location = f" ({os.path.basename(frame.filename)}, line {frame.lineno})"
