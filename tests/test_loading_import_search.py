@@ -100,3 +100,11 @@ def test_a_model_file_in_a_folder_named_after_importlib_is_still_the_users_code(
     with pytest.raises(ModelSpecError) as info:
         load_model(f"{path}:Net")
     assert info.value.message == f"model file {path} does not import: ValueError: width must be even (net.py, line 2)"
+
+
+def test_a_syntax_error_the_model_file_raises_itself_has_no_line_to_name(tmp_path):
+    path = tmp_path / "config_check.py"
+    path.write_text('raise SyntaxError("the config block is not valid")\n', encoding="utf-8")
+    with pytest.raises(ModelSpecError) as info:
+        load_model(f"{path}:Net")
+    assert info.value.message == f"model file {path} does not import: SyntaxError: the config block is not valid ({path})"
