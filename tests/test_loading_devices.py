@@ -164,7 +164,8 @@ def torchscript_as_if_on_gpu(path):
     # data.pkl names each storage's device as a length-prefixed string: 'cpu' becomes 'cuda:0'
     cpu, gpu = b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0"
     data = dict(members)[next(name for name, _ in members if name.endswith("/data.pkl"))]
-    assert data.count(cpu) == 1 and gpu not in data
+    assert data.count(cpu) == 1  # weight and bias share the memoised string
+    assert gpu not in data
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
         for name, blob in members:
             archive.writestr(name, blob.replace(cpu, gpu) if name.endswith("/data.pkl") else blob)
