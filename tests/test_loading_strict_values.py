@@ -85,3 +85,37 @@ def test_float8_e5m2fnuz_weights_are_rounded_into_float8_e5m2():
     assert apply_state_dict(model, weights)[1] == (
         "the checkpoint's dtype is not the model's: 2 float8_e5m2fnuz tensors rounded to the model's float8_e5m2"
     )
+
+
+F8 = (torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.float8_e5m2, torch.float8_e5m2fnuz, torch.float8_e8m0fnu)
+WIDER = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+# Worked out from the formats (exponent bits, mantissa bits, exponent bias, what the top codes
+# mean): every finite value of the first is a value of the second only for these pairs. e4m3's
+# 3 mantissa bits do not fit e5m2fnuz's 2 (1.125 has no e5m2fnuz value); e5m2fnuz reaches down
+# to 2**-17, a float16 subnormal; e8m0fnu's 2**-127 .. 2**127 is past float16 but inside
+# bfloat16's exponent range.
+EXACT = {
+    (torch.float8_e4m3fn, w) for w in WIDER
+} | {(torch.float8_e4m3fnuz, w) for w in WIDER} | {(torch.float8_e5m2, w) for w in WIDER + (torch.float8_e5m2fnuz,)} | {
+    (torch.float8_e5m2fnuz, w) for w in WIDER
+} | {(torch.float8_e8m0fnu, w) for w in (torch.bfloat16, torch.float32, torch.float64)}
+
+
+@pytest.mark.parametrize("have, want", [(h, w) for h in F8 for w in F8 + WIDER if h != w], ids=str)
+def test_whether_a_float8_cast_is_exact_follows_the_formats_values(have, want):
+    model = nn.Linear(1, 1).to(want)
+    weights = {"weight": torch.tensor([[1.0]]).to(have), "bias": torch.tensor([2.0]).to(have)}
+    name = lambda dtype: str(dtype).replace("torch.", "")  # noqa: E731
+    how = f"copied exactly into the model's {name(want)}" if (have, want) in EXACT else f"rounded to the model's {name(want)}"
+    assert apply_state_dict(model, weights)[1] == f"the checkpoint's dtype is not the model's: 2 {name(have)} tensors {how}"
+
+
+def test_float8_e4m3fn_weights_are_rounded_into_float8_e5m2fnuz():
+    model = nn.Linear(1, 1).to(torch.float8_e5m2fnuz)
+    weights = {"weight": torch.tensor([[1.125]]).to(torch.float8_e4m3fn), "bias": torch.tensor([1.0]).to(torch.float8_e4m3fn)}
+    assert weights["weight"].double().item() == 1.125  # 1 + 1/8: three mantissa bits
+    assert apply_state_dict(model, weights)[1] == (
+        "the checkpoint's dtype is not the model's: 2 float8_e4m3fn tensors rounded to the model's float8_e5m2fnuz"
+    )
+    assert model.weight.double().item() == 1.0  # two mantissa bits: 1.125 lies halfway, ties to even
