@@ -108,3 +108,13 @@ def test_a_syntax_error_the_model_file_raises_itself_has_no_line_to_name(tmp_pat
     with pytest.raises(ModelSpecError) as info:
         load_model(f"{path}:Net")
     assert info.value.message == f"model file {path} does not import: SyntaxError: the config block is not valid ({path})"
+
+
+def test_a_failure_inside_importlib_alone_names_no_line_of_cnnreports_own():
+    # a relative name cannot be imported without a package: importlib itself raises, and
+    # no frame of the user's is involved, so no file and line are named
+    with pytest.raises(ModelSpecError) as info:
+        load_model(".json:Net")
+    assert info.value.message == (
+        "module '.json' does not import: TypeError: the 'package' argument is required to perform a relative import for '.json'"
+    )

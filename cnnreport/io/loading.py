@@ -554,7 +554,7 @@ def _import_failure(where: str, path: str | None, exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return f"model file {where} called sys.exit({exc.code!r}) while importing"
     location = ""
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames = traceback.extract_tb(exc.__traceback__)[1:]  # [0] is the call here that raised it
     # The deepest frame inside the user's own code (not importlib's) says where to look;
     # importlib is known by its folder, so a user's folder named after it stays the user's.
     own = os.path.dirname(importlib.__file__) + os.sep
