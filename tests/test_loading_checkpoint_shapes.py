@@ -16,7 +16,12 @@ import torch
 from torch import nn
 
 from cnnreport.errors import WeightsError
-from cnnreport.io.loading import apply_state_dict, load_model, load_weights, read_checkpoint
+from cnnreport.io.loading import (
+    apply_state_dict,
+    load_model,
+    load_weights,
+    read_checkpoint,
+)
 
 
 def save(tmp_path, obj, name="c.pt"):

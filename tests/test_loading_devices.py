@@ -15,7 +15,12 @@ import torch
 from torch import nn
 
 from cnnreport.errors import ModelSpecError, OptionError
-from cnnreport.io.loading import load_model, load_weights, read_checkpoint, resolve_device
+from cnnreport.io.loading import (
+    load_model,
+    load_weights,
+    read_checkpoint,
+    resolve_device,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 

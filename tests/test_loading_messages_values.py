@@ -15,7 +15,12 @@ import pytest
 import torch
 
 from cnnreport.errors import ModelSpecError, WeightsError
-from cnnreport.io.loading import is_torchscript_archive, load_model, load_weights, read_checkpoint
+from cnnreport.io.loading import (
+    is_torchscript_archive,
+    load_model,
+    load_weights,
+    read_checkpoint,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 

@@ -133,8 +133,10 @@ def test_a_compiled_factory_gives_the_module_inside_and_says_so(tmp_path):
     loaded = load_model(f"{path}:compiled")
     assert type(loaded.model).__name__ == "Net"
     assert loaded.notes == [
-        "torch.compile'd model: the report shows the module inside the compiled wrapper "
-        "(its _orig_mod, the same tensors), run eagerly; dynamo cannot trace the report's hooks. "
-        "Checkpoint keys with or without the _orig_mod. prefix load and verify alike."
+        (
+            "torch.compile'd model: the report shows the module inside the compiled wrapper "
+            "(its _orig_mod, the same tensors), run eagerly; dynamo cannot trace the report's hooks. "
+            "Checkpoint keys with or without the _orig_mod. prefix load and verify alike."
+        )
     ]
     assert isinstance(loaded.model.fc, torch.nn.Linear)

@@ -106,7 +106,7 @@ EXACT = {
 def test_whether_a_float8_cast_is_exact_follows_the_formats_values(have, want):
     model = nn.Linear(1, 1).to(want)
     weights = {"weight": torch.tensor([[1.0]]).to(have), "bias": torch.tensor([2.0]).to(have)}
-    name = lambda dtype: str(dtype).replace("torch.", "")  # noqa: E731
+    name = lambda dtype: str(dtype).replace("torch.", "")
     how = f"copied exactly into the model's {name(want)}" if (have, want) in EXACT else f"rounded to the model's {name(want)}"
     assert apply_state_dict(model, weights)[1] == f"the checkpoint's dtype is not the model's: 2 {name(have)} tensors {how}"
 
