@@ -554,9 +554,11 @@ def _import_failure(where: str, path: str | None, exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return f"model file {where} called sys.exit({exc.code!r}) while importing"
     location = ""
-    frames = traceback.extract_tb(exc.__traceback__)
-    # The deepest frame inside the user's own code (not importlib's) says where to look.
-    user = [f for f in frames if "importlib" not in f.filename and "<frozen" not in f.filename]
+    frames = traceback.extract_tb(exc.__traceback__)[1:]  # [0] is the call here that raised it
+    # The deepest frame inside the user's own code (not importlib's) says where to look;
+    # importlib is known by its folder, so a user's folder named after it stays the user's.
+    own = os.path.dirname(importlib.__file__) + os.sep
+    user = [f for f in frames if not f.filename.startswith(own) and "<frozen" not in f.filename]
     if user:
         frame = user[-1]
         location = f" ({os.path.basename(frame.filename)}, line {frame.lineno})"
@@ -1082,8 +1084,14 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def _represents(wide: torch.dtype, narrow: torch.dtype) -> bool:
-    """Whether every value of *narrow* is exactly a value of *wide* (float16 in float32: yes)."""
+    """Whether every finite value of *narrow* is exactly a value of *wide* (float16 in float32: yes)."""
     a, b = torch.finfo(wide), torch.finfo(narrow)
+    if b.bits == 8:
+        # torch.finfo misleads for float8 (float8_e5m2fnuz's eps is half its step at 1, and
+        # tiny ignores subnormals); a one-byte format's 256 values are quickly tried instead
+        values = torch.arange(256, dtype=torch.int32).to(torch.uint8).view(narrow).to(torch.float64)
+        values = values[torch.isfinite(values)]
+        return torch.equal(values.to(wide).to(torch.float64), values)
     return a.bits >= b.bits and a.eps <= b.eps and a.max >= b.max and a.tiny <= b.tiny
 
 
