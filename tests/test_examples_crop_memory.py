@@ -81,6 +81,7 @@ def test_crops_are_kept_small_and_shared_per_example_and_box(tmp_path, monkeypat
         _deep_model(), torch.rand(2, 3, 16, 16), examples=folder, example_channels=4, example_top_k=4, example_crop_px=8,
         progress=False, example_workers=0, attributions=False,
     )
+    assert report.options.example_batch_size == 4  # the automatic size on the CPU, as used
     # Every winner read once, alone, in index order.
     assert all(len(r) == 1 for r in reads)
     read = [r[0] for r in reads]

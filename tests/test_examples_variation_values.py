@@ -213,3 +213,18 @@ def test_each_maximum_lands_in_its_fixed_bin_at_the_edges():
     assert histogram_bins(as_float32).tolist() == [[2, 3], [44, 84]]
     has = np.array([[True, False], [True, True]])
     assert histogram_bins(as_float32, has).tolist() == [[2, 0], [44, 84]]
+
+
+# -- the examples' automatic batch -------------------------------------------------------------
+
+
+def test_the_automatic_examples_batch_is_the_probes_on_the_cpu_and_32_elsewhere():
+    from torch import nn
+
+    from cnnreport.report.examples import automatic_example_batch
+
+    assert automatic_example_batch(nn.Conv2d(3, 4, 3)) == 4
+    assert automatic_example_batch(nn.ReLU()) == 4  # no tensor: the CPU
+    assert automatic_example_batch(nn.Conv2d(3, 4, 3, device="meta")) == 32
+    norm = nn.BatchNorm2d(4, affine=False, device="meta")  # buffers only
+    assert automatic_example_batch(norm) == 32

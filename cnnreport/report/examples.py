@@ -28,9 +28,23 @@ from ..figures.examples import shrunk_crop
 from ..io.examples import ExampleImages, display_images, example_loader, shard
 from ..model.modules import to_model
 from ..model.state import preserved_model_state
+from ..support.batching import DEFAULT_BATCH
 from ..support.progress import Progress
 
-__all__ = ["as_example_images", "distributed_world", "example_set", "gather_partials", "reduce_examples"]
+__all__ = ["as_example_images", "automatic_example_batch", "distributed_world", "example_set", "gather_partials", "reduce_examples"]
+
+#: The automatic examples' batch on an accelerator, where larger batches keep it busy.
+ACCELERATOR_EXAMPLE_BATCH = 32
+
+
+def automatic_example_batch(model: nn.Module) -> int:
+    """The examples' batch when none is asked for: the probes' automatic batch on the CPU
+    (a model without tensors counts as one there), :data:`ACCELERATOR_EXAMPLE_BATCH` where
+    the model's first tensor lives elsewhere."""
+    first = next(iter(model.parameters()), None)
+    if first is None:
+        first = next(iter(model.buffers()), None)
+    return DEFAULT_BATCH if first is None or first.device.type == "cpu" else ACCELERATOR_EXAMPLE_BATCH
 
 
 def as_example_images(examples: Any, *, image_size: Sequence[int], channels: int | None) -> ExampleImages:
@@ -67,7 +81,8 @@ def reduce_examples(
     layer, and the layers whose output could not be reduced, with why."""
     indices = shard(len(examples), rank, world)
     reducer = ExampleReducer(list(layers), k=options.example_top_k)
-    loader = example_loader(examples, indices, options.example_batch_size, options.example_workers)
+    batch_size = options.example_batch_size if options.example_batch_size is not None else automatic_example_batch(model)
+    loader = example_loader(examples, indices, batch_size, options.example_workers)
     progress = Progress(total=len(indices), enabled=options.progress and rank == 0, label="examples")
     try:
         with preserved_model_state(model), reducer.attached(model):

@@ -45,7 +45,7 @@ from ..support.gcpause import paused_gc
 from ..support.progress import Progress
 from . import budget
 from .document import Report
-from .examples import as_example_images, distributed_world, example_set, gather_partials, reduce_examples
+from .examples import as_example_images, automatic_example_batch, distributed_world, example_set, gather_partials, reduce_examples
 from .examples_view import draw_examples, examples_reserve
 from .partial import fallback_architecture, partial_report
 from .sections import (
@@ -359,6 +359,8 @@ def build_report(
             hint="load the Python class with its weights (MODEL file.py:Class --weights checkpoint)",
         )
     example_images = _example_images(examples, batch, opts)
+    if opts.example_batch_size is None:  # the report states the size it used
+        opts = dataclasses.replace(opts, example_batch_size=automatic_example_batch(model))
     rank, world = distributed_world() if example_images is not None else (0, 1)
     run = _run_model(model, batch, opts, detailed, example, provenance, example_images, rank, world)
     run = dataclasses.replace(run, training_flags=flags)
