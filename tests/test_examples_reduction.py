@@ -233,8 +233,9 @@ def test_memory_does_not_grow_with_examples():
     for start in range(10, 1000, 90):
         update(part, torch.randn(90, 8, 3, 3, generator=gen), range(start, start + 90))
     assert part.examples == 1000
-    # three (C, k) 8-byte arrays, five (C,) 8-byte ones, the (C,) bools, the histogram
-    assert part.nbytes() == after_10 == 8 * 4 * 8 * 3 + 8 * 8 * 5 + 8 * 1 + 8 * HISTOGRAM_BINS * 8
+    # (C, k): float64 values, int32 indices and positions; five (C,) 8-byte arrays, the (C,)
+    # bools; the int32 histogram
+    assert part.nbytes() == after_10 == 8 * 4 * 8 + 8 * 4 * 4 * 2 + 8 * 8 * 5 + 8 * 1 + 8 * HISTOGRAM_BINS * 4
 
 
 class _Fails(nn.Module):

@@ -228,3 +228,18 @@ def test_the_automatic_examples_batch_is_the_probes_on_the_cpu_and_32_elsewhere(
     assert automatic_example_batch(nn.Conv2d(3, 4, 3, device="meta")) == 32
     norm = nn.BatchNorm2d(4, affine=False, device="meta")  # buffers only
     assert automatic_example_batch(norm) == 32
+
+
+def test_indices_and_positions_beyond_what_is_kept_are_refused():
+    import pytest
+
+    part = ExamplePartial.empty(1, 2)
+    with pytest.raises(ValueError, match="from 0 to 2147483647"):
+        update(part, _rows([1.0]), [2**31])
+    with pytest.raises(ValueError, match="from 0 to 2147483647"):
+        update(part, _rows([1.0]), [-1])
+    update(part, _rows([1.0, 3.0]), [2**31 - 1])  # the largest index kept
+    assert list(part.top_indices[0]) == [2**31 - 1, EMPTY] and list(part.top_positions[0]) == [1, 0]
+    huge = torch.zeros(1, 1, 1, 1).expand(1, 1, 46341, 46341)  # 2,147,488,281 positions, no memory
+    with pytest.raises(ValueError, match="2147488281 positions"):
+        update(ExamplePartial.empty(1, 1), huge, [0])

@@ -19,6 +19,7 @@ values: ``-inf < every finite value < +inf`` in the top-k and the maximum; they 
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -55,6 +56,7 @@ HISTOGRAM_BINS = BIN_POSITIVE + len(POSITIVE_EDGES) + 1  # underflow, 80 log bin
 EMPTY = -1
 
 _INT64_MAX = np.iinfo(np.int64).max
+_INT32_MAX = int(np.iinfo(np.int32).max)
 
 
 #: Edges for one ``searchsorted`` over every bin but "no maximum": a value's count of edges at or
@@ -96,8 +98,11 @@ class ExamplePartial:
 
     k: int
     top_values: np.ndarray  # float64 (C, k): exact, every supported dtype fits in float64
-    top_indices: np.ndarray  # int64 (C, k)
-    top_positions: np.ndarray  # int64 (C, k)
+    # int32, as the histogram: the partial lives through the whole pass for every channel of
+    # every layer (ResNet-50: 26,560 channels, 24 MB in int64 against 13.5 MB), and no set or
+    # feature map comes near 2**31 examples or positions.
+    top_indices: np.ndarray  # int32 (C, k)
+    top_positions: np.ndarray  # int32 (C, k)
     examples: int  # examples reduced (each counts in every channel)
     values: int  # values per channel: examples * positions
     nan_count: np.ndarray  # int64 (C,)
@@ -109,7 +114,7 @@ class ExamplePartial:
     varies: np.ndarray
     maximum: np.ndarray  # float64 (C,): -inf before any non-NaN value
     maxima_sum: np.ndarray  # float64 (C,): sum over examples of the per-example maximum
-    histogram: np.ndarray  # int64 (C, HISTOGRAM_BINS): the per-example maxima on the fixed bins
+    histogram: np.ndarray  # int32 (C, HISTOGRAM_BINS): the per-example maxima on the fixed bins
     spatial_shape: tuple[int, ...] | None = None  # None until the first update
 
     @classmethod
@@ -120,8 +125,8 @@ class ExamplePartial:
         return cls(
             k=k,
             top_values=np.full((channels, k), -np.inf),
-            top_indices=np.full((channels, k), EMPTY, dtype=np.int64),
-            top_positions=np.zeros((channels, k), dtype=np.int64),
+            top_indices=np.full((channels, k), EMPTY, dtype=np.int32),
+            top_positions=np.zeros((channels, k), dtype=np.int32),
             examples=0,
             values=0,
             nan_count=np.zeros(channels, dtype=np.int64),
@@ -130,7 +135,7 @@ class ExamplePartial:
             varies=np.zeros(channels, dtype=bool),
             maximum=np.full(channels, -np.inf),
             maxima_sum=np.zeros(channels),
-            histogram=np.zeros((channels, HISTOGRAM_BINS), dtype=np.int64),
+            histogram=np.zeros((channels, HISTOGRAM_BINS), dtype=np.int32),
         )
 
     @property
@@ -289,8 +294,10 @@ def update(partial: ExamplePartial, output: torch.Tensor, example_indices: Any) 
         raise ValueError(f"{len(indices)} example indices for a batch of {n}")
     if x.numel() == 0:
         return
-    if (indices < 0).any():
-        raise ValueError("example indices must be >= 0")
+    if (indices < 0).any() or (indices > _INT32_MAX).any():
+        raise ValueError(f"example indices must be from 0 to {_INT32_MAX}")
+    if math.prod(spatial) > _INT32_MAX:
+        raise ValueError(f"a feature map of {math.prod(spatial)} positions is over the {_INT32_MAX} the positions are kept in")
     partial.spatial_shape = spatial
 
     # A view, not a copy, for contiguous and channels-last outputs alike.
