@@ -243,3 +243,39 @@ def test_indices_and_positions_beyond_what_is_kept_are_refused():
     huge = torch.zeros(1, 1, 1, 1).expand(1, 1, 46341, 46341)  # 2,147,488,281 positions, no memory
     with pytest.raises(ValueError, match="2147488281 positions"):
         update(ExamplePartial.empty(1, 1), huge, [0])
+
+
+def _bin_by_the_table(v: float) -> int:
+    """The histogram's bin of one maximum, by the table in the module's comment."""
+    if v < 0:
+        return 1
+    if v == 0:
+        return 2
+    if v < 10.0 ** (-40 / 10):
+        return 3
+    for j in range(-40, 40):
+        if 10.0 ** (j / 10) <= v < 10.0 ** ((j + 1) / 10):
+            return 44 + j
+    return 84
+
+
+def test_histograms_by_small_and_large_batches_are_the_table_counts():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(30, 3, 2, 2, generator=gen) * torch.tensor([0.01, 1.0, 300.0]).view(1, 3, 1, 1)
+    x[5, 0] = -1.0  # a negative maximum
+    x[6, 1] = 0.0  # a zero one
+    expected = np.zeros((3, 85), dtype=np.int64)
+    for maxima in x.double().flatten(2).amax(dim=2).tolist():
+        for c, v in enumerate(maxima):
+            expected[c, _bin_by_the_table(v)] += 1
+    for batch in (1, 3, 8, 9, 30):
+        part = ExamplePartial.empty(3, 2)
+        for s in range(0, 30, batch):
+            update(part, x[s : s + batch], range(s, min(30, s + batch)))
+        np.testing.assert_array_equal(part.histogram, expected, err_msg=str(batch))
+    # A histogram that is a strided view (built by hand) still counts in place.
+    part = ExamplePartial.empty(3, 2)
+    part.histogram = np.zeros((85, 3), dtype=np.int32).T
+    update(part, x[:4], range(4))
+    update(part, x[4:30], range(4, 30))
+    np.testing.assert_array_equal(part.histogram, expected)

@@ -348,8 +348,15 @@ def update(partial: ExamplePartial, output: torch.Tensor, example_indices: Any) 
     with np.errstate(invalid="ignore"):  # +inf and -inf in one channel: a NaN sum, as documented
         partial.total += sums_np.sum(axis=0, dtype=np.float64)
         partial.maxima_sum += (high_np if has_maximum is None else np.where(has_maximum, high_np, 0.0)).sum(axis=0, dtype=np.float64)
-    bins = histogram_bins(high_np, has_maximum)  # (N, C)
-    partial.histogram += np.bincount((bins + _bin_offsets(c)).reshape(-1), minlength=c * HISTOGRAM_BINS).reshape(c, HISTOGRAM_BINS)
+    bins = histogram_bins(high_np, has_maximum) + _bin_offsets(c)  # (N, C): each in the flat histogram
+    if n <= 8:  # a row's C bins are distinct (one per channel): added in place, row by row
+        if not partial.histogram.flags.c_contiguous:  # reshape would copy, and the counts be lost
+            partial.histogram = np.ascontiguousarray(partial.histogram)
+        flat_histogram = partial.histogram.reshape(-1)  # a view
+        for row in bins:
+            flat_histogram[row] += 1
+    else:  # counted in one go (C x 85 bins): cheaper than N rows past a few
+        partial.histogram += np.bincount(bins.reshape(-1), minlength=c * HISTOGRAM_BINS).reshape(c, HISTOGRAM_BINS)
     if not partial.varies.all():
         _fold_variation(partial, flat, high, high_np, has_maximum, nan_rows, rows_varying, seen)
     partial.maximum = np.maximum(partial.maximum, high_np.max(axis=0))
