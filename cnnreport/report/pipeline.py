@@ -359,7 +359,7 @@ def build_report(
             hint="load the Python class with its weights (MODEL file.py:Class --weights checkpoint)",
         )
     example_images = _example_images(examples, batch, opts)
-    if opts.example_batch_size is None:  # the report states the size it used
+    if example_images is not None and opts.example_batch_size is None:  # the report states the size it used
         opts = dataclasses.replace(opts, example_batch_size=automatic_example_batch(model))
     rank, world = distributed_world() if example_images is not None else (0, 1)
     run = _run_model(model, batch, opts, detailed, example, provenance, example_images, rank, world)
