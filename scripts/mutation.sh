@@ -39,9 +39,8 @@ MODULES=(
   "render/views.py|tests/test_markdown.py tests/test_end_to_end.py tests/test_view_escaping.py tests/test_template_cache.py|x_md_escape* x_md_code* x__md_finalize* x_make_markdown_environment* x_make_environment* x_tile_labels* x_fit_markdown*"
   "render/outputs.py|tests/test_outputs.py tests/test_output_set_writes.py tests/test_output_plan_checks.py|"
   "errors.py|tests/test_terminal_safety.py tests/test_cli_errors.py tests/test_cli_contract.py|"
-  # Issue 19's additions to the capture (float16 counts, the first BatchNorm's input) and the
-  # --spectral alert; the rest of activations.py is the entry above.
-  "capture/activations.py#fp16|tests/test_deployment_alerts.py tests/test_alerts.py|x__fp16_sample_index* x__count_fp16_sample* xǁActivationCaptureǁ_record_fp16* xǁActivationCaptureǁ_record_bn_input*"
+  # Issue 19's --spectral alert (its float16 counts and first-BatchNorm input are in the whole
+  # capture/activations.py entry above).
   "analysis/spectral.py|tests/test_spectral.py|x_spectral_alerts*"
 )
 

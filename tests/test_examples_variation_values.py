@@ -279,3 +279,12 @@ def test_histograms_by_small_and_large_batches_are_the_table_counts():
     update(part, x[:4], range(4))
     update(part, x[4:30], range(4, 30))
     np.testing.assert_array_equal(part.histogram, expected)
+
+
+def test_the_position_is_the_first_of_equal_maxima_signed_zeros_included():
+    part = _reduced(_rows([-1.0, -0.0, 0.0, -2.0], [3.0, 1.0, 3.0, 3.0], [0.0, -3.0, -0.0, -0.0]), k=3)
+    assert part.top_indices[0].tolist() == [1, 0, 2]  # 3.0, then the two zeros by index
+    assert part.top_positions[0].tolist() == [0, 1, 0]
+    # With a NaN in the batch, the first position equal to the maximum, NaN skipped.
+    part = _reduced(_rows([math.nan, 2.0, 5.0, 5.0], [5.0, math.nan, 5.0, 1.0]), k=2)
+    assert part.top_positions[0].tolist() == [2, 0]
