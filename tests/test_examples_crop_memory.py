@@ -204,3 +204,26 @@ def test_a_budget_the_full_drawing_misses_gets_the_same_page_as_drawing_it_whole
     assert len(render_html(fitted).encode()) <= max_mb * (1 << 20)
     note = fitted.examples.notes[-1]
     assert f"the examples in full: {example_bytes(full) / (1 << 20):.2f} MB" in note
+
+
+def test_the_examples_pass_runs_without_gradients(tmp_path):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"e{i}.png")
+
+    seen: list[tuple[int, bool]] = []  # outside the model: the report puts its own state back
+
+    class Records(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 2, 3)
+
+        def forward(self, x):
+            seen.append((int(x.shape[0]), torch.is_grad_enabled()))
+            return self.conv(x).mean(dim=(2, 3))
+
+    cnnreport.build_report(Records().eval(), torch.rand(2, 3, 16, 16), examples=folder, example_batch_size=4, progress=False, example_workers=0, attributions=False)
+    # The examples' batches come last: 4, 4 and 2 examples, none with gradients on.
+    assert seen[-3:] == [(4, False), (4, False), (2, False)]

@@ -85,7 +85,9 @@ def reduce_examples(
     loader = example_loader(examples, indices, batch_size, options.example_workers)
     progress = Progress(total=len(indices), enabled=options.progress and rank == 0, label="examples")
     try:
-        with preserved_model_state(model), reducer.attached(model):
+        # No gradients: nothing here runs a backward pass, and a model whose own tensors require
+        # them would otherwise keep each batch's graph alive until the next.
+        with preserved_model_state(model), reducer.attached(model), torch.no_grad():
             for inputs, batch_indices, failures in loader:
                 if failures:
                     raise ProbeError(failures[0], hint="remove or replace that file in the examples folder")
