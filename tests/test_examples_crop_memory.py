@@ -148,13 +148,13 @@ def test_a_level_measured_layer_by_layer_is_the_page_to_the_byte(base_report):
     crops = {(ids[int(k[0][1:])], k[1]): v for k, v in crops.items()}
     for level in example_levels(48, 5):
         drawn = dataclasses.replace(base_report, examples=drawn_examples(examples, crops, level))
-        total, strips = _streamed_bytes(examples, crops, level, base_report.sections, base_report.probe_count)
+        total, strips, _ = _streamed_bytes(examples, crops, level, base_report.sections, base_report.probe_count)
         assert total == example_bytes(drawn), level
         assert strips == sum(4 * -(-len(c.strip.png) // 3) for lx in drawn.examples.layers for c in lx.channels if c.strip is not None)
     # A section not on the page writes nothing, as the page.
     fewer = dataclasses.replace(base_report, sections=base_report.sections[1:])
     level = example_levels(48, 5)[0]
-    total, _ = _streamed_bytes(examples, crops, level, fewer.sections, fewer.probe_count)
+    total, _, _ = _streamed_bytes(examples, crops, level, fewer.sections, fewer.probe_count)
     assert total == example_bytes(dataclasses.replace(fewer, examples=drawn_examples(examples, crops, level)))
 
 
@@ -166,7 +166,7 @@ def test_counting_stops_past_the_limit_and_the_reserve_is_capped(base_report):
     def page_bytes(ex):
         return len(examples_markup(ex).encode("utf-8"))
 
-    full, _ = _streamed_bytes(examples, crops, level, None, 0)
+    full, _, _ = _streamed_bytes(examples, crops, level, None, 0)
     # The count after the first layer: the page with that layer's channels drawn, the others' left out.
     first_drawn = drawn_examples(dataclasses.replace(examples, layers=examples.layers[:1]), crops, level).layers
     after_first = page_bytes(dataclasses.replace(examples, layers=first_drawn + [dataclasses.replace(lx, channels=[]) for lx in examples.layers[1:]]))
@@ -227,3 +227,24 @@ def test_the_examples_pass_runs_without_gradients(tmp_path):
     cnnreport.build_report(Records().eval(), torch.rand(2, 3, 16, 16), examples=folder, example_batch_size=4, progress=False, example_workers=0, attributions=False)
     # The examples' batches come last: 4, 4 and 2 examples, none with gradients on.
     assert seen[-3:] == [(4, False), (4, False), (2, False)]
+
+
+def test_a_full_drawing_that_fits_is_drawn_once_and_is_the_unbudgeted_page(base_report, monkeypatch):
+    ids = [s.id for s in base_report.sections]
+    examples, crops = _set_of(len(ids), channels=2, hits=2)
+    # The last layer is on no section of the page: drawn all the same, as the whole drawing was.
+    examples = dataclasses.replace(examples, layers=[dataclasses.replace(lx, section_id=i) for lx, i in zip(examples.layers, ids[:-1] + ["elsewhere"])])
+    crops = {((ids[:-1] + ["elsewhere"])[int(k[0][1:])], k[1]): v for k, v in crops.items()}
+    report = dataclasses.replace(base_report, examples=examples)
+    unbudgeted = draw_examples(report, crops, None)
+    import cnnreport.report.examples_view as view
+
+    drawings: list[int] = []
+    real = view.drawn_examples
+    monkeypatch.setattr(view, "drawn_examples", lambda ex, cr, lv: drawings.append(len(ex.layers)) or real(ex, cr, lv))
+    fitted = draw_examples(report, crops, 8.0)
+    assert drawings == [1] * len(ids)  # each layer once, alone; none drawn again whole
+    assert fitted.examples.notes == unbudgeted.examples.notes
+    strips = lambda r: [(lx.section_id, c.channel, c.strip.png) for lx in r.examples.layers for c in lx.channels]  # noqa: E731
+    assert strips(fitted) == strips(unbudgeted) and len(strips(fitted)) == 2 * len(ids)
+    assert example_bytes(fitted) == example_bytes(unbudgeted)

@@ -24,6 +24,12 @@ PAD_GREY = 128
 MAX_HISTOGRAM_SIZE = (120, 32)
 
 
+def _fitted_size(h: int, w: int, crop_px: int) -> tuple[int, int]:
+    """``(height, width)`` of an ``h`` x ``w`` crop scaled to fit a ``crop_px`` square, aspect kept."""
+    scale = crop_px / max(h, w)
+    return max(1, min(crop_px, round(h * scale))), max(1, min(crop_px, round(w * scale)))
+
+
 def shrunk_crop(crop: np.ndarray, crop_px: int) -> np.ndarray:
     """``crop`` as uint8 (grey H×W or RGB H×W×3), area-averaged down to fit a ``crop_px``
     square (aspect kept) where it is larger; a copy of it otherwise.
@@ -39,10 +45,9 @@ def shrunk_crop(crop: np.ndarray, crop_px: int) -> np.ndarray:
     h, w = arr.shape[:2]
     if h == 0 or w == 0:
         raise ValueError(f"an example crop of {w}x{h} pixels has nothing to draw")
-    scale = crop_px / max(h, w)
-    if scale >= 1:
+    if max(h, w) <= crop_px:
         return arr.copy()
-    out_h, out_w = max(1, min(crop_px, round(h * scale))), max(1, min(crop_px, round(w * scale)))
+    out_h, out_w = _fitted_size(h, w, crop_px)
     return np.asarray(Image.fromarray(arr).resize((out_w, out_h), Image.Resampling.BOX))
 
 
@@ -54,8 +59,7 @@ def fit_crop(crop: np.ndarray, crop_px: int) -> np.ndarray:
     arr = shrunk_crop(crop, crop_px)
     h, w = arr.shape[:2]
     if max(h, w) < crop_px:
-        scale = crop_px / max(h, w)
-        out_h, out_w = max(1, min(crop_px, round(h * scale))), max(1, min(crop_px, round(w * scale)))
+        out_h, out_w = _fitted_size(h, w, crop_px)
         if (out_h, out_w) != (h, w):
             arr = np.asarray(Image.fromarray(arr).resize((out_w, out_h), Image.Resampling.NEAREST))
     square = np.full((crop_px, crop_px) + arr.shape[2:], PAD_GREY, dtype=np.uint8)

@@ -291,9 +291,9 @@ def _crops(
     for index in sorted(hits_of):
         image = display_images(examples, [index])[index]
         cut: dict[tuple[int, int, int, int], np.ndarray] = {}
-        for key, slot, (top, left, height, width) in hits_of[index]:
-            box = (top, left, height, width)
+        for key, slot, box in hits_of[index]:
             if box not in cut:
+                top, left, height, width = box
                 cut[box] = shrunk_crop(image[top : top + height, left : left + width], side)
             crops[key][slot] = cut[box]
     return crops

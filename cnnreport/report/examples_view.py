@@ -91,10 +91,18 @@ def _full_level(examples: ExampleSet, options: ReportOptions) -> ExampleLevel:
 
 
 def _streamed_bytes(
-    examples: ExampleSet, crops: Crops, level: ExampleLevel, sections: Sequence[LayerSection] | None, probe_count: int, *, stop_above: int | None = None
-) -> tuple[int, int]:
-    """``level``'s page bytes for ``examples`` and its strips' share of them, drawn and
-    measured one layer at a time, so only one layer's figures are alive at once.
+    examples: ExampleSet,
+    crops: Crops,
+    level: ExampleLevel,
+    sections: Sequence[LayerSection] | None,
+    probe_count: int,
+    *,
+    stop_above: int | None = None,
+    keep_within: int | None = None,
+) -> tuple[int, int, list[LayerExamples] | None]:
+    """``level``'s page bytes for ``examples``, its strips' share of them, and (with
+    ``keep_within``) the drawn layers when the whole is within it: drawn and measured one layer
+    at a time, so only one layer's figures are alive at once, or those of a drawing that fits.
 
     Exact: the examples' markup is what every layer shares (style sheet, nav entry, an
     overview naming the layers) plus a block per layer, so it is the markup with every layer's
@@ -106,15 +114,20 @@ def _streamed_bytes(
     shown = None if sections is None else {s.id for s in sections}
     bare = [dataclasses.replace(lx, channels=[]) for lx in examples.layers]
     total, strips = measured(dataclasses.replace(examples, layers=bare)), 0
+    kept: list[LayerExamples] | None = [] if keep_within is not None else None
     for lx, without in zip(examples.layers, bare):
         if shown is not None and lx.section_id not in shown:
-            continue  # not on the page: writes nothing
+            if kept is not None:  # not on the page, so it writes nothing; drawn as the whole would be
+                kept.append(drawn_examples(dataclasses.replace(examples, layers=[lx]), crops, level).layers[0])
+            continue
         drawn = drawn_examples(dataclasses.replace(examples, layers=[lx]), crops, level)
         total += measured(drawn) - measured(dataclasses.replace(examples, layers=[without]))
         strips += sum(4 * -(-len(c.strip.png) // 3) for c in drawn.layers[0].channels if c.strip is not None)
+        if kept is not None:
+            kept = kept + list(drawn.layers) if keep_within is not None and total <= keep_within else None
         if stop_above is not None and total > stop_above:
             break
-    return total, strips
+    return total, strips, kept
 
 
 def examples_reserve(examples: ExampleSet | None, crops: Crops, options: ReportOptions, max_html_mb: float | None) -> int:
@@ -124,7 +137,7 @@ def examples_reserve(examples: ExampleSet | None, crops: Crops, options: ReportO
     if examples is None or max_html_mb is None or max_html_mb <= 0:
         return 0
     cap = int(RESERVE_SHARE * budget_bytes(max_html_mb))
-    size, _ = _streamed_bytes(examples, crops, _full_level(examples, options), None, 0, stop_above=cap)
+    size, _, _ = _streamed_bytes(examples, crops, _full_level(examples, options), None, 0, stop_above=cap)
     return min(size, cap)
 
 
@@ -141,17 +154,15 @@ def draw_examples(report: Report, crops: Crops, max_html_mb: float | None) -> Re
         return dataclasses.replace(report, examples=drawn_examples(examples, crops, full))
     room = budget_bytes(max_html_mb) - estimate_html_bytes(dataclasses.replace(report, examples=None))
     levels = example_levels(full.crop_px or 1, full.channels)
-    # The full drawing measured a layer at a time: drawn whole only if it fits.
-    full_bytes, full_strips = _streamed_bytes(examples, crops, full, report.sections, report.probe_count)
+    # The full drawing measured a layer at a time, its layers kept only while they fit.
+    full_bytes, full_strips, kept = _streamed_bytes(examples, crops, full, report.sections, report.probe_count, keep_within=room)
+    if kept is not None and full_bytes <= room:
+        return dataclasses.replace(report, examples=dataclasses.replace(examples, layers=kept))
     fits = False
     chosen = report
-    strip_bytes: float | None = None  # the last measured level's strip bytes per crop pixel
-    fixed_bytes, drawn_channels = 0, 1  # and the rest of its bytes, over how many channels
-    i = 0
-    if full_bytes > room:
-        fixed_bytes, drawn_channels = full_bytes - full_strips, _channels(examples, full)
-        strip_bytes = full_strips / max(_pixels(examples, full), 1)
-        i = 1
+    fixed_bytes, drawn_channels = full_bytes - full_strips, _channels(examples, full)
+    strip_bytes: float | None = full_strips / max(_pixels(examples, full), 1)  # per crop pixel, of the last measured level
+    i = 1
     while i < len(levels):
         level = levels[i]
         # Skip the strip levels the last drawing's bytes per pixel say cannot fit.
@@ -164,8 +175,6 @@ def draw_examples(report: Report, crops: Crops, max_html_mb: float | None) -> Re
         drawn = drawn_examples(examples, crops, level)
         candidate = dataclasses.replace(report, examples=drawn)
         size = example_bytes(candidate)
-        if i == 0:
-            full_bytes = size
         chosen = candidate
         fits = size <= room
         if fits:
